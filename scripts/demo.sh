@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs the demo: an embedded sink server on loopback, a few thousand realistic
+# payloads through a worker pool, one sink restart midway, and a report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+# One cargo profile (release) for demo, tests, clippy and benches: the gRPC C core
+# is built once.
+exec cargo run --release --quiet --example demo -- "$@"

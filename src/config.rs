@@ -1,0 +1,597 @@
+//! Configuration: a validated [`Config`] built with [`ConfigBuilder`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::events::EventHandler;
+
+/// When a payload counts as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DeliveryMode {
+    /// A payload counts as delivered only when the stream (the *epoch*) it was written
+    /// on ends with status `OK` after logsender half-closed it. Epochs that fail are
+    /// re-sent on the next stream: duplicates are possible after a fault, loss is not.
+    #[default]
+    AtLeastOnce,
+    /// A payload counts as sent when its write completes (the Go original's semantics).
+    /// One long-lived stream; payloads written just before a break can be lost.
+    AtMostOnce,
+}
+
+/// What a worker does with a new payload when the sender already holds
+/// `max_buffered_payloads` payloads or `max_buffered_bytes` bytes.
+///
+/// Every payload that is dropped is counted in [`Stats`](crate::Stats) and handed to
+/// [`EventHandler::on_dropped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// The worker waits for room, so it stops draining the queue; producers then wait
+    /// on their (bounded) channel. With `Some(timeout)`, a payload that found no room
+    /// within `timeout` is dropped as [`DropReason::BlockTimeout`](crate::DropReason).
+    Block {
+        /// How long to wait for room; `None` waits until there is room or the sender closes.
+        timeout: Option<Duration>,
+    },
+    /// Drop the new payload.
+    DropNewest,
+    /// Drop the oldest payload that is waiting to be (re)written, to make room for the new
+    /// one. Payloads already written in an open epoch are not evicted; if only those fill
+    /// the buffer, the worker waits for that epoch to end, as with `Block`.
+    DropOldest,
+}
+
+impl Default for OverflowPolicy {
+    fn default() -> Self {
+        OverflowPolicy::Block { timeout: None }
+    }
+}
+
+/// Message compression on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip (the Go original's choice).
+    #[default]
+    Gzip,
+}
+
+/// TLS material, read from PEM files when the config is built.
+#[derive(Clone, Default)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: Option<Vec<u8>>,
+    pub(crate) identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) server_name: Option<String>,
+}
+
+/// How to reach the collector.
+#[derive(Clone)]
+pub(crate) enum Transport {
+    Plaintext,
+    Tls(TlsFiles),
+}
+
+/// A validated configuration for [`LogSender`](crate::LogSender).
+///
+/// Built with [`Config::builder`]; every setter there says its default.
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) addr: String,
+    pub(crate) transport: Transport,
+    pub(crate) delivery: DeliveryMode,
+    pub(crate) commit_every: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) commit_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) backoff_multiplier: f64,
+    pub(crate) backoff_jitter: f64,
+    pub(crate) keepalive_time: Duration,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) max_message_size: usize,
+    pub(crate) compression: Compression,
+    pub(crate) max_buffered_payloads: usize,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) close_timeout: Duration,
+    pub(crate) handler: Option<Arc<dyn EventHandler>>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("tls", &matches!(self.transport, Transport::Tls(_)))
+            .field("delivery", &self.delivery)
+            .field("commit_every", &self.commit_every)
+            .field("commit_interval", &self.commit_interval)
+            .field("max_buffered_payloads", &self.max_buffered_payloads)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Starts a builder for a collector at `addr` (`host:port`, or a gRPC target such as
+    /// `unix:/path` or `dns:///host:port`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Config, DeliveryMode};
+    ///
+    /// let config = Config::builder("127.0.0.1:50051")
+    ///     .plaintext()
+    ///     .delivery(DeliveryMode::AtLeastOnce)
+    ///     .commit_every(500)
+    ///     .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.addr(), "127.0.0.1:50051");
+    /// ```
+    pub fn builder(addr: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder {
+            addr: addr.into(),
+            plaintext: false,
+            ca_file: None,
+            identity_files: None,
+            server_name: None,
+            config_defaults: Defaults::get(),
+            handler: None,
+        }
+    }
+
+    /// The collector address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The delivery mode.
+    pub fn delivery(&self) -> DeliveryMode {
+        self.delivery
+    }
+
+    /// The largest encoded payload that will be sent.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+}
+
+/// The tunable numbers, with the Go original's defaults.
+#[derive(Clone)]
+struct Defaults {
+    delivery: DeliveryMode,
+    commit_every: usize,
+    commit_interval: Duration,
+    commit_timeout: Duration,
+    write_timeout: Duration,
+    connect_timeout: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    backoff_multiplier: f64,
+    backoff_jitter: f64,
+    keepalive_time: Duration,
+    keepalive_timeout: Duration,
+    max_message_size: usize,
+    compression: Compression,
+    max_buffered_payloads: usize,
+    max_buffered_bytes: usize,
+    overflow: OverflowPolicy,
+    close_timeout: Duration,
+}
+
+impl Defaults {
+    fn get() -> Self {
+        Defaults {
+            delivery: DeliveryMode::AtLeastOnce,
+            commit_every: 1000,
+            commit_interval: Duration::from_secs(1),
+            commit_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(15 * 60),
+            backoff_multiplier: 2.0,
+            backoff_jitter: 0.2,
+            keepalive_time: Duration::from_secs(120),
+            keepalive_timeout: Duration::from_secs(20),
+            max_message_size: 32 << 20,
+            compression: Compression::Gzip,
+            max_buffered_payloads: 10_000,
+            max_buffered_bytes: 256 << 20,
+            overflow: OverflowPolicy::default(),
+            close_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Builds a [`Config`]. Nonsense values are reported by [`build`](ConfigBuilder::build)
+/// as [`Error::InvalidConfig`], never by a panic.
+#[must_use]
+pub struct ConfigBuilder {
+    addr: String,
+    plaintext: bool,
+    ca_file: Option<PathBuf>,
+    identity_files: Option<(PathBuf, PathBuf)>,
+    server_name: Option<String>,
+    config_defaults: Defaults,
+    handler: Option<Arc<dyn EventHandler>>,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config_defaults.$name = value;
+            self
+        }
+    };
+}
+
+impl ConfigBuilder {
+    /// Talk plaintext HTTP/2 (no TLS). Meant for loopback and tests; it must be asked for.
+    /// Defaults to TLS.
+    pub fn plaintext(mut self) -> Self {
+        self.plaintext = true;
+        self
+    }
+
+    /// Verify the collector with this PEM CA bundle instead of the system roots.
+    /// Defaults to the system roots.
+    pub fn tls_ca_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.ca_file = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Present this PEM client certificate and key (mutual TLS). Defaults to none.
+    pub fn tls_client_identity(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
+        self.identity_files = Some((cert.as_ref().to_path_buf(), key.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Check the collector's certificate against this name instead of the address's host.
+    /// Defaults to the host of the address.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    setter!(
+        /// Delivery guarantee. Defaults to [`DeliveryMode::AtLeastOnce`].
+        delivery: DeliveryMode
+    );
+    setter!(
+        /// In `AtLeastOnce`, half-close and commit the stream after this many payloads.
+        /// Defaults to 1,000.
+        commit_every: usize
+    );
+    setter!(
+        /// In `AtLeastOnce`, commit the stream at least this often while it carries
+        /// payloads. Defaults to 1 s.
+        commit_interval: Duration
+    );
+    setter!(
+        /// How long to wait for the collector's final status after a half-close before the
+        /// epoch counts as failed and is re-sent. Defaults to 10 s.
+        commit_timeout: Duration
+    );
+    setter!(
+        /// A write blocked this long (a stalled collector) makes the supervisor cancel the
+        /// call; the payloads are re-sent on the next stream. Defaults to 30 s.
+        write_timeout: Duration
+    );
+    setter!(
+        /// How long one dial may take before it counts as failed. Defaults to 10 s.
+        connect_timeout: Duration
+    );
+    setter!(
+        /// Backoff growth factor between reconnect attempts. Defaults to 2.
+        backoff_multiplier: f64
+    );
+    setter!(
+        /// Randomization of each backoff delay, 0.0 ..= 1.0. Defaults to 0.2 (±20 %).
+        backoff_jitter: f64
+    );
+    setter!(
+        /// HTTP/2 keepalive ping interval. Defaults to 2 min.
+        keepalive_time: Duration
+    );
+    setter!(
+        /// How long a keepalive ping may go unanswered. Defaults to 20 s.
+        keepalive_timeout: Duration
+    );
+    setter!(
+        /// Largest encoded payload that will be sent; larger ones are rejected with
+        /// [`Error::PayloadTooLarge`]. Defaults to 32 MiB.
+        max_message_size: usize
+    );
+    setter!(
+        /// Stream compression. Defaults to [`Compression::Gzip`].
+        compression: Compression
+    );
+    setter!(
+        /// Most payloads held at once (waiting to be written plus unacknowledged).
+        /// Defaults to 10,000.
+        max_buffered_payloads: usize
+    );
+    setter!(
+        /// Most encoded bytes held at once. Defaults to 256 MiB.
+        max_buffered_bytes: usize
+    );
+    setter!(
+        /// What to do when the buffer is full. Defaults to `Block { timeout: None }`.
+        overflow: OverflowPolicy
+    );
+    setter!(
+        /// Deadline used by [`LogSender::close`](crate::LogSender::close) and by `Drop`.
+        /// Defaults to 10 s.
+        close_timeout: Duration
+    );
+
+    /// Reconnect backoff: first delay and cap. Defaults to 1 s and 15 min.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config_defaults.backoff_initial = initial;
+        self.config_defaults.backoff_max = max;
+        self
+    }
+
+    /// Receives drops, dead letters and connection changes. Defaults to none (they are
+    /// still counted and logged).
+    pub fn event_handler(mut self, handler: Arc<dyn EventHandler>) -> Self {
+        self.handler = Some(handler);
+        self
+    }
+
+    /// Validates everything and reads the TLS files.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAddress`], [`Error::InvalidConfig`], or [`Error::Tls`] for a TLS
+    /// file that is missing, unreadable or not PEM.
+    pub fn build(self) -> Result<Config, Error> {
+        validate_addr(&self.addr)?;
+        let d = self.config_defaults;
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if d.commit_every == 0 {
+            return bad("commit_every", "must be at least 1");
+        }
+        for (field, v) in [
+            ("commit_interval", d.commit_interval),
+            ("commit_timeout", d.commit_timeout),
+            ("write_timeout", d.write_timeout),
+            ("connect_timeout", d.connect_timeout),
+            ("backoff_initial", d.backoff_initial),
+            ("keepalive_time", d.keepalive_time),
+            ("keepalive_timeout", d.keepalive_timeout),
+        ] {
+            if v.is_zero() {
+                return bad(field, "must be longer than zero");
+            }
+        }
+        if d.backoff_max < d.backoff_initial {
+            return bad(
+                "backoff_max",
+                "must not be shorter than the initial backoff",
+            );
+        }
+        if !(d.backoff_multiplier.is_finite() && d.backoff_multiplier >= 1.0) {
+            return bad("backoff_multiplier", "must be a finite number >= 1");
+        }
+        if !(0.0..=1.0).contains(&d.backoff_jitter) {
+            return bad("backoff_jitter", "must be within 0.0 ..= 1.0");
+        }
+        if d.max_message_size == 0 || d.max_message_size > i32::MAX as usize {
+            return bad("max_message_size", "must be within 1 ..= 2^31-1 bytes");
+        }
+        if d.max_buffered_payloads == 0 {
+            return bad("max_buffered_payloads", "must be at least 1");
+        }
+        if d.max_buffered_bytes < d.max_message_size.min(1 << 20) {
+            return bad(
+                "max_buffered_bytes",
+                "must hold at least one payload of max_message_size (or 1 MiB)",
+            );
+        }
+        let transport = if self.plaintext {
+            if self.ca_file.is_some() || self.identity_files.is_some() {
+                return bad(
+                    "plaintext",
+                    "plaintext was asked for together with TLS files",
+                );
+            }
+            Transport::Plaintext
+        } else {
+            let ca = match &self.ca_file {
+                Some(p) => Some(read_pem(p, &["CERTIFICATE"])?),
+                None => None,
+            };
+            let identity = match &self.identity_files {
+                Some((c, k)) => Some((
+                    read_pem(c, &["CERTIFICATE"])?,
+                    read_pem(k, &["PRIVATE KEY"])?,
+                )),
+                None => None,
+            };
+            Transport::Tls(TlsFiles {
+                ca,
+                identity,
+                server_name: self.server_name,
+            })
+        };
+        Ok(Config {
+            addr: self.addr,
+            transport,
+            delivery: d.delivery,
+            commit_every: d.commit_every,
+            commit_interval: d.commit_interval,
+            commit_timeout: d.commit_timeout,
+            write_timeout: d.write_timeout,
+            connect_timeout: d.connect_timeout,
+            backoff_initial: d.backoff_initial,
+            backoff_max: d.backoff_max,
+            backoff_multiplier: d.backoff_multiplier,
+            backoff_jitter: d.backoff_jitter,
+            keepalive_time: d.keepalive_time,
+            keepalive_timeout: d.keepalive_timeout,
+            max_message_size: d.max_message_size,
+            compression: d.compression,
+            max_buffered_payloads: d.max_buffered_payloads,
+            max_buffered_bytes: d.max_buffered_bytes,
+            overflow: d.overflow,
+            close_timeout: d.close_timeout,
+            handler: self.handler,
+        })
+    }
+}
+
+/// Reads a PEM file and checks that it holds a block whose label ends with one of `labels`.
+fn read_pem(path: &Path, labels: &[&str]) -> Result<Vec<u8>, Error> {
+    let tls = |reason: String| Error::Tls {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| tls(format!("cannot read: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let found = text.lines().any(|line| {
+        let line = line.trim();
+        line.starts_with("-----BEGIN ")
+            && line.ends_with("-----")
+            && labels
+                .iter()
+                .any(|l| line.trim_end_matches('-').ends_with(l))
+    });
+    if !found {
+        return Err(tls(format!(
+            "not a PEM file with a {} block",
+            labels.join(" or ")
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Accepts `host:port`, `[v6]:port`, or a target with a gRPC scheme
+/// (`dns:`, `ipv4:`, `ipv6:`, `unix:`, `unix-abstract:`).
+fn validate_addr(addr: &str) -> Result<(), Error> {
+    let bad = |reason: &str| {
+        Err(Error::InvalidAddress {
+            addr: addr.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if addr.is_empty() {
+        return bad("empty");
+    }
+    if addr.contains('\0') || addr.chars().any(char::is_whitespace) {
+        return bad("contains whitespace or NUL");
+    }
+    for scheme in ["dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:"] {
+        if let Some(rest) = addr.strip_prefix(scheme) {
+            if rest.trim_start_matches('/').is_empty() {
+                return bad("nothing after the scheme");
+            }
+            return Ok(());
+        }
+    }
+    if addr.contains("://") {
+        return bad("use host:port (or a gRPC target like dns:///host:port), not a URL");
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("expected host:port");
+    };
+    if host.is_empty() {
+        return bad("missing host");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return bad("an IPv6 host must be written in brackets, like [::1]:50051");
+    }
+    match port.parse::<u16>() {
+        Ok(0) => bad("port 0 is not a port one can dial"),
+        Ok(_) => Ok(()),
+        Err(_) => bad("the port is not a number within 1 ..= 65535"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in [
+            "127.0.0.1:1",
+            "localhost:50051",
+            "[::1]:443",
+            "unix:/tmp/s",
+            "dns:///h:1",
+        ] {
+            assert!(validate_addr(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            ":80",
+            "http://h:80",
+            "::1:80",
+            "h:8 0",
+            "unix:",
+        ] {
+            assert!(
+                matches!(validate_addr(bad), Err(Error::InvalidAddress { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn nonsense_is_rejected() {
+        let b = || Config::builder("127.0.0.1:1").plaintext();
+        assert!(b().build().is_ok());
+        for (builder, field) in [
+            (b().commit_every(0), "commit_every"),
+            (b().backoff_jitter(1.5), "backoff_jitter"),
+            (b().backoff_multiplier(0.5), "backoff_multiplier"),
+            (b().max_buffered_payloads(0), "max_buffered_payloads"),
+            (b().write_timeout(Duration::ZERO), "write_timeout"),
+        ] {
+            match builder.build() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked() {
+        let missing = Config::builder("127.0.0.1:1")
+            .tls_ca_file("/nonexistent/ca.pem")
+            .build();
+        assert!(matches!(missing, Err(Error::Tls { .. })));
+        let dir = std::env::temp_dir().join(format!("logsender-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "hello").unwrap();
+        let err = Config::builder("127.0.0.1:1").tls_ca_file(&junk).build();
+        match err {
+            Err(e @ Error::Tls { .. }) => assert!(e.to_string().contains("junk.pem")),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,183 @@
+//! The one error type of the crate, and how gRPC status codes are classified.
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use grpcio::{RpcStatus, RpcStatusCode};
+
+/// Everything that can go wrong in logsender.
+///
+/// Errors that carry a gRPC status keep it as their [`source`](std::error::Error::source),
+/// so a caller can walk the chain down to the collector's own words.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value makes no sense (zero workers, a zero limit, ...).
+    InvalidConfig {
+        /// The setting that was rejected.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The collector address cannot be parsed as `host:port` (or a gRPC URI).
+    InvalidAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A TLS file is missing, unreadable or not PEM.
+    Tls {
+        /// The file that was read.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The encoded payload is larger than the configured maximum message size.
+    /// It was not sent; the caller still owns it.
+    PayloadTooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+    /// No stream to the collector is up right now. Nothing was sent; try again later.
+    Unavailable,
+    /// The sender's buffers are at their configured bound.
+    BufferFull {
+        /// Payloads held (unacknowledged plus waiting to be written).
+        payloads: usize,
+        /// Encoded bytes held.
+        bytes: usize,
+    },
+    /// The collector ended the call with an error status, or the write failed.
+    Rpc(grpcio::Error),
+    /// Bytes that do not decode as a `LogPayload`.
+    Decode(protobuf::Error),
+    /// The sender is closed (or closing) and takes no more work.
+    Closed,
+    /// An OS thread could not be spawned.
+    Spawn(std::io::Error),
+}
+
+impl Error {
+    /// The gRPC status behind this error, if it came from the collector or the transport.
+    pub fn status(&self) -> Option<&RpcStatus> {
+        match self {
+            Error::Rpc(grpcio::Error::RpcFailure(s)) => Some(s),
+            Error::Rpc(grpcio::Error::RpcFinished(Some(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same thing again later can succeed.
+    ///
+    /// Follows the OpenTelemetry exporter convention, see [`classify`].
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Unavailable | Error::BufferFull { .. } => true,
+            Error::Rpc(_) => match self.status() {
+                Some(s) => classify(s.code()) != Retry::Never,
+                None => true,
+            },
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig { field, reason } => {
+                write!(f, "invalid configuration `{field}`: {reason}")
+            }
+            Error::InvalidAddress { addr, reason } => {
+                write!(f, "invalid collector address {addr:?}: {reason}")
+            }
+            Error::Tls { path, reason } => {
+                write!(f, "TLS file {}: {reason}", path.display())
+            }
+            Error::PayloadTooLarge { size, limit } => write!(
+                f,
+                "payload of {size} bytes exceeds the maximum message size of {limit} bytes"
+            ),
+            Error::Unavailable => f.write_str("no stream to the collector is up"),
+            Error::BufferFull { payloads, bytes } => write!(
+                f,
+                "sender buffer is full ({payloads} payloads, {bytes} bytes held)"
+            ),
+            Error::Rpc(e) => match self.status() {
+                Some(s) if s.message().is_empty() => {
+                    write!(f, "collector call failed: {:?}", s.code())
+                }
+                Some(s) => write!(f, "collector call failed: {:?}: {}", s.code(), s.message()),
+                None => write!(f, "collector call failed: {e}"),
+            },
+            Error::Decode(e) => write!(f, "cannot decode LogPayload: {e}"),
+            Error::Closed => f.write_str("the sender is closed"),
+            Error::Spawn(e) => write!(f, "cannot spawn a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Rpc(e) => Some(e),
+            Error::Decode(e) => Some(e),
+            Error::Spawn(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<grpcio::Error> for Error {
+    fn from(e: grpcio::Error) -> Self {
+        Error::Rpc(e)
+    }
+}
+
+impl From<protobuf::Error> for Error {
+    fn from(e: protobuf::Error) -> Self {
+        Error::Decode(e)
+    }
+}
+
+/// How a gRPC status code is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Retry with the normal backoff.
+    Backoff,
+    /// Retry, but wait longer than the normal backoff (the collector is overloaded).
+    Slowly,
+    /// Permanent: retrying cannot help; the payloads go to the dead-letter handler.
+    Never,
+}
+
+/// Classifies a status code the way OpenTelemetry exporters do.
+///
+/// `UNAVAILABLE`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`,
+/// `DATA_LOSS` are retried with backoff; `RESOURCE_EXHAUSTED` is retried with a longer
+/// delay; everything else (`INVALID_ARGUMENT`, `UNAUTHENTICATED`, `PERMISSION_DENIED`,
+/// `UNIMPLEMENTED`, `UNKNOWN`, `INTERNAL`, ...) is permanent. `OK` is listed as
+/// retryable only because a call that ends `OK` before it was asked to proves nothing.
+///
+/// ```
+/// use logsender::{classify, Retry, RpcStatusCode};
+/// assert_eq!(classify(RpcStatusCode::UNAVAILABLE), Retry::Backoff);
+/// assert_eq!(classify(RpcStatusCode::RESOURCE_EXHAUSTED), Retry::Slowly);
+/// assert_eq!(classify(RpcStatusCode::PERMISSION_DENIED), Retry::Never);
+/// ```
+pub fn classify(code: RpcStatusCode) -> Retry {
+    match code {
+        RpcStatusCode::UNAVAILABLE
+        | RpcStatusCode::CANCELLED
+        | RpcStatusCode::DEADLINE_EXCEEDED
+        | RpcStatusCode::ABORTED
+        | RpcStatusCode::OUT_OF_RANGE
+        | RpcStatusCode::DATA_LOSS
+        | RpcStatusCode::OK => Retry::Backoff,
+        RpcStatusCode::RESOURCE_EXHAUSTED => Retry::Slowly,
+        _ => Retry::Never,
+    }
+}

@@ -1,0 +1,81 @@
+//! # logsender
+//!
+//! Ships batches of log entries ([`LogPayload`]s) from a synchronous program to a
+//! GoSight-compatible collector over **one long-lived gRPC client stream**
+//! (`proto.LogService/SubmitStream`), from plain OS threads, and never loses them quietly.
+//!
+//! ```no_run
+//! use logsender::{Config, LogEntry, LogPayload, LogSender};
+//!
+//! let sender = LogSender::new(Config::builder("127.0.0.1:50051").plaintext().build()?)?;
+//! let (tx, rx) = crossbeam_channel::bounded(1024);
+//! sender.start_worker_pool(rx, 4)?;
+//! for i in 0..10 {
+//!     let entry = LogEntry { level: "info".into(), message: format!("line {i}"), ..Default::default() };
+//!     tx.send(LogPayload { agent_id: "a1".into(), logs: vec![entry], ..Default::default() }).unwrap();
+//! }
+//! let undelivered = sender.close(); // drains, commits, joins every thread
+//! println!("{} payloads could not be delivered", undelivered.len());
+//! # Ok::<(), logsender::Error>(())
+//! ```
+//!
+//! ## Delivery
+//!
+//! A client stream has no per-message acknowledgement, so in the default
+//! [`DeliveryMode::AtLeastOnce`] every stream is an *epoch*: after `commit_every`
+//! payloads or `commit_interval`, logsender half-closes it, and only the call's final
+//! `OK` status marks its payloads delivered. An epoch that fails is re-sent first on the
+//! next stream. **Duplicates are possible after a fault; loss is not**: a payload leaves
+//! logsender only acknowledged, dropped by the overflow policy you chose (counted and
+//! reported), dead-lettered for a permanent reason (reported), or handed back by
+//! [`LogSender::close`]. [`DeliveryMode::AtMostOnce`] counts a payload as sent when its
+//! write completes, like the Go original.
+//!
+//! ## About threads
+//!
+//! - `LogSender::new` starts one supervisor thread (`logsender-sup`) and one grpcio
+//!   completion-queue thread (`logsender-cq0`). The supervisor alone dials, opens, swaps,
+//!   half-closes and cancels calls.
+//! - `start_worker_pool(rx, n)` starts `n` workers (`logsender-wN`) that block on `rx`.
+//!   A worker encodes a payload with no lock held, puts it in the bounded outbox (one
+//!   short `parking_lot` lock), then, if no one else is writing, takes the stream lock
+//!   and writes the outbox in batches. Only writes happen under the stream lock.
+//! - A write blocked by a stalled collector is released by the supervisor, which cancels
+//!   the call after `write_timeout`; nothing holds the stream lock forever.
+//! - Event handler methods run on logsender's threads with no lock held.
+//! - `close` joins every thread; `Drop` closes with a short deadline.
+//!
+//! ## Errors
+//!
+//! One [`Error`] enum. Bad input is rejected with a typed error before anything is sent
+//! ([`Error::PayloadTooLarge`], [`Error::InvalidAddress`], [`Error::Tls`], ...). Status
+//! codes are classified by [`classify`]: retryable ones are retried with backoff,
+//! permanent ones send the epoch's payloads to [`EventHandler::on_dead_letter`].
+//!
+//! ## Timeouts
+//!
+//! Every wait has a bound: `connect_timeout` per dial, exponential backoff with jitter
+//! between dials (1 s doubling to 15 min by default), `write_timeout` per write,
+//! `commit_timeout` for an epoch's final status, and the deadline given to `close`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod events;
+mod ledger;
+pub mod model;
+mod pool;
+mod sender;
+mod stats;
+mod stream;
+mod supervisor;
+pub mod wire;
+
+pub use config::{Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy};
+pub use error::{classify, Error, Retry, RpcStatus, RpcStatusCode};
+pub use events::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
+pub use model::{LogEntry, LogMeta, LogPayload, Meta};
+pub use sender::LogSender;
+pub use stats::{ConnectionState, Stats};
+pub use stream::SUBMIT_STREAM_PATH;

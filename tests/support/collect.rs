@@ -1,0 +1,109 @@
+//! An [`EventHandler`] that keeps every drop and dead letter it sees, a wait on the
+//! sender's counters, and id bookkeeping for the delivery-guarantee tests.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use logsender::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler, LogSender, Stats};
+use parking_lot::Mutex;
+
+/// A dead letter as the handler saw it: the payload's id, the status code (if the
+/// collector gave one) and the error as text.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: String,
+    pub code: Option<logsender::RpcStatusCode>,
+    pub too_large: Option<(usize, usize)>,
+    pub error: String,
+}
+
+/// Collects drops and dead letters, in the order they were reported.
+#[derive(Default)]
+pub struct Collector {
+    pub dropped: Mutex<Vec<(String, DropReason)>>,
+    pub dead: Mutex<Vec<DeadLetter>>,
+}
+
+impl Collector {
+    /// A new collector, shared with the sender through `event_handler`.
+    pub fn new() -> Arc<Collector> {
+        Arc::new(Collector::default())
+    }
+
+    /// Ids of the dropped payloads with this reason, in report order.
+    pub fn dropped_ids(&self, reason: DropReason) -> Vec<String> {
+        self.dropped
+            .lock()
+            .iter()
+            .filter(|(_, r)| *r == reason)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// A copy of the dead letters so far.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead.lock().clone()
+    }
+}
+
+impl EventHandler for Collector {
+    fn on_dropped(&self, event: DroppedEvent) {
+        let id = super::id_of(event.payload());
+        self.dropped.lock().push((id, event.reason()));
+    }
+
+    fn on_dead_letter(&self, event: DeadLetterEvent) {
+        let too_large = match event.error() {
+            logsender::Error::PayloadTooLarge { size, limit } => Some((*size, *limit)),
+            _ => None,
+        };
+        let letter = DeadLetter {
+            id: super::id_of(event.payload()),
+            code: event.error().status().map(|s| s.code()),
+            too_large,
+            error: event.error().to_string(),
+        };
+        self.dead.lock().push(letter);
+    }
+}
+
+/// Polls the sender's stats until `cond` holds; panics with `what` and the last stats
+/// if it does not within `timeout`. Returns the stats that satisfied it.
+pub fn wait_stats(
+    sender: &LogSender,
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut(&Stats) -> bool,
+) -> Stats {
+    let mut last = sender.stats();
+    let ok = super::helpers::wait_until(timeout, || {
+        last = sender.stats();
+        cond(&last)
+    });
+    assert!(
+        ok,
+        "timed out after {timeout:?} waiting for {what}; last stats: {last:#?}"
+    );
+    last
+}
+
+/// The ids of `payloads`, in order.
+pub fn ids(payloads: &[logsender::LogPayload]) -> Vec<String> {
+    payloads.iter().map(super::id_of).collect()
+}
+
+/// The ids `producer-seq` for `seq` in `range`, in order.
+pub fn expected_ids(producer: usize, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|s| format!("{producer}-{s}")).collect()
+}
+
+/// Ids that are in `wanted` but not in `have`, in `wanted`'s order.
+pub fn missing(wanted: &[String], have: &[String]) -> Vec<String> {
+    let have: HashSet<&String> = have.iter().collect();
+    wanted
+        .iter()
+        .filter(|id| !have.contains(id))
+        .cloned()
+        .collect()
+}

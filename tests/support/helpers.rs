@@ -1,0 +1,175 @@
+//! Small helpers shared by the core-behaviour tests: bounded waits, free ports, id
+//! bookkeeping, a panic watch for logsender's threads, thread checks, temp paths.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use logsender::LogPayload;
+
+use super::{id_of, logsender_threads};
+
+/// Polls `pred` every 5 ms until it holds or `timeout` passes; returns whether it held.
+/// The timeout is only an upper bound so that a broken behaviour cannot hang a test.
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// How often each id (see [`id_of`]) occurs in `payloads`.
+pub fn id_counts<'a>(payloads: impl IntoIterator<Item = &'a LogPayload>) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for p in payloads {
+        *counts.entry(id_of(p)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Asserts that `got` holds every payload of `sent` exactly once, equal field for
+/// field, and nothing else.
+pub fn assert_exactly_once(sent: &[LogPayload], got: &[LogPayload]) {
+    let counts = id_counts(got);
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicates received (first few): {dups:?}");
+    assert_at_least_once(sent, got);
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "received count differs from sent count"
+    );
+}
+
+/// Asserts that every payload of `sent` occurs in `got` at least once, that every copy
+/// in `got` equals the payload sent with that id, and that `got` holds nothing else.
+pub fn assert_at_least_once(sent: &[LogPayload], got: &[LogPayload]) {
+    let by_id: HashMap<String, &LogPayload> = sent.iter().map(|p| (id_of(p), p)).collect();
+    assert_eq!(
+        by_id.len(),
+        sent.len(),
+        "test bug: ids of sent payloads are not unique"
+    );
+    for p in got {
+        match by_id.get(&id_of(p)) {
+            Some(expected) => assert_eq!(p, *expected, "payload {} arrived altered", id_of(p)),
+            None => panic!("received a payload that was never sent: {}", id_of(p)),
+        }
+    }
+    let counts = id_counts(got);
+    let mut missing: Vec<&String> = by_id
+        .keys()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "{} of {} payloads never arrived (first few: {:?})",
+        missing.len(),
+        sent.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// Waits up to `timeout` for every logsender thread of this process to end; returns
+/// the names of those still alive at the deadline (empty when all ended).
+pub fn wait_no_logsender_threads(timeout: Duration) -> Vec<String> {
+    let mut left = logsender_threads();
+    let deadline = Instant::now() + timeout;
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = logsender_threads();
+    }
+    left
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static PANIC_NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static HOOK: Once = Once::new();
+
+/// Starts counting panics on threads that are not the test's own: logsender's
+/// (`logsender-*`, including its grpcio completion-queue thread) and the sink's
+/// (`sink-cq*`). Call it at the start of a test; read the count with
+/// [`background_panics`]. The previous hook still runs, so the message is printed.
+pub fn watch_panics() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            if name.starts_with("logsender") || name.starts_with("sink-cq") {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut notes) = PANIC_NOTES.lock() {
+                    notes.push(format!("thread {name}: {info}"));
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Panics seen on logsender's or the sink's threads since [`watch_panics`], with notes.
+pub fn background_panics() -> (usize, Vec<String>) {
+    let notes = PANIC_NOTES.lock().map(|n| n.clone()).unwrap_or_default();
+    (PANICS.load(Ordering::SeqCst), notes)
+}
+
+/// Asserts that no logsender or sink thread has panicked.
+pub fn assert_no_background_panic() {
+    let (n, notes) = background_panics();
+    assert_eq!(n, 0, "panics on background threads: {notes:#?}");
+}
+
+/// A path in the temp directory unique to this process and call.
+pub fn temp_path(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    std::env::temp_dir().join(format!(
+        "logsender-test-{tag}-{}-{nanos}-{n}",
+        std::process::id()
+    ))
+}
+
+/// Runs `f` on a helper thread and returns its result, or panics if it has not
+/// finished within `timeout` (a hang guard, not a benchmark). `what` names it in
+/// the failure message.
+pub fn within<T: Send + 'static>(
+    timeout: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name(format!("guard: {what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn guard thread");
+    match rx.recv_timeout(timeout) {
+        Ok(v) => v,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {timeout:?} (hang)")
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            panic!("{what} panicked")
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Shared test support: the real sink server, a killable child-process sink, and
+//! payload/config helpers. Each test file uses a part of it.
+#![allow(dead_code)]
+
+pub mod child;
+pub mod collect;
+pub mod helpers;
+pub mod sink;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use logsender::{Compression, Config, ConfigBuilder, LogEntry, LogMeta, LogPayload, Meta};
+
+/// A builder for a plaintext loopback sender with short, test-friendly timings.
+pub fn fast_config(addr: &str) -> ConfigBuilder {
+    Config::builder(addr)
+        .plaintext()
+        .compression(Compression::None)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect_timeout(Duration::from_secs(2))
+        .commit_interval(Duration::from_millis(50))
+        .commit_timeout(Duration::from_secs(2))
+        .write_timeout(Duration::from_secs(2))
+        .close_timeout(Duration::from_secs(5))
+}
+
+/// A realistic payload whose identity is `agent_id = "agent-{producer}"`,
+/// `host_id = "{producer}-{seq}"`.
+pub fn payload(producer: usize, seq: usize) -> LogPayload {
+    let mut fields = HashMap::new();
+    fields.insert("request_id".to_string(), format!("req-{producer}-{seq}"));
+    fields.insert("latency_ms".to_string(), (seq % 997).to_string());
+    let mut tags = HashMap::new();
+    tags.insert("env".to_string(), "test".to_string());
+    LogPayload {
+        agent_id: format!("agent-{producer}"),
+        host_id: format!("{producer}-{seq}"),
+        hostname: "host.example".into(),
+        endpoint_id: format!("ep-{producer}"),
+        timestamp: Some(UNIX_EPOCH + Duration::new(1_700_000_000 + seq as u64, 123_456_789)),
+        logs: (0..3)
+            .map(|i| LogEntry {
+                timestamp: Some(SystemTime::now()),
+                level: ["info", "warn", "error"][i % 3].into(),
+                message: format!("message {i} of payload {seq} from producer {producer} ✓"),
+                source: "journald".into(),
+                category: "app".into(),
+                pid: 4242,
+                fields: fields.clone(),
+                tags: tags.clone(),
+                meta: Some(LogMeta {
+                    platform: "linux".into(),
+                    app_name: "svc".into(),
+                    unit: "svc.service".into(),
+                    ..Default::default()
+                }),
+            })
+            .collect(),
+        meta: Some(Meta {
+            hostname: "host.example".into(),
+            os: "linux".into(),
+            agent_version: "0.1.0".into(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The identity of a payload made by [`payload`].
+pub fn id_of(p: &LogPayload) -> String {
+    p.host_id.clone()
+}
+
+/// Names of this process's threads that belong to logsender.
+pub fn logsender_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for task in dir.flatten() {
+            if let Ok(name) = std::fs::read_to_string(task.path().join("comm")) {
+                let name = name.trim().to_string();
+                if name.starts_with("logsender-") {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}

@@ -1,0 +1,365 @@
+//! A real grpcio `proto.LogService` sink on 127.0.0.1, for the tests, the demo and the
+//! benchmark. It records every payload it receives, ends each stream the way it is told
+//! (GoSight's `OK` without a message, `OK` with a `LogResponse`, an error status, or
+//! not at all), and can be stopped and started again on the same port.
+//!
+//! Shared by several targets through `#[path]`; each uses a part of it.
+#![allow(dead_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use grpcio::{
+    ClientStreamingSink, Environment, MessageReader, Method, MethodType, RequestStream, RpcContext,
+    RpcStatus, RpcStatusCode, Server, ServerBuilder, ServerCredentials, ServiceBuilder,
+};
+use logsender::wire::pb::log::LogResponse;
+use logsender::LogPayload;
+use parking_lot::{Condvar, Mutex};
+use protobuf::Message;
+
+/// How the sink ends a stream after the client half-closed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Status OK and no response message: what the GoSight server does.
+    OkNoMessage,
+    /// Status OK with a filled `LogResponse`.
+    OkWithResponse,
+    /// The given error status.
+    Fail(RpcStatusCode),
+    /// Reads everything, then never answers (until the sink stops or `release`).
+    Stall,
+    /// Accepts the call but never reads from it.
+    StallReads,
+}
+
+const SERVER_METHOD: Method<Vec<u8>, Vec<u8>> = Method {
+    ty: MethodType::ClientStreaming,
+    name: "/proto.LogService/SubmitStream",
+    req_mar: grpcio::Marshaller {
+        ser: ser_bytes,
+        de: de_bytes,
+    },
+    resp_mar: grpcio::Marshaller {
+        ser: ser_bytes,
+        de: de_bytes,
+    },
+};
+
+fn ser_bytes(msg: &Vec<u8>, buf: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
+    *buf = grpcio::GrpcSlice::from(msg.as_slice());
+    Ok(())
+}
+
+fn de_bytes(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    reader
+        .read_to_end(&mut v)
+        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+    Ok(v)
+}
+
+/// Counts of what the sink saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Calls {
+    /// Streams opened by clients.
+    pub opened: u64,
+    /// Streams the client half-closed (read to the end).
+    pub half_closed: u64,
+    /// Streams the sink answered with status OK.
+    pub ok: u64,
+    /// Streams the sink answered with an error status.
+    pub failed: u64,
+}
+
+struct Inner {
+    ending: Mutex<Ending>,
+    received: Mutex<Vec<LogPayload>>,
+    changed: Condvar,
+    record: Option<Mutex<File>>,
+    parked_sinks: Mutex<Vec<ClientStreamingSink<Vec<u8>>>>,
+    parked_streams: Mutex<Vec<RequestStream<Vec<u8>>>>,
+    opened: AtomicU64,
+    half_closed: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    bad_payloads: AtomicU64,
+}
+
+/// A running (or stopped) sink server.
+pub struct Sink {
+    port: u16,
+    inner: Arc<Inner>,
+    env: Arc<Environment>,
+    server: Option<Server>,
+}
+
+impl Sink {
+    /// Starts a sink on 127.0.0.1 with a free port, ending streams the GoSight way.
+    pub fn start() -> Sink {
+        Sink::start_with(0, Ending::OkNoMessage, None)
+    }
+
+    /// Starts a sink with the given ending on a free port.
+    pub fn with_ending(ending: Ending) -> Sink {
+        Sink::start_with(0, ending, None)
+    }
+
+    /// Starts a sink on `port` (0 = any), ending streams with `ending`; when `record`
+    /// is set, every received payload is also appended to that file as one line
+    /// `agent_id host_id` before the stream is answered.
+    pub fn start_with(port: u16, ending: Ending, record: Option<PathBuf>) -> Sink {
+        let record = record.map(|p| {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", p.display()));
+            Mutex::new(f)
+        });
+        let inner = Arc::new(Inner {
+            ending: Mutex::new(ending),
+            received: Mutex::new(Vec::new()),
+            changed: Condvar::new(),
+            record,
+            parked_sinks: Mutex::new(Vec::new()),
+            parked_streams: Mutex::new(Vec::new()),
+            opened: AtomicU64::new(0),
+            half_closed: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bad_payloads: AtomicU64::new(0),
+        });
+        let env = Arc::new(
+            grpcio::EnvBuilder::new()
+                .cq_count(1)
+                .name_prefix("sink-cq")
+                .build(),
+        );
+        let mut sink = Sink {
+            port,
+            inner,
+            env,
+            server: None,
+        };
+        sink.bind();
+        sink
+    }
+
+    fn bind(&mut self) {
+        let service = || {
+            let inner = self.inner.clone();
+            ServiceBuilder::new()
+                .add_client_streaming_handler(
+                    &SERVER_METHOD,
+                    move |ctx: RpcContext<'_>,
+                          stream: RequestStream<Vec<u8>>,
+                          sink: ClientStreamingSink<Vec<u8>>| {
+                        handle(&ctx, inner.clone(), stream, sink)
+                    },
+                )
+                .build()
+        };
+        // Binding the port we just released can fail for a moment; retry briefly.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut server = ServerBuilder::new(self.env.clone())
+                .register_service(service())
+                .build()
+                .expect("build sink server");
+            match server.add_listening_port(
+                format!("127.0.0.1:{}", self.port),
+                ServerCredentials::insecure(),
+            ) {
+                Ok(port) => {
+                    server.start();
+                    self.port = port;
+                    self.server = Some(server);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("sink: bind 127.0.0.1:{} failed ({e}); retrying", self.port);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("sink: cannot bind 127.0.0.1:{}: {e}", self.port),
+            }
+        }
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Changes how the following streams end.
+    pub fn set_ending(&self, ending: Ending) {
+        *self.inner.ending.lock() = ending;
+    }
+
+    /// Stops the server: cancels every open call (clients see UNAVAILABLE/CANCELLED),
+    /// then shuts down. The records are kept.
+    pub fn stop(&mut self) {
+        self.release();
+        if let Some(mut server) = self.server.take() {
+            server.cancel_all_calls();
+            let _ = futures_executor::block_on(server.shutdown());
+        }
+    }
+
+    /// Starts the server again on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.server.is_none(), "restart() of a running sink");
+        self.bind();
+    }
+
+    /// Whether the server is running.
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Drops the calls parked by `Stall`/`StallReads` (they are cancelled).
+    pub fn release(&self) {
+        self.inner.parked_sinks.lock().clear();
+        self.inner.parked_streams.lock().clear();
+    }
+
+    /// Every payload received so far, in arrival order.
+    pub fn received(&self) -> Vec<LogPayload> {
+        self.inner.received.lock().clone()
+    }
+
+    /// How many payloads were received so far.
+    pub fn count(&self) -> usize {
+        self.inner.received.lock().len()
+    }
+
+    /// Waits until at least `n` payloads were received; false on timeout.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut received = self.inner.received.lock();
+        while received.len() < n {
+            if self
+                .inner
+                .changed
+                .wait_until(&mut received, deadline)
+                .timed_out()
+            {
+                return received.len() >= n;
+            }
+        }
+        true
+    }
+
+    /// Waits until `pred(calls)` holds; false on timeout.
+    pub fn wait_calls(&self, timeout: Duration, pred: impl Fn(Calls) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !pred(self.calls()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Counts of streams seen.
+    pub fn calls(&self) -> Calls {
+        let i = &self.inner;
+        Calls {
+            opened: i.opened.load(Ordering::SeqCst),
+            half_closed: i.half_closed.load(Ordering::SeqCst),
+            ok: i.ok.load(Ordering::SeqCst),
+            failed: i.failed.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Payloads that did not decode (should stay 0).
+    pub fn bad_payloads(&self) -> u64 {
+        self.inner.bad_payloads.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn handle(
+    ctx: &RpcContext<'_>,
+    inner: Arc<Inner>,
+    mut stream: RequestStream<Vec<u8>>,
+    sink: ClientStreamingSink<Vec<u8>>,
+) {
+    inner.opened.fetch_add(1, Ordering::SeqCst);
+    if *inner.ending.lock() == Ending::StallReads {
+        inner.parked_streams.lock().push(stream);
+        inner.parked_sinks.lock().push(sink);
+        return;
+    }
+    ctx.spawn(async move {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(bytes)) => record(&inner, &bytes),
+                Ok(None) => break,
+                // The client cancelled, or the server is stopping.
+                Err(_) => return,
+            }
+        }
+        inner.half_closed.fetch_add(1, Ordering::SeqCst);
+        let ending = *inner.ending.lock();
+        let result = match ending {
+            Ending::OkNoMessage => {
+                inner.ok.fetch_add(1, Ordering::SeqCst);
+                sink.fail(RpcStatus::ok()).await
+            }
+            Ending::OkWithResponse => {
+                inner.ok.fetch_add(1, Ordering::SeqCst);
+                let mut resp = LogResponse::new();
+                resp.status = "ok".into();
+                resp.status_code = 200;
+                let bytes = resp.write_to_bytes().unwrap_or_default();
+                sink.success(bytes).await
+            }
+            Ending::Fail(code) => {
+                inner.failed.fetch_add(1, Ordering::SeqCst);
+                sink.fail(RpcStatus::with_message(code, "sink told to fail".into()))
+                    .await
+            }
+            Ending::Stall | Ending::StallReads => {
+                inner.parked_sinks.lock().push(sink);
+                return;
+            }
+        };
+        let _ = result;
+    });
+}
+
+fn record(inner: &Inner, bytes: &[u8]) {
+    match logsender::wire::decode(bytes) {
+        Ok(payload) => {
+            if let Some(file) = &inner.record {
+                let line = format!("{} {}\n", payload.agent_id, payload.host_id);
+                file.lock()
+                    .write_all(line.as_bytes())
+                    .expect("sink: write record");
+            }
+            inner.received.lock().push(payload);
+            inner.changed.notify_all();
+        }
+        Err(_) => {
+            inner.bad_payloads.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
