@@ -207,6 +207,11 @@ impl LogSender {
     /// [`Error::Spawn`] if the supervisor thread cannot be started. Configuration errors
     /// are caught earlier, by [`ConfigBuilder::build`](crate::ConfigBuilder::build).
     pub fn new(config: Config) -> Result<LogSender, Error> {
+        // Route the gRPC core's own diagnostics to `log` too, when a logger is set up
+        // (otherwise the core keeps its default: errors only, to stderr).
+        if log::max_level() != log::LevelFilter::Off {
+            grpcio::redirect_log();
+        }
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let grpc_threads = Arc::new(AtomicUsize::new(0));

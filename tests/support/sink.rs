@@ -92,9 +92,19 @@ struct Inner {
     bad_payloads: AtomicU64,
 }
 
+/// PEM material for a TLS sink: its certificate and key, and (for mutual TLS) the CA
+/// that client certificates must chain to.
+#[derive(Clone)]
+pub struct TlsServer {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
 /// A running (or stopped) sink server.
 pub struct Sink {
     port: u16,
+    tls: Option<TlsServer>,
     inner: Arc<Inner>,
     env: Arc<Environment>,
     server: Option<Server>,
@@ -144,11 +154,21 @@ impl Sink {
         );
         let mut sink = Sink {
             port,
+            tls: None,
             inner,
             env,
             server: None,
         };
         sink.bind();
+        sink
+    }
+
+    /// Starts a TLS sink on a free port, ending streams the GoSight way.
+    pub fn start_tls(tls: TlsServer) -> Sink {
+        let mut sink = Sink::start_with(0, Ending::OkNoMessage, None);
+        sink.stop();
+        sink.tls = Some(tls);
+        sink.restart();
         sink
     }
 
@@ -173,10 +193,21 @@ impl Sink {
                 .register_service(service())
                 .build()
                 .expect("build sink server");
-            match server.add_listening_port(
-                format!("127.0.0.1:{}", self.port),
-                ServerCredentials::insecure(),
-            ) {
+            let creds = match &self.tls {
+                None => ServerCredentials::insecure(),
+                Some(tls) => {
+                    let mut b = grpcio::ServerCredentialsBuilder::new()
+                        .add_cert(tls.cert.clone(), tls.key.clone());
+                    if let Some(ca) = &tls.client_ca {
+                        b = b.root_cert(
+                            ca.clone(),
+                            grpcio::CertificateRequestType::RequestAndRequireClientCertificateAndVerify,
+                        );
+                    }
+                    b.build()
+                }
+            };
+            match server.add_listening_port(format!("127.0.0.1:{}", self.port), creds) {
                 Ok(port) => {
                     server.start();
                     self.port = port;

@@ -1,0 +1,178 @@
+//! TLS and mutual TLS against a real grpcio TLS server on 127.0.0.1, and the typed
+//! errors for TLS material that is missing, not PEM, or simply the wrong CA.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use logsender::{Config, ConnectionState, Error, LogSender};
+use support::sink::{Sink, TlsServer};
+use support::{fast_config, id_of, payload};
+
+fn tls_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/tls")
+        .join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(tls_file(name)).expect("test TLS file")
+}
+
+/// `fast_config` is plaintext; TLS builders start from scratch with the same timings.
+fn tls_config(addr: &str) -> logsender::ConfigBuilder {
+    Config::builder(addr)
+        .compression(logsender::Compression::None)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .connect_timeout(Duration::from_secs(2))
+        .commit_interval(Duration::from_millis(50))
+        .close_timeout(Duration::from_secs(5))
+}
+
+fn wait_connected(sender: &LogSender, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if sender.stats().state == ConnectionState::Connected {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn ship_and_check(sink: &Sink, config: Config) {
+    let sender = LogSender::new(config).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    sender.start_worker_pool(rx, 2).unwrap();
+    for seq in 0..50 {
+        tx.send(payload(0, seq)).unwrap();
+    }
+    assert_eq!(sender.flush(Duration::from_secs(10)), 0);
+    assert!(sender.close().is_empty());
+    let mut ids: Vec<String> = sink.received().iter().map(id_of).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    let sink = Sink::start_tls(TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: None,
+    });
+    let config = tls_config(&sink.addr())
+        .tls_ca_file(tls_file("ca.pem"))
+        .build()
+        .unwrap();
+    ship_and_check(&sink, config);
+}
+
+#[test]
+fn mutual_tls() {
+    let sink = Sink::start_tls(TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: Some(read("ca.pem")),
+    });
+    let config = tls_config(&sink.addr())
+        .tls_ca_file(tls_file("ca.pem"))
+        .tls_client_identity(tls_file("client.pem"), tls_file("client-key.pem"))
+        .build()
+        .unwrap();
+    ship_and_check(&sink, config);
+}
+
+#[test]
+fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost() {
+    let sink = Sink::start_tls(TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: Some(read("ca.pem")),
+    });
+    let config = tls_config(&sink.addr())
+        .tls_ca_file(tls_file("ca.pem"))
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    assert!(!wait_connected(&sender, Duration::from_millis(800)));
+    let p = payload(0, 1);
+    assert!(matches!(sender.send_logs(&p), Err(Error::Unavailable)));
+    let (tx, rx) = crossbeam_channel::bounded(8);
+    sender.start_worker_pool(rx, 1).unwrap();
+    tx.send(payload(0, 2)).unwrap();
+    let back = sender.close_timeout(Duration::from_millis(500));
+    assert_eq!(back.iter().map(id_of).collect::<Vec<_>>(), vec!["0-2"]);
+    assert_eq!(sink.count(), 0);
+}
+
+#[test]
+fn the_wrong_ca_never_connects_and_says_why() {
+    let sink = Sink::start_tls(TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: None,
+    });
+    let config = tls_config(&sink.addr())
+        .tls_ca_file(tls_file("other-ca.pem"))
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    assert!(!wait_connected(&sender, Duration::from_millis(800)));
+    let stats = sender.stats();
+    assert_eq!(stats.state, ConnectionState::Connecting);
+    let last = stats.last_error.expect("a connection error is recorded");
+    assert!(last.contains(&sink.addr()), "{last}");
+    assert!(sender.close().is_empty());
+    assert_eq!(sink.count(), 0);
+}
+
+#[test]
+fn plaintext_client_against_a_tls_server_does_not_connect() {
+    let sink = Sink::start_tls(TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: None,
+    });
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    assert!(!wait_connected(&sender, Duration::from_millis(800)));
+    assert!(sender.close().is_empty());
+}
+
+#[test]
+fn missing_and_malformed_tls_files_are_typed_errors() {
+    let addr = "127.0.0.1:50051";
+    match Config::builder(addr).tls_ca_file("/nonexistent/ca.pem").build() {
+        Err(Error::Tls { path, reason }) => {
+            assert_eq!(path, PathBuf::from("/nonexistent/ca.pem"));
+            assert!(reason.contains("cannot read"), "{reason}");
+        }
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    // A key where a certificate belongs.
+    match Config::builder(addr)
+        .tls_ca_file(tls_file("client-key.pem"))
+        .build()
+    {
+        Err(Error::Tls { path, .. }) => assert!(path.ends_with("client-key.pem")),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    // A certificate where the key belongs.
+    match Config::builder(addr)
+        .tls_client_identity(tls_file("client.pem"), tls_file("client.pem"))
+        .build()
+    {
+        Err(e @ Error::Tls { .. }) => assert!(e.to_string().contains("PRIVATE KEY"), "{e}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    // Plaintext and TLS files together is a contradiction, not a silent choice.
+    assert!(matches!(
+        Config::builder(addr)
+            .plaintext()
+            .tls_ca_file(tls_file("ca.pem"))
+            .build(),
+        Err(Error::InvalidConfig { .. })
+    ));
+}
