@@ -72,7 +72,6 @@ impl Shared {
                 limit,
             });
         }
-        Counters::add(&self.counters.enqueued, 1);
         Ok(Item {
             seq: self.next_seq.fetch_add(1, Ordering::AcqRel),
             bytes: GrpcSlice::from(bytes),
@@ -83,6 +82,7 @@ impl Shared {
     /// A worker's intake: encode outside any lock, admit under the overflow policy,
     /// then write the outbox if nobody else is.
     pub(crate) fn intake(&self, payload: LogPayload) {
+        Counters::add(&self.counters.enqueued, 1);
         let item = match self.encode(&payload) {
             Ok(item) => item,
             Err(e) => {
@@ -321,7 +321,9 @@ impl LogSender {
             let (payloads, bytes) = self.shared.ledger.lock().held();
             return Err(Error::BufferFull { payloads, bytes });
         }
-        self.shared.write_now(item)
+        self.shared.write_now(item)?;
+        Counters::add(&self.shared.counters.enqueued, 1);
+        Ok(())
     }
 
     /// Waits until everything taken in before this call (including what was waiting in

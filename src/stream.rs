@@ -81,6 +81,11 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// Whether a write on this call failed (the call is over).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     pub(crate) fn new(sink: ClientDuplexSender<GrpcSlice>, epoch: u64) -> Self {
         Slot {
             sink,
@@ -159,7 +164,11 @@ impl Shared {
     /// `send_logs`. Returns the outcome of `item`'s own write.
     pub(crate) fn write_now(&self, item: Item) -> Result<(), crate::Error> {
         let result = {
-            let mut slot = self.stream.slot.lock();
+            // Bounded: a write stuck longer than this is being cancelled anyway.
+            let Some(mut slot) = self.stream.slot.try_lock_for(self.config.write_timeout) else {
+                self.ledger.lock().forget(&item);
+                return Err(crate::Error::Unavailable);
+            };
             self.write_outbox(&mut slot);
             self.write_one(&mut slot, item)
         };

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,12 @@ use backoff::backoff::Backoff;
 use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use futures_executor::block_on;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use grpcio::{
     CallOption, Channel, ChannelBuilder, ChannelCredentialsBuilder, Client, ClientDuplexReceiver,
     CompressionAlgorithms, ConnectivityState, Environment, RpcStatus, RpcStatusCode,
 };
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
 use crate::config::{Compression, DeliveryMode, Transport};
@@ -127,6 +128,20 @@ impl Supervisor {
             if self.shutting_down && self.current.is_none() && self.closing.is_empty() {
                 break;
             }
+            // Cancelled calls report back at once; should one not, do not wait for it
+            // past the close deadline (its payloads are still in the ledger).
+            if self.shutting_down
+                && self
+                    .shared
+                    .close_deadline()
+                    .is_some_and(|d| Instant::now() >= d + Duration::from_millis(500))
+            {
+                warn!(
+                    "{} calls did not report after cancel; leaving them",
+                    self.closing.len()
+                );
+                break;
+            }
             let wait = self.next_wakeup(Instant::now());
             match self.events.recv_timeout(wait) {
                 Ok(event) => self.handle(event),
@@ -162,10 +177,7 @@ impl Supervisor {
             }
             Event::Shutdown => {
                 self.shutting_down = true;
-                if let Some(call) = self.current.take() {
-                    let slot = self.swap_slot(None);
-                    self.half_close(call, slot);
-                }
+                self.retire_current();
             }
         }
     }
@@ -309,21 +321,23 @@ impl Supervisor {
 
     /// Commits the current epoch: opens the next call, swaps it in, half-closes the old one.
     fn rotate(&mut self) {
-        let Some(old) = self.current.take() else {
+        if self.current.is_none() {
             return;
-        };
+        }
+        // The old call stays `current` while the slot is swapped, so the write watchdog
+        // (which runs while we wait for the stream lock) can still cancel it.
         match self.open_call() {
             Ok((slot, call)) => {
-                self.current = Some(call);
                 let old_slot = self.swap_slot(Some(slot));
-                self.half_close(old, old_slot);
+                if let Some(old) = self.current.replace(call) {
+                    self.half_close(old, old_slot);
+                }
                 self.shared.wake_writer();
             }
             Err(e) => {
                 // The channel cannot open calls: commit what we have and rebuild.
                 warn!("cannot open the next epoch: {e}");
-                let old_slot = self.swap_slot(None);
-                self.half_close(old, old_slot);
+                self.retire_current();
                 self.client = None;
                 self.shared.counters.set_state(ConnectionState::Connecting);
                 self.schedule_retry(Retry::Backoff, &e);
@@ -331,17 +345,34 @@ impl Supervisor {
         }
     }
 
-    /// Half-closes a call (after its last write) and waits for its status.
+    /// Takes the current call out of service and half-closes it.
+    fn retire_current(&mut self) {
+        let old_slot = self.swap_slot(None);
+        if let Some(old) = self.current.take() {
+            self.half_close(old, old_slot);
+        }
+    }
+
+    /// Half-closes a call (after its last write) and waits for its status. A call whose
+    /// write failed is cancelled instead: it is over, and grpcio must not be asked to
+    /// close a sink whose last send already failed.
     fn half_close(&mut self, call: Call, slot: Option<Slot>) {
         let deadline = self.bounded_by_close(Instant::now() + self.shared.config.commit_timeout);
-        if let (Some(slot), Some(client)) = (slot, &self.client) {
-            let mut sink = slot.sink;
-            client.spawn(async move {
-                // An error here means the call already ended; its status tells why.
-                let _ = sink.close().await;
-            });
-        } else {
-            call.recv.lock().cancel();
+        match (slot, &self.client) {
+            (Some(slot), Some(client)) if !slot.is_broken() => {
+                let mut sink = slot.sink;
+                let id = call.id;
+                client.spawn(async move {
+                    // An error means the call already ended; its status tells why.
+                    let closed = AssertUnwindSafe(sink.close()).catch_unwind().await;
+                    if closed.is_err() {
+                        error!(
+                            "epoch {id}: grpcio panicked while half-closing; the call is cancelled"
+                        );
+                    }
+                });
+            }
+            _ => call.recv.lock().cancel(),
         }
         self.closing.insert(
             call.id,
