@@ -312,6 +312,21 @@ impl LogSender {
     /// - [`Error::Closed`] after `close` began.
     ///
     /// In every error case the caller still has the payload and nothing was kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use logsender::{Config, Error, LogPayload, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?;
+    /// let sender = LogSender::new(config)?;
+    /// let payload = LogPayload { agent_id: "a1".into(), ..Default::default() };
+    /// assert!(matches!(sender.send_logs(&payload), Err(Error::Unavailable)));
+    /// assert_eq!(payload.agent_id, "a1"); // still ours
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_logs(&self, payload: &LogPayload) -> Result<(), Error> {
         if self.shared.is_closing() {
             return Err(Error::Closed);
@@ -330,6 +345,24 @@ impl LogSender {
     /// the worker queues) is acknowledged (`AtLeastOnce`) or written (`AtMostOnce`), or
     /// until `timeout` passes. Returns how many of those payloads are still outstanding
     /// (0 means all done).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Config, LogPayload, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?;
+    /// let sender = LogSender::new(config)?;
+    /// let (tx, rx) = crossbeam_channel::bounded(8);
+    /// sender.start_worker_pool(rx, 1)?;
+    /// tx.send(LogPayload::default())?;
+    /// // No collector: the payload is still outstanding when the timeout passes.
+    /// assert_eq!(sender.flush(Duration::from_millis(100)), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn flush(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         let target = self.shared.next_seq.load(Ordering::Acquire) + self.shared.queue_depth();
@@ -353,6 +386,21 @@ impl LogSender {
     }
 
     /// A snapshot of the counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use logsender::{Config, ConnectionState, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?;
+    /// let sender = LogSender::new(config)?;
+    /// let stats = sender.stats();
+    /// assert_eq!(stats.state, ConnectionState::Connecting);
+    /// assert_eq!(stats.acknowledged, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         let (held, bytes) = self.shared.ledger.lock().held();
         self.shared
@@ -371,6 +419,28 @@ impl LogSender {
     /// queues) for up to `timeout`, stops every thread, and returns every payload that
     /// was not delivered, oldest first, so the caller can persist it. Never takes much
     /// longer than `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Config, LogPayload, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?;
+    /// let sender = LogSender::new(config)?;
+    /// let (tx, rx) = crossbeam_channel::bounded(8);
+    /// sender.start_worker_pool(rx, 1)?;
+    /// for i in 0..3 {
+    ///     tx.send(LogPayload { host_id: format!("h{i}"), ..Default::default() })?;
+    /// }
+    /// // The collector never came: everything is handed back, oldest first.
+    /// let back = sender.close_timeout(Duration::from_millis(200));
+    /// let ids: Vec<_> = back.iter().map(|p| p.host_id.as_str()).collect();
+    /// assert_eq!(ids, ["h0", "h1", "h2"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close_timeout(mut self, timeout: Duration) -> Vec<LogPayload> {
         self.shutdown(timeout)
     }
