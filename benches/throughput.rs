@@ -52,6 +52,7 @@ fn main() {
         Some("__sink") => sink_main(&args[1..]),
         Some("__client") => client_main(&args[1..]),
         Some("__backlog") => backlog_main(&args[1..]),
+        Some("__costs") => costs_main(),
         _ => parent_main(&args),
     }
 }
@@ -94,12 +95,12 @@ impl Size {
         }
     }
 
-    /// Payloads per cell at scale 1 (about one second of the baseline on 2 cores).
+    /// Payloads per cell at scale 1 (about a second of logsender with 4 workers on 2 cores).
     fn count(self) -> usize {
         match self {
-            Size::Small => 40_000,
-            Size::Medium => 8_000,
-            Size::Large => 800,
+            Size::Small => 20_000,
+            Size::Medium => 5_000,
+            Size::Large => 600,
         }
     }
 
@@ -233,9 +234,9 @@ const WORDS: &[&str] = &[
 /// A log message of varied length: mostly short lines, a few long ones (stack-trace-ish).
 fn message(rng: &mut Rng) -> String {
     let words = match rng.below(10) {
-        0..=5 => 4 + rng.below(8),
-        6..=8 => 10 + rng.below(15),
-        _ => 30 + rng.below(40),
+        0..=5 => 3 + rng.below(7),
+        6..=8 => 8 + rng.below(12),
+        _ => 25 + rng.below(25),
     };
     let mut s = String::new();
     for i in 0..words {
@@ -261,7 +262,7 @@ fn map(pairs: &[(&str, String)]) -> HashMap<String, String> {
 fn entry(rng: &mut Rng, now: SystemTime, i: usize) -> LogEntry {
     let app = rng.pick(&["nginx", "api-gateway", "payments", "postgres", "sshd"]);
     let mut fields = map(&[
-        ("request_id", format!("{:016x}", rng.next())),
+        ("request_id", format!("{:08x}", rng.next() as u32)),
         ("duration_ms", rng.below(5000).to_string()),
     ]);
     if rng.below(2) == 0 {
@@ -291,8 +292,6 @@ fn entry(rng: &mut Rng, now: SystemTime, i: usize) -> LogEntry {
         meta: Some(LogMeta {
             platform: "linux".into(),
             app_name: app.into(),
-            unit: format!("{app}.service"),
-            executable: format!("/usr/sbin/{app}"),
             ..Default::default()
         }),
     }
@@ -347,7 +346,7 @@ fn host_meta() -> Meta {
 }
 
 fn payload(size: Size, variant: usize) -> LogPayload {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (variant as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((variant as u64 + 1) * 0x1000_0001));
     let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000 + variant as u64);
     LogPayload {
         agent_id: "agent-7f3c2a".into(),
@@ -364,6 +363,65 @@ fn payload(size: Size, variant: usize) -> LogPayload {
 
 fn templates(size: Size) -> Vec<LogPayload> {
     (0..size.templates()).map(|v| payload(size, v)).collect()
+}
+
+/// `__costs`: sizes of the payloads and single-thread costs of the steps a medium payload
+/// goes through (a diagnostic for reading the matrix; not part of `cargo bench`).
+fn costs_main() {
+    for size in Size::ALL {
+        let t = templates(size);
+        let lens: Vec<usize> = t.iter().map(|p| wire::encode(p).len()).collect();
+        let meta = LogPayload {
+            meta: t[0].meta.clone(),
+            ..Default::default()
+        };
+        println!(
+            "{}: {} entries, {:.1} KB encoded on average (min {} B, max {} B; Meta alone {} B)",
+            size.name(),
+            size.entries(),
+            lens.iter().sum::<usize>() as f64 / lens.len() as f64 / 1e3,
+            lens.iter().min().unwrap_or(&0),
+            lens.iter().max().unwrap_or(&0),
+            wire::encode(&meta).len()
+        );
+    }
+    const N: usize = 4000;
+    let per = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6 / N as f64);
+    let t = templates(Size::Medium);
+    let pb: Vec<prost_types::LogPayload> = t.iter().map(prost_types::from).collect();
+    let time = |f: &mut dyn FnMut()| {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed()
+    };
+    let mut items = Vec::new();
+    let clone = time(&mut || items = prebuild(&t, N));
+    let cold = time(&mut || {
+        let bytes: usize = items.iter().map(|p| wire::encode(p).len()).sum();
+        assert!(bytes > 0);
+    });
+    let free = time(&mut || drop(std::mem::take(&mut items)));
+    let hot = time(&mut || {
+        let bytes: usize = (0..N).map(|i| wire::encode(&t[i % t.len()]).len()).sum();
+        assert!(bytes > 0);
+    });
+    let pbs = prebuild(&pb, N);
+    let prost_cold = time(&mut || {
+        let bytes: usize = pbs
+            .iter()
+            .map(|p| prost::Message::encode_to_vec(p).len())
+            .sum();
+        assert!(bytes > 0);
+    });
+    println!(
+        "medium, per payload: clone {}, logsender encode {} (pre-built, cold) / {} (hot), \
+         prost encode {} (cold), drop {}",
+        per(clone),
+        per(cold),
+        per(hot),
+        per(prost_cold),
+        per(free)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -409,29 +467,31 @@ struct Timings {
     enq_at: Vec<u64>,
 }
 
-/// The producer loop shared by logsender and tonic: clone a template (outside the
-/// timed part), then time the enqueue. `send` returns whether the queue had room.
-fn produce<P: Clone>(
-    templates: &[P],
-    n: usize,
-    start: Instant,
-    mut send: impl FnMut(P) -> bool,
-) -> Timings {
+/// The producer loop shared by every client: hand over pre-built items one by one and
+/// time each enqueue call. `send` returns whether the queue had room.
+fn produce<P>(items: Vec<P>, start: Instant, mut send: impl FnMut(P) -> bool) -> Timings {
+    let n = items.len();
     let mut t = Timings {
         enq_ns: Vec::with_capacity(n),
         room: Vec::with_capacity(n),
         enq_at: Vec::with_capacity(n),
     };
-    for i in 0..n {
-        let p = templates[i % templates.len()].clone();
+    for item in items {
         let t0 = Instant::now();
-        let room = send(p);
+        let room = send(item);
         let t1 = Instant::now();
         t.enq_at.push((t0 - start).as_nanos() as u64);
         t.enq_ns.push((t1 - t0).as_nanos() as u64);
         t.room.push(room);
     }
     t
+}
+
+/// `n` items cycled from `templates`, built before the measured window.
+fn prebuild<P: Clone>(templates: &[P], n: usize) -> Vec<P> {
+    (0..n)
+        .map(|i| templates[i % templates.len()].clone())
+        .collect()
 }
 
 /// Polls a monotonic "payloads acknowledged" counter every `SAMPLE_EVERY` and gives the
@@ -624,6 +684,7 @@ fn run_baseline(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
     let (mut sink, mut recv) = client
         .duplex_streaming(&RAW_METHOD, CallOption::default())
         .expect("open call");
+    let items = prebuild(&slices, n);
     let written = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let rss_base_kb = proc_status_kb("VmRSS");
@@ -631,7 +692,7 @@ fn run_baseline(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
     let start = Instant::now();
     let w = written.clone();
     let sampler = spawn_sampler(n, start, stop.clone(), move || w.load(Relaxed));
-    let timings = produce(&slices, n, start, |slice| {
+    let timings = produce(items, start, |slice| {
         block_on(sink.send((slice, WriteFlags::default()))).expect("baseline write");
         written.fetch_add(1, Relaxed);
         true
@@ -677,13 +738,14 @@ fn run_logsender(
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAP);
     sender.start_worker_pool(rx, workers).expect("workers");
     wait_connected(&sender);
+    let items = prebuild(&templates, n);
     let stop = Arc::new(AtomicBool::new(false));
     let rss_base_kb = proc_status_kb("VmRSS");
     let cpu0 = cpu_secs();
     let start = Instant::now();
     let s = sender.clone();
     let sampler = spawn_sampler(n, start, stop.clone(), move || s.stats().acknowledged);
-    let timings = produce(&templates, n, start, |p| match tx.try_send(p) {
+    let timings = produce(items, start, |p| match tx.try_send(p) {
         Ok(()) => true,
         Err(crossbeam_channel::TrySendError::Full(p)) => {
             tx.send(p).expect("queue closed");
@@ -747,6 +809,7 @@ fn run_tonic(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri");
     let channel = rt.block_on(endpoint.connect()).expect("tonic connect");
     let (tx, rx) = tokio::sync::mpsc::channel::<prost_types::LogPayload>(QUEUE_CAP);
+    let items = prebuild(&messages, n);
     let taken = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let rss_base_kb = proc_status_kb("VmRSS");
@@ -774,7 +837,7 @@ fn run_tonic(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
         )
         .await
     });
-    let timings = produce(&messages, n, start, |m| match tx.try_send(m) {
+    let timings = produce(items, start, |m| match tx.try_send(m) {
         Ok(()) => true,
         Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
             tx.blocking_send(m).expect("stream closed");
@@ -1314,6 +1377,9 @@ const BACKLOG_PAYLOADS: usize = 5_000;
 const BACKLOG_DOWN: Duration = Duration::from_millis(2_000);
 const BACKLOG_QUEUE: usize = 256;
 const BACKLOG_WORKERS: usize = 4;
+/// How long the backlog client waits for the first write after the sink is up before it
+/// declares the sender stuck and kicks it with `flush`.
+const STALL_WAIT: Duration = Duration::from_secs(2);
 
 fn backlog_main(args: &[String]) {
     let [variant, port, ..] = args else {
@@ -1380,6 +1446,20 @@ fn backlog_main(args: &[String]) {
     let rss_down_mb = proc_status_kb("VmRSS") as f64 / 1024.0;
     let mut sink = SinkProcess::spawn(port);
     let up = Instant::now();
+    // Known library defect (see BENCHMARKS.md): when the buffer filled while the collector
+    // was away, every worker waits inside the overflow policy, so none takes the wake-up
+    // that the supervisor sends once the stream is up, and nothing is written. Detect
+    // that (nothing written within STALL_WAIT) and unstick it the only way the public
+    // API offers: `flush`, which writes the outbox from the calling thread.
+    let mut stalled = false;
+    while sender.stats().sent == 0 {
+        if up.elapsed() >= STALL_WAIT {
+            stalled = true;
+            let _ = sender.flush(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let unstuck = up.elapsed();
     producer.join().expect("producer");
     let outstanding = sender.flush(Duration::from_secs(120));
     let done = Instant::now();
@@ -1391,7 +1471,10 @@ fn backlog_main(args: &[String]) {
     let seen = sink.snapshot();
     let backlog = held_at_down_end.unacked + held_at_down_end.queue_depth;
     let first_ack = first_ack.unwrap_or(done);
-    let drain_rate = (n as f64) / (done - up).as_secs_f64();
+    // Drain is timed from the first write after the sink came up (so a stall and its
+    // kick are reported apart, in `first_write_ms`).
+    let drain = done - (up + unstuck);
+    let drain_rate = (n as f64) / drain.as_secs_f64();
     print_result(&[
         ("n", n as f64),
         ("max_payloads", max_payloads as f64),
@@ -1404,10 +1487,12 @@ fn backlog_main(args: &[String]) {
             held_at_down_end.unacked_bytes as f64 / 1048576.0,
         ),
         (
-            "reconnect_ms",
+            "first_ack_ms",
             first_ack.saturating_duration_since(up).as_secs_f64() * 1e3,
         ),
-        ("drain_secs", (done - up).as_secs_f64()),
+        ("drain_secs", drain.as_secs_f64()),
+        ("stalled", if stalled { 1.0 } else { 0.0 }),
+        ("first_write_ms", unstuck.as_secs_f64() * 1e3),
         ("drain_rate", drain_rate),
         ("max_held", max_held as f64),
         ("max_held_mb", max_held_bytes as f64 / 1048576.0),
@@ -1716,10 +1801,10 @@ fn backlog_table(runs: &[(String, Vec<Sample>)]) -> String {
     let mut t = String::new();
     t.push_str(
         "| backlog | bound (payloads / MiB) | payloads | backlog at up (payloads / MiB) | \
-         first ack after up ms | drain s | payloads/s after up | max held (payloads / MiB) | \
-         RSS before / down / peak MB | delivered |\n",
+         first write after up ms | drain s | payloads/s draining | epochs | \
+         max held (payloads / MiB) | RSS before / down / peak MB | delivered |\n",
     );
-    t.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    t.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (variant, reps) in runs {
         let med = |k: &str| {
             median(
@@ -1734,16 +1819,18 @@ fn backlog_table(runs: &[(String, Vec<Sample>)]) -> String {
             .map(|s| s.get("drain_rate").copied().unwrap_or(f64::NAN))
             .collect();
         t.push_str(&format!(
-            "| {variant} | {} / {:.0} | {} | {} / {:.1} | {:.0} | {:.2} | {} ±{:.0}% | {} / {:.1} | {:.0} / {:.0} / {:.0} | {} of {} |\n",
+            "| {variant} | {} / {:.0} | {} | {} / {:.1} | {:.0}{} | {:.2} | {} ±{:.0}% | {:.0} | {} / {:.1} | {:.0} / {:.0} / {:.0} | {} of {} |\n",
             fmt_rate(med("max_payloads")),
             med("max_bytes_mb"),
             fmt_rate(med("n")),
             fmt_rate(med("backlog_at_up")),
             med("held_mb_at_up"),
-            med("reconnect_ms"),
+            med("first_write_ms"),
+            if med("stalled") > 0.0 { " (stuck, kicked)" } else { "" },
             med("drain_secs"),
             fmt_rate(median(&rates)),
             spread(&rates),
+            med("epochs"),
             fmt_rate(med("max_held")),
             med("max_held_mb"),
             med("rss_base_mb"),

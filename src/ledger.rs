@@ -47,6 +47,8 @@ pub(crate) struct Ledger {
     held_bytes: usize,
     max_held: usize,
     max_bytes: usize,
+    /// Bumped whenever a stream is installed.
+    generation: u64,
 }
 
 impl Ledger {
@@ -59,6 +61,7 @@ impl Ledger {
             held_bytes: 0,
             max_held,
             max_bytes,
+            generation: 0,
         }
     }
 
@@ -90,14 +93,19 @@ impl Ledger {
     }
 
     /// Takes a new payload into the outbox, applying `policy` when the bounds are reached.
-    /// Waits on `cv` for `Block` (and for `DropOldest` when nothing can be evicted);
-    /// `closing` admits unconditionally so that nothing in a worker's hands is lost.
+    ///
+    /// Before waiting for room (`Block`, or `DropOldest` with nothing to evict), it runs
+    /// `write` with the lock released, so that a full buffer is written out whenever a
+    /// stream is up, and it does not wait if the stream changed meanwhile (see
+    /// [`Ledger::stream_changed`]). `closing` admits unconditionally, so that nothing in a
+    /// worker's hands is lost.
     pub(crate) fn admit(
         guard: &mut MutexGuard<'_, Ledger>,
         cv: &Condvar,
         item: Item,
         policy: OverflowPolicy,
         closing: &dyn Fn() -> bool,
+        write: &dyn Fn(),
     ) -> Admitted {
         let mut evicted = Vec::new();
         let block_deadline = match policy {
@@ -115,20 +123,39 @@ impl Ledger {
                         evicted.push(old);
                     }
                 }
-                _ => match block_deadline {
-                    Some(deadline) => {
-                        if cv.wait_until(guard, deadline).timed_out() && !guard.has_room(item.len())
-                        {
-                            return Admitted::Dropped(DropReason::BlockTimeout);
-                        }
+                _ => {
+                    let generation = guard.generation;
+                    MutexGuard::unlocked(guard, write);
+                    if guard.generation != generation || guard.has_room(item.len()) || closing() {
+                        continue;
                     }
-                    None => cv.wait(guard),
-                },
+                    match block_deadline {
+                        Some(deadline) => {
+                            if cv.wait_until(guard, deadline).timed_out()
+                                && !guard.has_room(item.len())
+                            {
+                                return Admitted::Dropped(DropReason::BlockTimeout);
+                            }
+                        }
+                        None => cv.wait(guard),
+                    }
+                }
             }
         }
         guard.hold(&item);
         guard.outbox.push_back(item);
         Admitted::Queued { evicted }
+    }
+
+    /// A new stream was installed: waiters in `admit` write before waiting again.
+    pub(crate) fn stream_changed(&mut self) {
+        self.generation += 1;
+    }
+
+    /// Whether the held payloads or bytes reached half their bound (time to commit
+    /// early, so acknowledgements free room before the bound is hit).
+    pub(crate) fn half_full(&self) -> bool {
+        self.held * 2 >= self.max_held || self.held_bytes * 2 >= self.max_bytes
     }
 
     /// Whether a payload of `bytes` fits without applying any policy (for `send_logs`).
@@ -262,7 +289,7 @@ mod tests {
 
     fn admit(l: &Mutex<Ledger>, it: Item, policy: OverflowPolicy) -> Admitted {
         let cv = Condvar::new();
-        Ledger::admit(&mut l.lock(), &cv, it, policy, &|| false)
+        Ledger::admit(&mut l.lock(), &cv, it, policy, &|| false, &|| {})
     }
 
     #[test]
@@ -315,6 +342,7 @@ mod tests {
                 item(s, 5),
                 OverflowPolicy::DropNewest,
                 &|| false,
+                &|| {},
             );
         }
         l = m.into_inner();

@@ -50,6 +50,9 @@ impl Shared {
 
     /// Wakes one idle worker to write the outbox.
     pub(crate) fn wake_writer(&self) {
+        // Workers waiting for room write before they wait again.
+        self.ledger.lock().stream_changed();
+        self.ledger_cv.notify_all();
         if let Some(tx) = self.wake.lock().as_ref() {
             let _ = tx.try_send(());
         }
@@ -100,6 +103,7 @@ impl Shared {
                 item,
                 self.config.overflow,
                 &|| self.is_closing(),
+                &|| self.pump(),
             )
         };
         match admitted {
@@ -374,7 +378,10 @@ impl LogSender {
                 return outstanding;
             }
             self.shared.pump();
+            // Commit early only once all of it is written: committing while the queue
+            // still feeds the outbox would cut the stream into tiny epochs.
             if self.shared.config.delivery == DeliveryMode::AtLeastOnce
+                && not_taken == 0
                 && self.shared.ledger.lock().outbox_len() == 0
             {
                 let _ = self.shared.events.send(Event::Commit);

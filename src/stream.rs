@@ -264,7 +264,9 @@ impl Shared {
                     Counters::add(&self.counters.retried, n as u64);
                     Counters::add(&self.counters.resent_after_fault, n as u64);
                 }
-                if slot.written >= self.config.commit_every {
+                // Commit at `commit_every`, or earlier when the held payloads reach half
+                // the buffer bound, so that acknowledgements free room in time.
+                if slot.written >= self.config.commit_every || self.ledger.lock().half_full() {
                     self.ask_rotate(slot);
                 }
             }
