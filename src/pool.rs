@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{Receiver, Select};
 
 use crate::model::LogPayload;
 use crate::sender::Shared;
@@ -12,33 +12,38 @@ use crate::sender::Shared;
 /// by the close deadline).
 pub(crate) fn run_worker(shared: &Shared, queue: &Receiver<LogPayload>) {
     let wake = &shared.wake_rx;
-    let mut queue_open = true;
+    let mut select = Select::new();
+    let mut from_queue = Some(select.recv(queue));
+    let from_wake = select.recv(wake);
     while !shared.is_closing() {
-        if queue_open {
-            select! {
-                recv(queue) -> msg => match msg {
-                    Ok(payload) => shared.intake(payload),
-                    // Every producer is gone; keep serving wake-ups until close.
-                    Err(_) => queue_open = false,
-                },
-                recv(wake) -> token => match token {
-                    Ok(()) => shared.pump(),
-                    Err(_) => break,
-                },
+        // Wait until either side is ready, then take without blocking: a payload is
+        // taken and numbered in one step (see `Shared::take`), which keeps `flush` exact.
+        let ready = select.ready();
+        if Some(ready) == from_queue {
+            match shared.take(queue) {
+                Ok(Some((seq, payload))) => shared.intake(seq, payload),
+                // Another worker was faster.
+                Ok(None) => {}
+                // Every producer is gone; keep serving wake-ups until close.
+                Err(()) => {
+                    select.remove(ready);
+                    from_queue = None;
+                }
             }
-        } else {
-            match wake.recv() {
+        } else if ready == from_wake {
+            match wake.try_recv() {
                 Ok(()) => shared.pump(),
-                Err(_) => break,
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
             }
         }
     }
     // Closing: take in what was queued before the close, until the deadline.
     let deadline = shared.close_deadline();
     while deadline.map_or(true, |d| Instant::now() < d) {
-        match queue.try_recv() {
-            Ok(payload) => shared.intake(payload),
-            Err(_) => break,
+        match shared.take(queue) {
+            Ok(Some((seq, payload))) => shared.intake(seq, payload),
+            _ => break,
         }
     }
     shared.pump();

@@ -33,6 +33,9 @@ pub(crate) struct Shared {
     wake: Mutex<Option<Sender<()>>>,
     pub(crate) wake_rx: Receiver<()>,
     next_seq: AtomicU64,
+    /// Held (briefly) while a worker takes a payload off a queue and numbers it, and
+    /// while `flush` reads where intake stands: so that count is exact.
+    intake_lock: Mutex<()>,
     closing: AtomicBool,
     close_deadline: Mutex<Option<Instant>>,
     queues: Mutex<Vec<Receiver<LogPayload>>>,
@@ -65,8 +68,33 @@ impl Shared {
         }
     }
 
+    /// Numbers a payload in intake order.
+    fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Takes one payload off `queue` and numbers it, atomically with respect to
+    /// [`Shared::intake_position`]. `Err` when the queue is empty and disconnected.
+    pub(crate) fn take(
+        &self,
+        queue: &Receiver<LogPayload>,
+    ) -> Result<Option<(u64, LogPayload)>, ()> {
+        let _intake = self.intake_lock.lock();
+        match queue.try_recv() {
+            Ok(payload) => Ok(Some((self.next_seq(), payload))),
+            Err(crossbeam_channel::TryRecvError::Empty) => Ok(None),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Err(()),
+        }
+    }
+
+    /// The number the next payload will get once everything queued now is taken in.
+    fn intake_position(&self) -> u64 {
+        let _intake = self.intake_lock.lock();
+        self.next_seq.load(Ordering::Acquire) + self.queue_depth()
+    }
+
     /// Encodes a payload and wraps it for the ledger, or explains why it cannot be sent.
-    fn encode(&self, payload: &LogPayload) -> Result<Item, Error> {
+    fn encode(&self, seq: u64, payload: &LogPayload) -> Result<Item, Error> {
         let bytes = wire::encode(payload);
         let limit = self.config.max_message_size;
         if bytes.len() > limit {
@@ -76,7 +104,7 @@ impl Shared {
             });
         }
         Ok(Item {
-            seq: self.next_seq.fetch_add(1, Ordering::AcqRel),
+            seq,
             bytes: GrpcSlice::from(bytes),
             written_before: false,
         })
@@ -84,9 +112,9 @@ impl Shared {
 
     /// A worker's intake: encode outside any lock, admit under the overflow policy,
     /// then write the outbox if nobody else is.
-    pub(crate) fn intake(&self, payload: LogPayload) {
+    pub(crate) fn intake(&self, seq: u64, payload: LogPayload) {
         Counters::add(&self.counters.enqueued, 1);
-        let item = match self.encode(&payload) {
+        let item = match self.encode(seq, &payload) {
             Ok(item) => item,
             Err(e) => {
                 warn!("dead-lettering a payload: {e}");
@@ -231,6 +259,7 @@ impl LogSender {
             wake: Mutex::new(Some(wake_tx)),
             wake_rx,
             next_seq: AtomicU64::new(0),
+            intake_lock: Mutex::new(()),
             closing: AtomicBool::new(false),
             close_deadline: Mutex::new(None),
             queues: Mutex::new(Vec::new()),
@@ -335,7 +364,7 @@ impl LogSender {
         if self.shared.is_closing() {
             return Err(Error::Closed);
         }
-        let item = self.shared.encode(payload)?;
+        let item = self.shared.encode(self.shared.next_seq(), payload)?;
         if !self.shared.ledger.lock().try_hold(&item) {
             let (payloads, bytes) = self.shared.ledger.lock().held();
             return Err(Error::BufferFull { payloads, bytes });
@@ -369,7 +398,7 @@ impl LogSender {
     /// ```
     pub fn flush(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
-        let target = self.shared.next_seq.load(Ordering::Acquire) + self.shared.queue_depth();
+        let target = self.shared.intake_position();
         loop {
             let taken = self.shared.next_seq.load(Ordering::Acquire);
             let not_taken = target.saturating_sub(taken) as usize;

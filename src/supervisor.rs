@@ -457,6 +457,14 @@ impl Supervisor {
                 self.client = None;
             }
             self.schedule_retry(retry, &err);
+        } else if retry != Retry::Never && self.current.is_some() {
+            // A half-closed epoch failed: the collector is in trouble (overloaded,
+            // stalled, going away). Re-sending at once on the next epoch would spin; stop
+            // writing (the current epoch is half-closed and keeps its chance to commit)
+            // and open the next one after the backoff.
+            self.retire_current();
+            shared.counters.set_state(ConnectionState::Connecting);
+            self.schedule_retry(retry, &err);
         } else if shared.ledger.lock().outbox_len() > 0 {
             shared.wake_writer();
         }

@@ -35,9 +35,12 @@ pub mod pb {
 /// Byte-identical to `pb::log::LogPayload::from(payload).write_to_bytes()`, but written
 /// straight from `payload` without copying its strings first.
 pub fn encode(payload: &LogPayload) -> Vec<u8> {
-    let len = payload_size(payload);
+    let mut sizes = Sizes::with_capacity(payload.logs.len() * 2 + 1);
+    let len = payload_size(payload, &mut sizes);
+    // Exactly `len` bytes: a Vec whose length equals its capacity becomes a grpcio
+    // slice without a copy.
     let mut buf = Vec::with_capacity(len);
-    put_payload(&mut buf, payload);
+    put_payload(&mut buf, payload, &mut sizes.into_iter());
     debug_assert_eq!(buf.len(), len, "encoded_len disagrees with encode");
     buf
 }
@@ -328,7 +331,17 @@ const LEN: u32 = 2;
 
 /// Serialized size in bytes of `payload`, i.e. `encode(payload).len()`, without encoding.
 pub fn encoded_len(payload: &LogPayload) -> usize {
-    payload_size(payload)
+    payload_size(payload, &mut Sizes::new())
+}
+
+/// The sizes of the nested messages (entries, their `LogMeta`, the `Meta`), in the
+/// order the encoder meets them: computed once by `payload_size`, read back by
+/// `put_payload` instead of being recomputed at every level.
+type Sizes = Vec<usize>;
+
+/// Reads the next precomputed size.
+fn next_size(sizes: &mut impl Iterator<Item = usize>) -> usize {
+    sizes.next().unwrap_or_default()
 }
 
 fn varint_size(v: u64) -> usize {
@@ -383,7 +396,9 @@ fn log_meta_size(m: &LogMeta) -> usize {
         + map_size(12, &m.extra)
 }
 
-fn entry_size(e: &LogEntry) -> usize {
+fn entry_size(e: &LogEntry, sizes: &mut Sizes) -> usize {
+    let slot = sizes.len();
+    sizes.push(0);
     let mut n = 0;
     if let Some(t) = e.timestamp {
         n += nested_size(1, timestamp_size(&timestamp_to_pb(t)));
@@ -395,8 +410,11 @@ fn entry_size(e: &LogEntry) -> usize {
     }
     n += map_size(7, &e.fields) + map_size(8, &e.tags);
     if let Some(m) = &e.meta {
-        n += nested_size(9, log_meta_size(m));
+        let len = log_meta_size(m);
+        sizes.push(len);
+        n += nested_size(9, len);
     }
+    sizes[slot] = n;
     n
 }
 
@@ -408,7 +426,7 @@ fn meta_size(m: &Meta) -> usize {
         + map_size(49, &m.tags)
 }
 
-fn payload_size(p: &LogPayload) -> usize {
+fn payload_size(p: &LogPayload, sizes: &mut Sizes) -> usize {
     let mut n = str_size(1, &p.agent_id) + str_size(2, &p.host_id);
     n += str_size(3, &p.hostname) + str_size(4, &p.endpoint_id);
     if let Some(t) = p.timestamp {
@@ -417,10 +435,12 @@ fn payload_size(p: &LogPayload) -> usize {
     n += p
         .logs
         .iter()
-        .map(|e| nested_size(6, entry_size(e)))
+        .map(|e| nested_size(6, entry_size(e, sizes)))
         .sum::<usize>();
     if let Some(m) = &p.meta {
-        n += nested_size(7, meta_size(m));
+        let len = meta_size(m);
+        sizes.push(len);
+        n += nested_size(7, len);
     }
     n
 }
@@ -476,16 +496,16 @@ fn put_timestamp(buf: &mut Vec<u8>, field: u32, t: SystemTime) {
     }
 }
 
-fn put_log_meta(buf: &mut Vec<u8>, field: u32, m: &LogMeta) {
-    put_len(buf, field, log_meta_size(m));
+fn put_log_meta(buf: &mut Vec<u8>, field: u32, m: &LogMeta, len: usize) {
+    put_len(buf, field, len);
     for (f, s) in log_meta_strings(m) {
         put_str(buf, f, s);
     }
     put_map(buf, 12, &m.extra);
 }
 
-fn put_entry(buf: &mut Vec<u8>, field: u32, e: &LogEntry) {
-    put_len(buf, field, entry_size(e));
+fn put_entry(buf: &mut Vec<u8>, field: u32, e: &LogEntry, sizes: &mut impl Iterator<Item = usize>) {
+    put_len(buf, field, next_size(sizes));
     if let Some(t) = e.timestamp {
         put_timestamp(buf, 1, t);
     }
@@ -501,12 +521,12 @@ fn put_entry(buf: &mut Vec<u8>, field: u32, e: &LogEntry) {
     put_map(buf, 7, &e.fields);
     put_map(buf, 8, &e.tags);
     if let Some(m) = &e.meta {
-        put_log_meta(buf, 9, m);
+        put_log_meta(buf, 9, m, next_size(sizes));
     }
 }
 
-fn put_meta(buf: &mut Vec<u8>, field: u32, m: &Meta) {
-    put_len(buf, field, meta_size(m));
+fn put_meta(buf: &mut Vec<u8>, field: u32, m: &Meta, len: usize) {
+    put_len(buf, field, len);
     for (f, s) in meta_strings_1_35(m) {
         put_str(buf, f, s);
     }
@@ -517,7 +537,7 @@ fn put_meta(buf: &mut Vec<u8>, field: u32, m: &Meta) {
     put_map(buf, 49, &m.tags);
 }
 
-fn put_payload(buf: &mut Vec<u8>, p: &LogPayload) {
+fn put_payload(buf: &mut Vec<u8>, p: &LogPayload, sizes: &mut impl Iterator<Item = usize>) {
     put_str(buf, 1, &p.agent_id);
     put_str(buf, 2, &p.host_id);
     put_str(buf, 3, &p.hostname);
@@ -526,10 +546,10 @@ fn put_payload(buf: &mut Vec<u8>, p: &LogPayload) {
         put_timestamp(buf, 5, t);
     }
     for e in &p.logs {
-        put_entry(buf, 6, e);
+        put_entry(buf, 6, e, sizes);
     }
     if let Some(m) = &p.meta {
-        put_meta(buf, 7, m);
+        put_meta(buf, 7, m, next_size(sizes));
     }
 }
 

@@ -36,7 +36,7 @@ fn close_in_time(sender: LogSender) -> Vec<LogPayload> {
     back
 }
 
-/// Ids handed back, sorted by (producer, seq), plus the number of duplicates.
+/// Ids handed back, sorted by (producer, seq).
 fn sorted(back: &[LogPayload]) -> Vec<String> {
     let mut v = ids(back);
     v.sort_by_key(|id| {
@@ -64,7 +64,7 @@ fn collector_down_hands_back_everything_in_time() {
     wait_stats(&sender, WAIT, "the worker to take everything", |s| {
         s.queue_depth == 0 && s.unacked == N as u64
     });
-    // Some more that stay in the queue until close: handed back too.
+    // A second queue and worker, fed just before close: handed back too.
     let (tx2, rx2) = crossbeam_channel::bounded(100);
     for seq in 0..5 {
         tx2.send(support::payload(1, seq)).expect("queue open");
@@ -120,8 +120,9 @@ fn collector_that_never_answers_hands_back_everything_in_time() {
 
 #[test]
 fn collector_that_never_reads_hands_back_everything_in_time() {
-    // ~10 MB: the worker's write blocks on HTTP/2 flow control while close runs;
-    // write_timeout (30 s by default) is far beyond the close deadline.
+    // ~10 MB: the worker's write blocks on HTTP/2 flow control while close runs, and
+    // write_timeout is far beyond the close deadline. Blocked, held and still queued
+    // payloads all come back.
     const N: usize = 40;
     let sink = Sink::with_ending(Ending::StallReads);
     let config = support::fast_config(&sink.addr())
@@ -138,9 +139,8 @@ fn collector_that_never_reads_hands_back_everything_in_time() {
         tx.send(p).expect("queue open");
     }
     assert!(sink.wait_calls(WAIT, |c| c.opened >= 1), "no stream opened");
-    wait_stats(&sender, WAIT, "the worker to take everything", |s| {
-        s.queue_depth == 0 && s.unacked == N as u64
-    });
+    // The worker writes until HTTP/2 flow control blocks it; the rest stay queued.
+    wait_stats(&sender, WAIT, "the first writes", |s| s.sent > 0);
     std::thread::sleep(Duration::from_millis(300));
     let back = close_in_time(sender);
     assert_eq!(

@@ -144,7 +144,10 @@ fn plaintext_client_against_a_tls_server_does_not_connect() {
 #[test]
 fn missing_and_malformed_tls_files_are_typed_errors() {
     let addr = "127.0.0.1:50051";
-    match Config::builder(addr).tls_ca_file("/nonexistent/ca.pem").build() {
+    match Config::builder(addr)
+        .tls_ca_file("/nonexistent/ca.pem")
+        .build()
+    {
         Err(Error::Tls { path, reason }) => {
             assert_eq!(path, PathBuf::from("/nonexistent/ca.pem"));
             assert!(reason.contains("cannot read"), "{reason}");

@@ -55,7 +55,9 @@ impl ChildSink {
                 .next()
                 .expect("child sink exited before it was ready")
                 .expect("read child stdout");
-            if let Some(p) = line.strip_prefix("SINK-PORT ") {
+            // libtest prints `test <name> ... ` without a newline before the test runs,
+            // so the marker may follow it on the same line.
+            if let Some((_, p)) = line.split_once("SINK-PORT ") {
                 break p.trim().parse::<u16>().expect("port");
             }
         };
