@@ -496,7 +496,7 @@ impl Supervisor {
         }
         // Half-closed calls whose status is overdue.
         for (id, closing) in &self.closing {
-            if now >= closing.deadline {
+            if now >= self.bounded_by_close(closing.deadline) {
                 warn!("epoch {id}: no final status in time; cancelling it");
                 closing.recv.lock().cancel();
             }
@@ -527,7 +527,7 @@ impl Supervisor {
         if self.current.is_none() && !self.shutting_down {
             timers.extend(self.retry_at);
         }
-        timers.extend(self.closing.values().map(|c| c.deadline));
+        timers.extend(self.closing.values().map(|c| self.bounded_by_close(c.deadline)));
         if let Some(c) = &self.current {
             if self.shared.config.delivery == DeliveryMode::AtLeastOnce {
                 timers.push(c.opened + self.shared.config.commit_interval);
