@@ -427,6 +427,11 @@ impl ConfigBuilder {
                 )),
                 None => None,
             };
+            if let Some(name) = &self.server_name {
+                if name.is_empty() || name.contains('\0') || name.chars().any(char::is_whitespace) {
+                    return bad("tls_server_name", "must be a host name (no spaces or NUL)");
+                }
+            }
             Transport::Tls(TlsFiles {
                 ca,
                 identity,
@@ -466,6 +471,10 @@ fn read_pem(path: &Path, labels: &[&str]) -> Result<Vec<u8>, Error> {
         reason,
     };
     let bytes = std::fs::read(path).map_err(|e| tls(format!("cannot read: {e}")))?;
+    if bytes.contains(&0) {
+        // grpcio hands PEM to the C core as a C string.
+        return Err(tls("contains a NUL byte; not a PEM file".into()));
+    }
     let text = String::from_utf8_lossy(&bytes);
     let found = text.lines().any(|line| {
         let line = line.trim();
@@ -592,6 +601,28 @@ mod tests {
             Err(e @ Error::Tls { .. }) => assert!(e.to_string().contains("junk.pem")),
             other => panic!("{other:?}"),
         }
+        // A NUL byte would make grpcio panic when it builds a C string: refused here.
+        let nul = dir.join("nul.pem");
+        std::fs::write(
+            &nul,
+            "-----BEGIN CERTIFICATE-----\n\0\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = Config::builder("127.0.0.1:1").tls_ca_file(&nul).build();
+        assert!(matches!(err, Err(Error::Tls { .. })), "{err:?}");
+        let err = Config::builder("127.0.0.1:1")
+            .tls_server_name("bad name\0")
+            .build();
+        assert!(
+            matches!(
+                err,
+                Err(Error::InvalidConfig {
+                    field: "tls_server_name",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -34,7 +34,7 @@
 //! ## About threads
 //!
 //! - `LogSender::new` starts one supervisor thread (`logsender-sup`) and one grpcio
-//!   completion-queue thread (`logsender-cq0`). The supervisor alone dials, opens, swaps,
+//!   completion-queue thread (`logsender-cq-0`). The supervisor alone dials, opens, swaps,
 //!   half-closes and cancels calls.
 //! - `start_worker_pool(rx, n)` starts `n` workers (`logsender-wN`) that block on `rx`.
 //!   A worker encodes a payload with no lock held, puts it in the bounded outbox (one

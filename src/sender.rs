@@ -145,33 +145,30 @@ impl Shared {
         self.pump();
     }
 
+    /// Counts and reports a dropped payload (`None` if it could not be decoded back).
     fn dropped(&self, payload: Option<LogPayload>, reason: DropReason) {
         let counter = match reason {
-            DropReason::Newest => &self.counters.dropped_newest,
-            DropReason::Oldest => &self.counters.dropped_oldest,
-            DropReason::BlockTimeout => &self.counters.dropped_block_timeout,
-            DropReason::SenderDropped => {
-                if let Some(p) = payload {
-                    self.handler(|h| h.on_dropped(DroppedEvent::new(p, reason)));
-                }
-                return;
-            }
+            DropReason::Newest => Some(&self.counters.dropped_newest),
+            DropReason::Oldest => Some(&self.counters.dropped_oldest),
+            DropReason::BlockTimeout => Some(&self.counters.dropped_block_timeout),
+            // Logged in bulk by `Drop`; nobody can read the counters any more.
+            DropReason::SenderDropped => None,
         };
-        Counters::add(counter, 1);
-        warn!("dropped a payload: buffer full ({reason:?})");
+        if let Some(counter) = counter {
+            Counters::add(counter, 1);
+            warn!("dropped a payload: buffer full ({reason:?})");
+        }
         if let Some(p) = payload {
             self.handler(|h| h.on_dropped(DroppedEvent::new(p, reason)));
         }
     }
 
-    /// Hands payloads rejected for good (and already counted) to the dead-letter handler.
-    pub(crate) fn dead_letter(&self, items: Vec<Item>, why: &Error) {
+    /// Hands payloads rejected for good (and already counted) to the dead-letter
+    /// handler, each with the collector's status.
+    pub(crate) fn dead_letter(&self, items: Vec<Item>, status: &grpcio::RpcStatus) {
         for item in items {
             if let Some(p) = decode_item(&item) {
-                let err = match why.status() {
-                    Some(s) => Error::Rpc(grpcio::Error::RpcFailure(s.clone())),
-                    None => Error::Unavailable,
-                };
+                let err = Error::Rpc(grpcio::Error::RpcFailure(status.clone()));
                 self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(p, err)));
             }
         }

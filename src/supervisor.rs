@@ -411,10 +411,12 @@ impl Supervisor {
         let Some(err) = outcome else {
             return;
         };
-        let code = match &err {
-            grpcio::Error::RpcFailure(s) => s.code(),
-            _ => RpcStatusCode::UNAVAILABLE,
+        // Transport errors without a status count as UNAVAILABLE.
+        let status = match &err {
+            grpcio::Error::RpcFailure(s) => s.clone(),
+            other => RpcStatus::with_message(RpcStatusCode::UNAVAILABLE, other.to_string()),
         };
+        let code = status.code();
         let retry = classify(code);
         let err = Error::Rpc(err);
         shared.counters.set_last_error(&err);
@@ -431,7 +433,7 @@ impl Supervisor {
                 "epoch {epoch} rejected for good ({err}): {} payloads dead-lettered",
                 items.len()
             );
-            shared.dead_letter(items, &err);
+            shared.dead_letter(items, &status);
         } else {
             let n = shared.ledger.lock().fail(epoch) as u64;
             Counters::add(&shared.counters.retried, n);
@@ -441,8 +443,8 @@ impl Supervisor {
             }
         }
         if was_current {
-            self.current = None;
             self.swap_slot(None);
+            self.current = None;
             shared.counters.set_state(ConnectionState::Connecting);
             shared.handler(|h| h.on_disconnected(&err));
             let channel_bad = code == RpcStatusCode::UNAVAILABLE
@@ -527,7 +529,11 @@ impl Supervisor {
         if self.current.is_none() && !self.shutting_down {
             timers.extend(self.retry_at);
         }
-        timers.extend(self.closing.values().map(|c| self.bounded_by_close(c.deadline)));
+        timers.extend(
+            self.closing
+                .values()
+                .map(|c| self.bounded_by_close(c.deadline)),
+        );
         if let Some(c) = &self.current {
             if self.shared.config.delivery == DeliveryMode::AtLeastOnce {
                 timers.push(c.opened + self.shared.config.commit_interval);
