@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use logsender::{DeliveryMode, DropReason, DroppedEvent, EventHandler, LogPayload, LogSender};
+use logsender::{DeliveryMode, DropReason, DroppedEvent, EventHandler, LogPayload};
+use support::collect::ids;
 use support::helpers::{
-    assert_exactly_once, assert_no_background_panic, free_port, wait_no_logsender_threads,
-    wait_until, watch_panics, within,
+    assert_close_returns_nothing, assert_exactly_once, assert_no_background_panic, unserved_addr,
+    wait_no_logsender_threads, wait_until, watch_panics, within,
 };
 use support::sink::Sink;
-use support::{fast_config, id_of, logsender_threads, payload};
+use support::{fast_config, logsender_threads, queue, sender_with_pool};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const BOUND: Duration = Duration::from_secs(15);
@@ -39,29 +40,19 @@ fn assert_no_threads_left(when: &str) {
     assert!(left.is_empty(), "logsender threads alive {when}: {left:?}");
 }
 
-fn ids(payloads: &[LogPayload]) -> Vec<String> {
-    payloads.iter().map(id_of).collect()
-}
-
 /// Server down, work queued (some taken into the sender's buffer, the rest still in the
 /// channel because the buffer is full): `close_timeout` returns every payload, once,
 /// unaltered, oldest first.
 fn close_with_server_down(mode: DeliveryMode) {
     let _serial = serial();
     watch_panics();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config = fast_config(&addr)
+    let config = fast_config(&unserved_addr())
         .delivery(mode)
         .max_buffered_payloads(10)
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 1).unwrap();
-    let sent: Vec<LogPayload> = (0..60).map(|i| payload(5, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 1);
+    let sent = queue(&tx, 5, 0..60);
     assert!(
         wait_until(BOUND, || {
             let s = sender.stats();
@@ -106,20 +97,10 @@ fn close_with_server_up(mode: DeliveryMode) {
     watch_panics();
     let sink = Sink::start();
     let config = fast_config(&sink.addr()).delivery(mode).build().unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(1_000);
-    sender.start_worker_pool(rx, 2).unwrap();
-    let sent: Vec<LogPayload> = (0..500).map(|i| payload(6, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 1_000, 2);
+    let sent = queue(&tx, 6, 0..500);
     // Some may still be in the channel: close must drain it too.
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
     if mode == DeliveryMode::AtMostOnce {
         sink.wait_for(sent.len(), Duration::from_secs(5));
     }
@@ -145,16 +126,13 @@ fn close_of_an_idle_sender_returns_nothing_and_stops_every_thread() {
     let _serial = serial();
     watch_panics();
     let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let (_tx, rx) = crossbeam_channel::bounded::<LogPayload>(1);
-    sender.start_worker_pool(rx, 3).unwrap();
+    let (sender, _tx) = sender_with_pool(fast_config(&sink.addr()).build().unwrap(), 1, 3);
     assert!(
         wait_until(BOUND, || logsender_threads().len() >= 5),
         "{:?}",
         logsender_threads()
     );
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(undelivered.is_empty());
+    assert_close_returns_nothing(sender, BOUND);
     assert_no_threads_left("after closing an idle sender");
     assert_eq!(sink.count(), 0);
     assert_no_background_panic();
@@ -176,19 +154,13 @@ impl EventHandler for RecordDrops {
 fn drop_without_close_with_server_down_reports_and_stops() {
     let _serial = serial();
     watch_panics();
-    let addr = format!("127.0.0.1:{}", free_port());
     let drops = Arc::new(RecordDrops::default());
-    let config = fast_config(&addr)
+    let config = fast_config(&unserved_addr())
         .event_handler(drops.clone())
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).unwrap();
-    let sent: Vec<LogPayload> = (0..20).map(|i| payload(9, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 2);
+    let sent = queue(&tx, 9, 0..20);
     assert!(
         wait_until(BOUND, || sender.stats().unacked == sent.len() as u64),
         "{:?}",
@@ -227,13 +199,8 @@ fn drop_without_close_with_server_up_delivers_and_stops() {
         .event_handler(drops.clone())
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).unwrap();
-    let sent: Vec<LogPayload> = (0..50).map(|i| payload(10, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 2);
+    let sent = queue(&tx, 10, 0..50);
     drop(tx);
     within(Duration::from_secs(10), "drop(LogSender)", move || {
         drop(sender)

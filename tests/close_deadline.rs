@@ -6,9 +6,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use logsender::{LogPayload, LogSender};
-use support::collect::{expected_ids, ids, wait_stats};
-use support::helpers::{free_port, within};
+use support::collect::{expected_ids, ids, wait_stats, wait_writes_blocked};
+use support::helpers::{unserved_addr, within};
 use support::sink::{Ending, Sink};
+use support::{queue, sender_with_pool};
 
 const DEADLINE: Duration = Duration::from_secs(1);
 const MARGIN: Duration = Duration::from_millis(1_500);
@@ -52,23 +53,17 @@ fn sorted(back: &[LogPayload]) -> Vec<String> {
 #[test]
 fn collector_down_hands_back_everything_in_time() {
     const N: usize = 50;
-    let config = support::fast_config(&format!("127.0.0.1:{}", free_port()))
+    let config = support::fast_config(&unserved_addr())
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 1).expect("workers");
-    for seq in 0..N {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 1);
+    queue(&tx, 0, 0..N);
     wait_stats(&sender, WAIT, "the worker to take everything", |s| {
         s.queue_depth == 0 && s.unacked == N as u64
     });
     // A second queue and worker, fed just before close: handed back too.
     let (tx2, rx2) = crossbeam_channel::bounded(100);
-    for seq in 0..5 {
-        tx2.send(support::payload(1, seq)).expect("queue open");
-    }
+    queue(&tx2, 1, 0..5);
     sender.start_worker_pool(rx2, 1).expect("workers");
     let back = close_in_time(sender);
     // One worker per queue: each queue's payloads come back in their order.
@@ -96,12 +91,8 @@ fn collector_that_never_answers_hands_back_everything_in_time() {
         .commit_timeout(Duration::from_secs(5))
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).expect("workers");
-    for seq in 0..N {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 2);
+    queue(&tx, 0, 0..N);
     assert!(
         sink.wait_for(N, WAIT),
         "the collector read only {} payloads",
@@ -130,18 +121,12 @@ fn collector_that_never_reads_hands_back_everything_in_time() {
         .commit_timeout(Duration::from_secs(30))
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 1).expect("workers");
+    let (sender, tx) = sender_with_pool(config, 100, 1);
     for seq in 0..N {
-        let mut p = support::payload(0, seq);
-        p.logs[0].message = format!("{seq}:").repeat(64 * 1024);
-        tx.send(p).expect("queue open");
+        tx.send(support::wide_payload(0, seq)).expect("queue open");
     }
-    assert!(sink.wait_calls(WAIT, |c| c.opened >= 1), "no stream opened");
     // The worker writes until HTTP/2 flow control blocks it; the rest stay queued.
-    wait_stats(&sender, WAIT, "the first writes", |s| s.sent > 0);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_writes_blocked(&sink, &sender, WAIT);
     let back = close_in_time(sender);
     assert_eq!(
         sorted(&back),

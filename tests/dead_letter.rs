@@ -4,20 +4,35 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logsender::{LogSender, RpcStatusCode};
-use support::collect::{expected_ids, ids, missing, wait_stats, Collector};
+use logsender::{LogPayload, LogSender, RpcStatusCode};
+use support::collect::{assert_none_missing, expected_ids, ids, wait_stats, Collector};
 use support::sink::{Ending, Sink};
+use support::{queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Pushes `payload(producer, seq)` for `seq` in `0..n` into the queue.
-fn push(tx: &crossbeam_channel::Sender<logsender::LogPayload>, producer: usize, n: usize) {
-    for seq in 0..n {
-        tx.send(support::payload(producer, seq))
-            .expect("queue open");
-    }
+/// A sink that ends every stream with `code`, and a sender towards it committing every
+/// 10 payloads, with two workers and a [`Collector`] for its events.
+fn refusing_sink(
+    code: RpcStatusCode,
+) -> (
+    Sink,
+    Arc<Collector>,
+    LogSender,
+    crossbeam_channel::Sender<LogPayload>,
+) {
+    let sink = Sink::with_ending(Ending::Fail(code));
+    let collector = Collector::new();
+    let config = support::fast_config(&sink.addr())
+        .commit_every(10)
+        .event_handler(collector.clone())
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 100, 2);
+    (sink, collector, sender, tx)
 }
 
 fn received_ids(sink: &Sink) -> Vec<String> {
@@ -26,18 +41,9 @@ fn received_ids(sink: &Sink) -> Vec<String> {
 
 fn permanent_status_dead_letters_once_then_recovers(code: RpcStatusCode) {
     const N: usize = 30;
-    let sink = Sink::with_ending(Ending::Fail(code));
-    let collector = Collector::new();
-    let config = support::fast_config(&sink.addr())
-        .commit_every(10)
-        .event_handler(collector.clone())
-        .build()
-        .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).expect("workers");
+    let (sink, collector, sender, tx) = refusing_sink(code);
 
-    push(&tx, 0, N);
+    queue(&tx, 0, 0..N);
     let st = wait_stats(&sender, WAIT, "every payload dead-lettered", |s| {
         s.dead_lettered >= N as u64
     });
@@ -59,7 +65,7 @@ fn permanent_status_dead_letters_once_then_recovers(code: RpcStatusCode) {
     dead.sort();
     dead.dedup();
     assert_eq!(dead.len(), N, "a payload was dead-lettered twice");
-    assert!(missing(&expected_ids(0, 0..N), &dead).is_empty());
+    assert_none_missing(&expected_ids(0, 0..N), &dead);
 
     // Nothing loops: the rejected payloads are not sent again and the sender goes quiet.
     let calls_before = sink.calls();
@@ -97,17 +103,13 @@ fn permanent_status_dead_letters_once_then_recovers(code: RpcStatusCode) {
     // The collector accepts again: later payloads are acknowledged and arrive, the
     // dead-lettered ones do not come back.
     sink.set_ending(Ending::OkNoMessage);
-    push(&tx, 1, 20);
+    queue(&tx, 1, 0..20);
     let st = wait_stats(&sender, WAIT, "the later payloads acknowledged", |s| {
         s.acknowledged >= 20 && s.unacked == 0
     });
     let got = received_ids(&sink);
     let later = expected_ids(1, 0..20);
-    assert!(
-        missing(&later, &got).is_empty(),
-        "missing: {:?}",
-        missing(&later, &got)
-    );
+    assert_none_missing(&later, &got);
     let firsts = got.iter().filter(|id| id.starts_with("0-")).count();
     assert_eq!(
         firsts, N,
@@ -139,9 +141,7 @@ fn too_large_payload_is_dead_lettered_before_it_is_sent() {
         .event_handler(collector.clone())
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).expect("workers");
+    let (sender, tx) = sender_with_pool(config, 100, 2);
 
     let mut big = support::payload(7, 0);
     big.logs[0].message = "x".repeat(LIMIT * 2);
@@ -185,7 +185,7 @@ fn too_large_payload_is_dead_lettered_before_it_is_sent() {
         !got.contains(&"7-0".to_string()),
         "the too-large payload was sent"
     );
-    assert!(missing(&ids(&small), &got).is_empty());
+    assert_none_missing(&ids(&small), &got);
     assert_eq!(sink.bad_payloads(), 0);
 
     // send_logs refuses it too, synchronously, handing it back untouched.
@@ -204,18 +204,9 @@ fn too_large_payload_is_dead_lettered_before_it_is_sent() {
 #[test]
 fn resource_exhausted_is_retried_not_dead_lettered() {
     const N: usize = 20;
-    let sink = Sink::with_ending(Ending::Fail(RpcStatusCode::RESOURCE_EXHAUSTED));
-    let collector = Collector::new();
-    let config = support::fast_config(&sink.addr())
-        .commit_every(10)
-        .event_handler(collector.clone())
-        .build()
-        .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).expect("workers");
+    let (sink, collector, sender, tx) = refusing_sink(RpcStatusCode::RESOURCE_EXHAUSTED);
 
-    push(&tx, 0, N);
+    queue(&tx, 0, 0..N);
     let st = wait_stats(
         &sender,
         WAIT,
@@ -244,11 +235,7 @@ fn resource_exhausted_is_retried_not_dead_lettered() {
     assert_eq!(st.acknowledged, N as u64, "{st:#?}");
     let got = received_ids(&sink);
     let want = expected_ids(0, 0..N);
-    assert!(
-        missing(&want, &got).is_empty(),
-        "missing: {:?}",
-        missing(&want, &got)
-    );
+    assert_none_missing(&want, &got);
     drop(tx);
     assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
 }
@@ -265,10 +252,8 @@ fn resource_exhausted_waits_before_the_next_attempt() {
         .reconnect_backoff(Duration::from_millis(500), Duration::from_secs(5))
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 1).expect("workers");
-    push(&tx, 0, 10);
+    let (sender, tx) = sender_with_pool(config, 100, 1);
+    queue(&tx, 0, 0..10);
     assert!(
         sink.wait_calls(WAIT, |c| c.failed >= 1),
         "the first epoch never reached the collector"

@@ -6,10 +6,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use logsender::{ConnectionState, DeliveryMode, LogPayload, LogSender};
-use support::collect::{expected_ids, ids, missing, wait_stats};
-use support::helpers::free_port;
+use logsender::{Config, ConnectionState, DeliveryMode, LogPayload, LogSender};
+use support::collect::{assert_none_missing, expected_ids, ids, missing, wait_stats};
+use support::helpers::unserved_addr;
 use support::sink::Sink;
+use support::{queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(15);
 const MARGIN: Duration = Duration::from_millis(1_500);
@@ -23,6 +24,35 @@ fn heavy(producer: usize, seq: usize) -> LogPayload {
         .map(|i| (format!("k{i}"), "v".to_string()))
         .collect();
     p
+}
+
+/// Queues `n` [`heavy`] payloads of producer 0, then starts one worker on them and
+/// waits until it has taken the first from the queue and is encoding it (not held yet).
+/// Returns the queue's sending end.
+fn start_busy_worker(sender: &LogSender, n: usize) -> crossbeam_channel::Sender<LogPayload> {
+    let (tx, rx) = crossbeam_channel::bounded(100);
+    let payloads: Vec<LogPayload> = (0..n).map(|s| heavy(0, s)).collect();
+    for p in payloads {
+        tx.send(p).expect("queue open");
+    }
+    sender.start_worker_pool(rx, 1).expect("workers");
+    wait_stats(
+        sender,
+        WAIT,
+        "the worker busy with the first payload",
+        |s| s.queue_depth == (n - 1) as u64 && s.unacked == 0,
+    );
+    tx
+}
+
+/// A config towards `sink` with no commit but the ones flush asks for: commit_every and
+/// commit_interval are far away.
+fn flush_commits_only(sink: &Sink) -> Config {
+    support::fast_config(&sink.addr())
+        .commit_every(100_000)
+        .commit_interval(Duration::from_secs(30))
+        .build()
+        .expect("config")
 }
 
 /// Sends with `send_logs`, retrying while no stream is up.
@@ -42,24 +72,15 @@ fn send_now(sender: &LogSender, p: &LogPayload) {
 #[test]
 fn at_least_once_flush_returns_zero_only_after_the_collector_acknowledged() {
     let sink = Sink::start();
-    // No commit but the ones flush asks for: commit_every and commit_interval are far away.
-    let config = support::fast_config(&sink.addr())
-        .commit_every(100_000)
-        .commit_interval(Duration::from_secs(30))
-        .build()
-        .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(1_000);
-    sender.start_worker_pool(rx, 4).expect("workers");
+    let config = flush_commits_only(&sink);
+    let (sender, tx) = sender_with_pool(config, 1_000, 4);
     wait_stats(&sender, WAIT, "connected", |s| {
         s.state == ConnectionState::Connected
     });
 
     let mut submitted: Vec<String> = Vec::new();
     for round in 0..5 {
-        for seq in 0..200 {
-            tx.send(support::payload(round, seq)).expect("queue open");
-        }
+        queue(&tx, round, 0..200);
         submitted.extend(expected_ids(round, 0..200));
         for seq in 0..3 {
             let p = support::payload(100 + round, seq);
@@ -102,16 +123,12 @@ fn at_most_once_flush_returns_zero_once_written() {
         .delivery(DeliveryMode::AtMostOnce)
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(1_000);
-    sender.start_worker_pool(rx, 4).expect("workers");
+    let (sender, tx) = sender_with_pool(config, 1_000, 4);
     wait_stats(&sender, WAIT, "connected", |s| {
         s.state == ConnectionState::Connected
     });
 
-    for seq in 0..300 {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    queue(&tx, 0, 0..300);
     let left = sender.flush(WAIT);
     let st = sender.stats();
     assert_eq!(left, 0, "{st:#?}");
@@ -123,7 +140,7 @@ fn at_most_once_flush_returns_zero_once_written() {
     assert_eq!(sink.calls().half_closed, 0, "{:?}", sink.calls());
     assert!(sink.wait_for(300, WAIT), "only {} arrived", sink.count());
     let want = expected_ids(0, 0..300);
-    assert!(missing(&want, &ids(&sink.received())).is_empty());
+    assert_none_missing(&want, &ids(&sink.received()));
     drop(tx);
     assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
 }
@@ -131,15 +148,11 @@ fn at_most_once_flush_returns_zero_once_written() {
 #[test]
 fn collector_down_flush_returns_the_number_outstanding() {
     const N: usize = 7;
-    let config = support::fast_config(&format!("127.0.0.1:{}", free_port()))
+    let config = support::fast_config(&unserved_addr())
         .build()
         .expect("config");
-    let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 1).expect("workers");
-    for seq in 0..N {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 1);
+    queue(&tx, 0, 0..N);
     let timeout = Duration::from_millis(300);
     let t = Instant::now();
     let left = sender.flush(timeout);
@@ -168,23 +181,11 @@ fn collector_down_flush_returns_the_number_outstanding() {
 #[test]
 fn flush_counts_a_payload_a_worker_is_still_encoding() {
     const N: usize = 4;
-    let config = support::fast_config(&format!("127.0.0.1:{}", free_port()))
+    let config = support::fast_config(&unserved_addr())
         .build()
         .expect("config");
     let sender = LogSender::new(config).expect("sender");
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    let payloads: Vec<LogPayload> = (0..N).map(|s| heavy(0, s)).collect();
-    for p in payloads {
-        tx.send(p).expect("queue open");
-    }
-    sender.start_worker_pool(rx, 1).expect("workers");
-    // The worker has taken the first one from the queue and is encoding it: not held yet.
-    wait_stats(
-        &sender,
-        WAIT,
-        "the worker busy with the first payload",
-        |s| s.queue_depth == (N - 1) as u64 && s.unacked == 0,
-    );
+    let tx = start_busy_worker(&sender, N);
     let left = sender.flush(Duration::from_millis(300));
     assert_eq!(
         left, N,
@@ -201,27 +202,12 @@ fn flush_counts_a_payload_a_worker_is_still_encoding() {
 fn flush_waits_for_a_payload_a_worker_is_still_encoding() {
     const N: usize = 3;
     let sink = Sink::start();
-    let config = support::fast_config(&sink.addr())
-        .commit_every(100_000)
-        .commit_interval(Duration::from_secs(30))
-        .build()
-        .expect("config");
+    let config = flush_commits_only(&sink);
     let sender = LogSender::new(config).expect("sender");
     wait_stats(&sender, WAIT, "connected", |s| {
         s.state == ConnectionState::Connected
     });
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    let payloads: Vec<LogPayload> = (0..N).map(|s| heavy(0, s)).collect();
-    for p in payloads {
-        tx.send(p).expect("queue open");
-    }
-    sender.start_worker_pool(rx, 1).expect("workers");
-    wait_stats(
-        &sender,
-        WAIT,
-        "the worker busy with the first payload",
-        |s| s.queue_depth == (N - 1) as u64 && s.unacked == 0,
-    );
+    let tx = start_busy_worker(&sender, N);
     let left = sender.flush(Duration::from_secs(30));
     let got = ids(&sink.received());
     let st = sender.stats();

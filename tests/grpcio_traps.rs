@@ -20,8 +20,8 @@ use grpcio::{
 };
 use logsender::{ConnectionState, DeliveryMode, Error, LogPayload, LogSender};
 use support::helpers::{
-    assert_at_least_once, assert_exactly_once, assert_no_background_panic, wait_until,
-    watch_panics, within,
+    assert_at_least_once, assert_close_returns_nothing, assert_connects, assert_exactly_once,
+    assert_no_background_panic, wait_until, watch_panics,
 };
 use support::sink::{Ending, Sink};
 use support::{fast_config, payload};
@@ -101,11 +101,7 @@ fn ok_without_message_is_success_not_a_panic() {
         .build()
         .unwrap();
     let sender = LogSender::new(config).unwrap();
-    assert!(
-        wait_until(BOUND, || sender.stats().state == ConnectionState::Connected),
-        "{:?}",
-        sender.stats()
-    );
+    assert_connects(&sender, BOUND);
     let mut sent: Vec<LogPayload> = (0..20).map(|i| payload(1, i)).collect();
     for p in &sent {
         sender.send_logs(p).expect("send_logs");
@@ -137,8 +133,7 @@ fn ok_without_message_is_success_not_a_panic() {
     );
     assert_eq!(s.retried, 0, "{s:?}");
     assert_eq!(s.state, ConnectionState::Connected, "{s:?}");
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(undelivered.is_empty());
+    assert_close_returns_nothing(sender, BOUND);
     assert_exactly_once(&sent, &sink.received());
     assert_no_background_panic();
 }
@@ -176,11 +171,7 @@ fn stalled_reader_releases_blocked_writes_and_delivers_after_recovery() {
         .build()
         .unwrap();
     let sender = Arc::new(LogSender::new(config).unwrap());
-    assert!(
-        wait_until(BOUND, || sender.stats().state == ConnectionState::Connected),
-        "{:?}",
-        sender.stats()
-    );
+    assert_connects(&sender, BOUND);
     let (tx, rx) = crossbeam_channel::bounded(N);
     sender.start_worker_pool(rx, 2).unwrap();
     let sent: Vec<LogPayload> = (0..N).map(|i| big_payload(3, i)).collect();
@@ -261,12 +252,7 @@ fn stalled_reader_releases_blocked_writes_and_delivers_after_recovery() {
     assert_eq!(s.dropped(), 0, "{s:?}");
 
     let sender = Arc::try_unwrap(sender).expect("sender still shared");
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
     let mut all = sent;
     all.extend(accepted);
     assert_at_least_once(&all, &sink.received());

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use logsender::{DeliveryMode, LogPayload, LogSender};
+use logsender::{DeliveryMode, LogPayload, Stats};
 use support::child::{child_main, ChildSink};
 use support::helpers::{
-    assert_at_least_once, assert_no_background_panic, temp_path, wait_until, watch_panics, within,
+    assert_at_least_once, assert_close_returns_nothing, assert_no_background_panic, temp_path,
+    wait_until, watch_panics,
 };
 use support::sink::Sink;
-use support::{fast_config, id_of, payload};
+use support::{fast_config, id_of, payload, sender_with_pool};
 
 const N: usize = 3_000;
 const BOUND: Duration = Duration::from_secs(20);
@@ -55,41 +56,100 @@ fn steady_producer(
     })
 }
 
-#[test]
-fn child_sink_killed_and_restarted_mid_stream() {
-    watch_panics();
-    let record = temp_path("kill-restart.records");
-    let mut child = ChildSink::spawn("child_sink_entry", 0, &record);
-    let config = fast_config(&child.addr())
+/// A collector that a test can take down mid-stream and bring back on the same port.
+trait Fault {
+    /// How it is named in failure messages.
+    const NAME: &'static str;
+    /// What the sender sees when the collector goes down (for failure messages).
+    const BREAK: &'static str;
+    fn addr(&self) -> String;
+    /// How many payloads it has received so far.
+    fn count(&self) -> usize;
+    /// Waits up to `timeout` until it has received at least `n` payloads.
+    fn wait_for(&self, n: usize, timeout: Duration) -> bool;
+    fn take_down(&mut self);
+    fn bring_back(&mut self);
+}
+
+impl Fault for ChildSink {
+    const NAME: &'static str = "child sink";
+    const BREAK: &'static str = "broken";
+    fn addr(&self) -> String {
+        ChildSink::addr(self)
+    }
+    fn count(&self) -> usize {
+        self.records().len()
+    }
+    fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.records().len() >= n)
+    }
+    fn take_down(&mut self) {
+        self.kill();
+    }
+    fn bring_back(&mut self) {
+        self.restart();
+    }
+}
+
+impl Fault for Sink {
+    const NAME: &'static str = "sink";
+    const BREAK: &'static str = "cancelled";
+    fn addr(&self) -> String {
+        Sink::addr(self)
+    }
+    fn count(&self) -> usize {
+        Sink::count(self)
+    }
+    fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        Sink::wait_for(self, n, timeout)
+    }
+    fn take_down(&mut self) {
+        self.stop();
+    }
+    fn bring_back(&mut self) {
+        self.restart();
+    }
+}
+
+/// The shared flow: `producer` streams `N` payloads to `collector` in AtLeastOnce mode;
+/// once a fifth has arrived the collector is taken down, the sender must notice (a
+/// failed epoch), the collector comes back, and everything must be acknowledged and
+/// `close` hand nothing back. Returns what was sent and the stats once all were
+/// acknowledged; what arrived is for the caller to check.
+fn down_and_back_mid_stream<F: Fault>(
+    collector: &mut F,
+    producer: usize,
+) -> (Vec<LogPayload>, Stats) {
+    let config = fast_config(&collector.addr())
         .delivery(DeliveryMode::AtLeastOnce)
         .close_timeout(BOUND)
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(128);
-    sender.start_worker_pool(rx, 2).unwrap();
+    let (sender, tx) = sender_with_pool(config, 128, 2);
     let fault = Arc::new(AtomicBool::new(false));
-    let producer = steady_producer(1, tx, fault.clone());
+    let producer = steady_producer(producer, tx, fault.clone());
 
-    // Kill it while payloads are flowing.
+    // Take it down while payloads are flowing.
     assert!(
-        wait_until(BOUND, || child.records().len() >= N / 5),
-        "child recorded only {} payloads; stats: {:?}",
-        child.records().len(),
+        collector.wait_for(N / 5, BOUND),
+        "{} got only {} payloads; stats: {:?}",
+        F::NAME,
+        collector.count(),
         sender.stats()
     );
-    let before_kill = sender.stats();
-    child.kill();
+    let before = sender.stats();
+    collector.take_down();
     fault.store(true, Ordering::SeqCst);
-    // While it is dead the sender notices and holds on (no loss, no dead letters).
+    // While it is down the sender notices and holds on (no loss, no dead letters).
     assert!(
         wait_until(BOUND, || sender.stats().epochs_failed
-            > before_kill.epochs_failed),
-        "the broken stream was not noticed: {:?}",
+            > before.epochs_failed),
+        "the {} stream was not noticed: {:?}",
+        F::BREAK,
         sender.stats()
     );
     std::thread::sleep(Duration::from_millis(200));
-    child.restart();
+    collector.bring_back();
 
     let sent = producer.join().expect("producer panicked");
     assert!(
@@ -101,16 +161,18 @@ fn child_sink_killed_and_restarted_mid_stream() {
     assert!(s.reconnects >= 1, "{s:?}");
     assert_eq!(s.acknowledged, N as u64, "{s:?}");
     assert_eq!(s.dead_lettered, 0, "{s:?}");
-    assert_eq!(s.dropped(), 0, "{s:?}");
 
-    let undelivered = within(BOUND + Duration::from_secs(5), "close", move || {
-        sender.close()
-    });
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND + Duration::from_secs(5));
+    (sent, s)
+}
+
+#[test]
+fn child_sink_killed_and_restarted_mid_stream() {
+    watch_panics();
+    let record = temp_path("kill-restart.records");
+    let mut child = ChildSink::spawn("child_sink_entry", 0, &record);
+    let (sent, s) = down_and_back_mid_stream(&mut child, 1);
+    assert_eq!(s.dropped(), 0, "{s:?}");
 
     let records = child.records();
     drop(child);
@@ -144,54 +206,7 @@ fn child_sink_killed_and_restarted_mid_stream() {
 fn in_process_sink_stopped_and_restarted_mid_stream() {
     watch_panics();
     let mut sink = Sink::start();
-    let config = fast_config(&sink.addr())
-        .delivery(DeliveryMode::AtLeastOnce)
-        .close_timeout(BOUND)
-        .build()
-        .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(128);
-    sender.start_worker_pool(rx, 2).unwrap();
-    let fault = Arc::new(AtomicBool::new(false));
-    let producer = steady_producer(2, tx, fault.clone());
-
-    assert!(
-        sink.wait_for(N / 5, BOUND),
-        "sink got only {}; stats: {:?}",
-        sink.count(),
-        sender.stats()
-    );
-    let before_stop = sender.stats();
-    sink.stop();
-    fault.store(true, Ordering::SeqCst);
-    assert!(
-        wait_until(BOUND, || sender.stats().epochs_failed
-            > before_stop.epochs_failed),
-        "the cancelled stream was not noticed: {:?}",
-        sender.stats()
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    sink.restart();
-
-    let sent = producer.join().expect("producer panicked");
-    assert!(
-        wait_until(BOUND, || sender.stats().acknowledged >= N as u64),
-        "not everything acknowledged after the restart: {:?}",
-        sender.stats()
-    );
-    let s = sender.stats();
-    assert!(s.reconnects >= 1, "{s:?}");
-    assert_eq!(s.acknowledged, N as u64, "{s:?}");
-    assert_eq!(s.dead_lettered, 0, "{s:?}");
-
-    let undelivered = within(BOUND + Duration::from_secs(5), "close", move || {
-        sender.close()
-    });
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    let (sent, _) = down_and_back_mid_stream(&mut sink, 2);
     assert_at_least_once(&sent, &sink.received());
     assert_no_background_panic();
 }

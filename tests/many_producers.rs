@@ -7,9 +7,12 @@ mod support;
 use std::time::Duration;
 
 use logsender::{DeliveryMode, LogPayload, LogSender};
-use support::helpers::{assert_exactly_once, assert_no_background_panic, watch_panics, within};
+use support::helpers::{
+    assert_close_returns_nothing, assert_connects, assert_exactly_once, assert_no_background_panic,
+    watch_panics,
+};
 use support::sink::Sink;
-use support::{fast_config, payload};
+use support::{fast_config, payload, sender_with_pool};
 
 const PRODUCERS: usize = 8;
 const WORKERS: usize = 4;
@@ -23,9 +26,7 @@ fn run(mode: DeliveryMode, per_producer: usize) {
         .close_timeout(BOUND)
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded::<LogPayload>(256);
-    sender.start_worker_pool(rx, WORKERS).unwrap();
+    let (sender, tx) = sender_with_pool(config, 256, WORKERS);
 
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|producer| {
@@ -48,15 +49,7 @@ fn run(mode: DeliveryMode, per_producer: usize) {
     }
     assert_eq!(sent.len(), PRODUCERS * per_producer);
 
-    let stats_before_close = sender.stats();
-    let undelivered = within(BOUND + Duration::from_secs(5), "close", move || {
-        sender.close()
-    });
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads (stats before close: {stats_before_close:?})",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND + Duration::from_secs(5));
     if mode == DeliveryMode::AtMostOnce {
         // A completed write is all AtMostOnce promises; give the sink a moment to read.
         sink.wait_for(sent.len(), Duration::from_secs(10));
@@ -89,13 +82,7 @@ fn pool_and_send_logs_share_the_stream() {
         .build()
         .unwrap();
     let sender = LogSender::new(config).unwrap();
-    assert!(
-        support::helpers::wait_until(Duration::from_secs(10), || {
-            sender.stats().state == logsender::ConnectionState::Connected
-        }),
-        "never connected: {:?}",
-        sender.stats()
-    );
+    assert_connects(&sender, Duration::from_secs(10));
     let (tx, rx) = crossbeam_channel::bounded::<LogPayload>(256);
     sender.start_worker_pool(rx, WORKERS).unwrap();
 
@@ -128,14 +115,7 @@ fn pool_and_send_logs_share_the_stream() {
     });
     drop(tx);
 
-    let undelivered = within(BOUND + Duration::from_secs(5), "close", move || {
-        sender.close()
-    });
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND + Duration::from_secs(5));
     assert_exactly_once(&sent, &sink.received());
     assert_eq!(sink.bad_payloads(), 0);
     assert_no_background_panic();

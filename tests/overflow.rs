@@ -4,11 +4,12 @@
 
 mod support;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logsender::{DropReason, LogSender, OverflowPolicy, Stats};
-use support::collect::{expected_ids, ids, wait_stats, Collector};
+use support::collect::{assert_none_missing, expected_ids, ids, wait_stats, Collector};
 use support::helpers::free_port;
 use support::sink::{Ending, Sink};
 
@@ -35,9 +36,7 @@ fn setup(
         .expect("config");
     let sender = LogSender::new(config).expect("sender");
     let (tx, rx) = crossbeam_channel::bounded(100);
-    for seq in 0..PUSHED {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    support::queue(&tx, 0, 0..PUSHED);
     sender.start_worker_pool(rx, 1).expect("workers");
     (sender, collector, tx)
 }
@@ -74,68 +73,68 @@ fn close_hands_back(sender: LogSender, kept: &[String]) {
     );
 }
 
-#[test]
-fn drop_newest_keeps_the_first_and_reports_the_rest() {
-    let (sender, collector, _tx) = setup(free_port(), OverflowPolicy::DropNewest);
-    let st = settle(&sender, |s| s.dropped_newest);
-    assert_eq!(st.dropped_newest, (PUSHED - BOUND) as u64, "{st:#?}");
+/// With the collector down, `policy` drops `PUSHED - BOUND` payloads, counted by
+/// `count` and reported with `reason` (no other kind of drop), namely the ids of
+/// producer 0 in `dropped`; `close_timeout` hands back the ones in `kept`.
+fn drops_and_keeps(
+    policy: OverflowPolicy,
+    reason: DropReason,
+    count: fn(&Stats) -> u64,
+    dropped: Range<usize>,
+    kept: Range<usize>,
+) {
+    let (sender, collector, _tx) = setup(free_port(), policy);
+    let st = settle(&sender, count);
+    assert_eq!(count(&st), (PUSHED - BOUND) as u64, "{st:#?}");
     assert_eq!(st.unacked, BOUND as u64, "{st:#?}");
     assert_eq!(
-        (st.dropped_oldest, st.dropped_block_timeout),
-        (0, 0),
-        "{st:#?}"
+        st.dropped(),
+        count(&st),
+        "only {reason:?} drops counted: {st:#?}"
     );
-    assert_eq!(
-        collector.dropped_ids(DropReason::Newest),
-        expected_ids(0, BOUND..PUSHED)
-    );
+    assert_eq!(collector.dropped_ids(reason), expected_ids(0, dropped));
     assert_eq!(
         collector.dropped.lock().len(),
         PUSHED - BOUND,
-        "only Newest drops"
+        "only {reason:?} drops"
     );
-    close_hands_back(sender, &expected_ids(0, 0..BOUND));
+    close_hands_back(sender, &expected_ids(0, kept));
+}
+
+#[test]
+fn drop_newest_keeps_the_first_and_reports_the_rest() {
+    drops_and_keeps(
+        OverflowPolicy::DropNewest,
+        DropReason::Newest,
+        |s| s.dropped_newest,
+        BOUND..PUSHED,
+        0..BOUND,
+    );
 }
 
 #[test]
 fn drop_oldest_keeps_the_newest_and_reports_the_rest() {
-    let (sender, collector, _tx) = setup(free_port(), OverflowPolicy::DropOldest);
-    let st = settle(&sender, |s| s.dropped_oldest);
-    assert_eq!(st.dropped_oldest, (PUSHED - BOUND) as u64, "{st:#?}");
-    assert_eq!(st.unacked, BOUND as u64, "{st:#?}");
-    assert_eq!(
-        (st.dropped_newest, st.dropped_block_timeout),
-        (0, 0),
-        "{st:#?}"
+    drops_and_keeps(
+        OverflowPolicy::DropOldest,
+        DropReason::Oldest,
+        |s| s.dropped_oldest,
+        0..PUSHED - BOUND,
+        PUSHED - BOUND..PUSHED,
     );
-    assert_eq!(
-        collector.dropped_ids(DropReason::Oldest),
-        expected_ids(0, 0..PUSHED - BOUND)
-    );
-    assert_eq!(
-        collector.dropped.lock().len(),
-        PUSHED - BOUND,
-        "only Oldest drops"
-    );
-    close_hands_back(sender, &expected_ids(0, PUSHED - BOUND..PUSHED));
 }
 
 #[test]
 fn block_with_timeout_drops_what_found_no_room_in_time() {
-    let policy = OverflowPolicy::Block {
-        timeout: Some(Duration::from_millis(200)),
-    };
-    let (sender, collector, _tx) = setup(free_port(), policy);
     // 15 payloads wait 200 ms each: about 3 s.
-    let st = settle(&sender, |s| s.dropped_block_timeout);
-    assert_eq!(st.dropped_block_timeout, (PUSHED - BOUND) as u64, "{st:#?}");
-    assert_eq!(st.unacked, BOUND as u64, "{st:#?}");
-    assert_eq!((st.dropped_newest, st.dropped_oldest), (0, 0), "{st:#?}");
-    assert_eq!(
-        collector.dropped_ids(DropReason::BlockTimeout),
-        expected_ids(0, BOUND..PUSHED)
+    drops_and_keeps(
+        OverflowPolicy::Block {
+            timeout: Some(Duration::from_millis(200)),
+        },
+        DropReason::BlockTimeout,
+        |s| s.dropped_block_timeout,
+        BOUND..PUSHED,
+        0..BOUND,
     );
-    close_hands_back(sender, &expected_ids(0, 0..BOUND));
 }
 
 /// With `Block { timeout: None }` the worker stops taking from the queue when the
@@ -158,9 +157,7 @@ fn block_without_timeout_holds_back_then_delivers_everything() {
     );
     assert_eq!(again.dropped(), 0, "{again:#?}");
     // More producers' payloads just queue up.
-    for seq in PUSHED..PUSHED + 5 {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    support::queue(&tx, 0, PUSHED..PUSHED + 5);
     let st = sender.stats();
     assert_eq!(st.queue_depth, (PUSHED + 5 - BOUND - 1) as u64, "{st:#?}");
 
@@ -181,7 +178,7 @@ fn block_without_timeout_holds_back_then_delivers_everything() {
     assert!(collector.dropped.lock().is_empty());
     let got = ids(&sink.received());
     let want = expected_ids(0, 0..total);
-    assert!(support::collect::missing(&want, &got).is_empty());
+    assert_none_missing(&want, &got);
     drop(tx);
     assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
 }

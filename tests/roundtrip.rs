@@ -10,14 +10,13 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use logsender::{
-    Compression, ConnectionState, DeliveryMode, LogEntry, LogMeta, LogPayload, LogSender, Meta,
-};
-use support::fast_config;
+use logsender::{Compression, DeliveryMode, LogEntry, LogMeta, LogPayload, LogSender, Meta};
 use support::helpers::{
-    assert_exactly_once, assert_no_background_panic, wait_until, watch_panics, within,
+    assert_close_returns_nothing, assert_connects, assert_exactly_once, assert_no_background_panic,
+    watch_panics,
 };
 use support::sink::Sink;
+use support::{fast_config, sender_with_pool};
 
 const BOUND: Duration = Duration::from_secs(15);
 
@@ -218,11 +217,7 @@ fn roundtrip_send_logs(compression: Compression, mode: DeliveryMode) {
         .build()
         .unwrap();
     let sender = LogSender::new(config).unwrap();
-    assert!(
-        wait_until(BOUND, || sender.stats().state == ConnectionState::Connected),
-        "never connected: {:?}",
-        sender.stats()
-    );
+    assert_connects(&sender, BOUND);
     let sent = payloads(0..40);
     for p in &sent {
         let before = p.clone();
@@ -231,12 +226,7 @@ fn roundtrip_send_logs(compression: Compression, mode: DeliveryMode) {
             .unwrap_or_else(|e| panic!("send_logs {}: {e}", p.host_id));
         assert_eq!(p, &before, "send_logs changed the caller's payload");
     }
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
     assert!(
         sink.wait_for(sent.len(), BOUND),
         "sink got {}",
@@ -265,20 +255,13 @@ fn roundtrip_pool(compression: Compression) {
         .compression(compression)
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    sender.start_worker_pool(rx, 3).unwrap();
+    let (sender, tx) = sender_with_pool(config, 16, 3);
     let sent = payloads(100..160);
     for p in &sent {
         tx.send(p.clone()).unwrap();
     }
     drop(tx);
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
     assert_exactly_once(&sent, &sink.received());
     assert_eq!(sink.bad_payloads(), 0);
     assert_no_background_panic();

@@ -6,12 +6,13 @@ mod support;
 
 use std::time::Duration;
 
-use logsender::{ConnectionState, DeliveryMode, LogPayload, LogSender};
+use logsender::{ConnectionState, DeliveryMode};
 use support::helpers::{
-    assert_exactly_once, assert_no_background_panic, free_port, wait_until, watch_panics, within,
+    assert_close_returns_nothing, assert_delivered, assert_exactly_once,
+    assert_no_background_panic, free_port, wait_until, watch_panics,
 };
 use support::sink::{Ending, Sink};
-use support::{fast_config, payload};
+use support::{fast_config, queue, sender_with_pool};
 
 const N: usize = 200;
 const BOUND: Duration = Duration::from_secs(15);
@@ -20,13 +21,8 @@ fn late_server(mode: DeliveryMode) {
     watch_panics();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let sender = LogSender::new(fast_config(&addr).delivery(mode).build().unwrap()).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(N);
-    sender.start_worker_pool(rx, 2).unwrap();
-    let sent: Vec<LogPayload> = (0..N).map(|i| payload(7, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(fast_config(&addr).delivery(mode).build().unwrap(), N, 2);
+    let sent = queue(&tx, 7, 0..N);
 
     // Nothing listens: the sender tries, fails, and keeps everything.
     assert!(
@@ -50,17 +46,7 @@ fn late_server(mode: DeliveryMode) {
 
     // The collector comes up on that port; the caller does nothing.
     let sink = Sink::start_with(port, Ending::OkNoMessage, None);
-    assert!(
-        sink.wait_for(N, BOUND),
-        "sink got {} of {N}; stats: {:?}",
-        sink.count(),
-        sender.stats()
-    );
-    assert!(
-        wait_until(BOUND, || sender.stats().acknowledged == N as u64),
-        "{:?}",
-        sender.stats()
-    );
+    assert_delivered(&sink, &sender, N, BOUND);
     let s = sender.stats();
     assert_eq!(s.state, ConnectionState::Connected, "{s:?}");
     assert_eq!(
@@ -71,12 +57,7 @@ fn late_server(mode: DeliveryMode) {
     assert_eq!(s.epochs_failed, 0, "{s:?}");
     assert_eq!(s.unacked, 0, "{s:?}");
 
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
     assert_exactly_once(&sent, &sink.received());
     assert_no_background_panic();
 }
@@ -98,13 +79,8 @@ fn server_that_was_stopped_before_the_sender_started() {
     watch_panics();
     let mut sink = Sink::start();
     sink.stop();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(N);
-    sender.start_worker_pool(rx, 1).unwrap();
-    let sent: Vec<LogPayload> = (0..50).map(|i| payload(8, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(fast_config(&sink.addr()).build().unwrap(), N, 1);
+    let sent = queue(&tx, 8, 0..50);
     assert!(
         wait_until(BOUND, || sender.stats().last_error.is_some()),
         "{:?}",
@@ -117,8 +93,7 @@ fn server_that_was_stopped_before_the_sender_started() {
         "{:?}",
         sender.stats()
     );
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(undelivered.is_empty());
+    assert_close_returns_nothing(sender, BOUND);
     assert_exactly_once(&sent, &sink.received());
     assert_no_background_panic();
 }

@@ -7,10 +7,11 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logsender::{LogPayload, LogSender};
-use support::collect::{expected_ids, ids, missing, wait_stats};
+use logsender::{LogPayload, LogSender, Stats};
+use support::collect::{assert_none_missing, expected_ids, ids, wait_stats, wait_writes_blocked};
 use support::helpers::{wait_until, within};
 use support::sink::{Ending, Sink};
+use support::{queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(15);
 const MARGIN: Duration = Duration::from_millis(1_500);
@@ -33,6 +34,34 @@ fn send_logs_returns_within(sender: &Arc<LogSender>, payload: LogPayload, bound:
     }
 }
 
+/// The stalled collector answers `OK` again and lets go of what it holds: waits up to
+/// `timeout` (`what` names the wait) until the `n` payloads `0-0 ..` of producer 0, and
+/// `1-0` if it was `taken`, are all acknowledged, checks that each arrived, and returns
+/// the stats that showed it.
+fn answer_again_and_deliver(
+    sink: &Sink,
+    sender: &LogSender,
+    n: usize,
+    taken: bool,
+    timeout: Duration,
+    what: &str,
+) -> Stats {
+    sink.set_ending(Ending::OkNoMessage);
+    sink.release();
+    let total = n as u64 + u64::from(taken);
+    let st = wait_stats(sender, timeout, what, |s| {
+        s.acknowledged >= total && s.unacked == 0
+    });
+    assert_eq!(st.acknowledged, total, "{st:#?}");
+    let got = ids(&sink.received());
+    let mut want = expected_ids(0, 0..n);
+    if taken {
+        want.push("1-0".into());
+    }
+    assert_none_missing(&want, &got);
+    st
+}
+
 fn close(sender: Arc<LogSender>) -> Vec<LogPayload> {
     let sender = Arc::try_unwrap(sender).expect("no other handle left");
     sender.close_timeout(Duration::from_secs(10))
@@ -47,12 +76,9 @@ fn epochs_without_a_final_status_time_out_and_are_resent() {
         .commit_timeout(Duration::from_millis(300))
         .build()
         .expect("config");
-    let sender = Arc::new(LogSender::new(config).expect("sender"));
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 2).expect("workers");
-    for seq in 0..N {
-        tx.send(support::payload(0, seq)).expect("queue open");
-    }
+    let (sender, tx) = sender_with_pool(config, 100, 2);
+    let sender = Arc::new(sender);
+    queue(&tx, 0, 0..N);
 
     let st = wait_stats(&sender, WAIT, "stalled epochs failing and re-sent", |s| {
         s.epochs_failed >= 2 && s.resent_after_fault > 0
@@ -81,27 +107,15 @@ fn epochs_without_a_final_status_time_out_and_are_resent() {
     );
 
     // The collector answers again: everything arrives and is acknowledged.
-    sink.set_ending(Ending::OkNoMessage);
-    sink.release();
-    let total = N as u64 + u64::from(taken);
-    let st = wait_stats(
+    let st = answer_again_and_deliver(
+        &sink,
         &sender,
+        N,
+        taken,
         WAIT,
         "everything acknowledged after the stall",
-        |s| s.acknowledged >= total && s.unacked == 0,
     );
-    assert_eq!(st.acknowledged, total, "{st:#?}");
     assert!(st.epochs_committed > 0);
-    let got = ids(&sink.received());
-    let mut want = expected_ids(0, 0..N);
-    if taken {
-        want.push("1-0".into());
-    }
-    assert!(
-        missing(&want, &got).is_empty(),
-        "missing: {:?}",
-        missing(&want, &got)
-    );
     drop(tx);
     assert!(close(sender).is_empty());
 }
@@ -117,24 +131,13 @@ fn a_write_blocked_by_a_collector_that_never_reads_is_released() {
         .commit_timeout(Duration::from_millis(500))
         .build()
         .expect("config");
-    let sender = Arc::new(LogSender::new(config).expect("sender"));
-    let (tx, rx) = crossbeam_channel::bounded(100);
-    sender.start_worker_pool(rx, 1).expect("workers");
-    let big = |seq: usize| {
-        let mut p = support::payload(0, seq);
-        p.logs[0].message = format!("{seq}:").repeat(64 * 1024);
-        p
-    };
+    let (sender, tx) = sender_with_pool(config, 100, 1);
+    let sender = Arc::new(sender);
     for seq in 0..N {
-        tx.send(big(seq)).expect("queue open");
+        tx.send(support::wide_payload(0, seq)).expect("queue open");
     }
-    assert!(
-        sink.wait_calls(WAIT, |c| c.opened >= 1),
-        "the sender never opened a stream"
-    );
-    wait_stats(&sender, WAIT, "the first writes", |s| s.sent > 0);
     // Let the worker run into HTTP/2 flow control.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_writes_blocked(&sink, &sender, WAIT);
 
     // A writer may be stuck for write_timeout, and send_logs may then meet one more
     // stuck write on the next stream before it gives up: two write timeouts, plus the
@@ -145,25 +148,13 @@ fn a_write_blocked_by_a_collector_that_never_reads_is_released() {
     println!("{st:#?}");
     assert_eq!(st.acknowledged, 0);
 
-    sink.set_ending(Ending::OkNoMessage);
-    sink.release();
-    let total = N as u64 + u64::from(taken);
-    let st = wait_stats(
+    answer_again_and_deliver(
+        &sink,
         &sender,
+        N,
+        taken,
         Duration::from_secs(30),
         "everything acknowledged",
-        |s| s.acknowledged >= total && s.unacked == 0,
-    );
-    assert_eq!(st.acknowledged, total, "{st:#?}");
-    let got = ids(&sink.received());
-    let mut want = expected_ids(0, 0..N);
-    if taken {
-        want.push("1-0".into());
-    }
-    assert!(
-        missing(&want, &got).is_empty(),
-        "missing: {:?}",
-        missing(&want, &got)
     );
     drop(tx);
     assert!(close(sender).is_empty());

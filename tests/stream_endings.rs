@@ -15,45 +15,31 @@ use std::time::Duration;
 
 use logsender::{DeliveryMode, LogPayload, LogSender, RpcStatusCode};
 use support::helpers::{
-    assert_at_least_once, assert_exactly_once, assert_no_background_panic, wait_until,
-    watch_panics, within,
+    assert_at_least_once, assert_close_returns_nothing, assert_delivered, assert_exactly_once,
+    assert_no_background_panic, wait_until, watch_panics,
 };
 use support::sink::{Ending, Sink};
-use support::{fast_config, payload};
+use support::{fast_config, queue, sender_with_pool};
 
 const N: usize = 300;
 const BOUND: Duration = Duration::from_secs(15);
 
-/// Starts a 3-worker pool on `sender` and queues `N` payloads; returns what was sent.
-/// The channel's sender is dropped, which must not stop the workers early.
-fn send_through_pool(sender: &LogSender) -> Vec<LogPayload> {
-    let (tx, rx) = crossbeam_channel::bounded(64);
-    sender.start_worker_pool(rx, 3).expect("start_worker_pool");
-    let sent: Vec<LogPayload> = (0..N).map(|i| payload(0, i)).collect();
-    for p in &sent {
-        tx.send(p.clone()).expect("queue payload");
-    }
-    sent
+/// Starts a sink that ends streams with `ending` and a sender in `mode` towards it,
+/// with a 3-worker pool, and queues `N` payloads; returns the sink, the sender and what
+/// was sent. The channel's sender is dropped, which must not stop the workers early.
+fn start(ending: Ending, mode: DeliveryMode) -> (Sink, LogSender, Vec<LogPayload>) {
+    let sink = Sink::with_ending(ending);
+    let config = fast_config(&sink.addr()).delivery(mode).build().unwrap();
+    let (sender, tx) = sender_with_pool(config, 64, 3);
+    let sent = queue(&tx, 0, 0..N);
+    (sink, sender, sent)
 }
 
 fn ok_ending(ending: Ending, mode: DeliveryMode) {
     watch_panics();
-    let sink = Sink::with_ending(ending);
-    let config = fast_config(&sink.addr()).delivery(mode).build().unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let sent = send_through_pool(&sender);
+    let (sink, sender, sent) = start(ending, mode);
 
-    assert!(
-        sink.wait_for(N, BOUND),
-        "sink got {} of {N} payloads; stats: {:?}",
-        sink.count(),
-        sender.stats()
-    );
-    assert!(
-        wait_until(BOUND, || sender.stats().acknowledged == N as u64),
-        "not everything acknowledged: {:?}",
-        sender.stats()
-    );
+    assert_delivered(&sink, &sender, N, BOUND);
     if mode == DeliveryMode::AtLeastOnce {
         // The sink counts an epoch before it answers; the sender counts it on the answer.
         assert!(
@@ -74,12 +60,7 @@ fn ok_ending(ending: Ending, mode: DeliveryMode) {
     assert_eq!(s.reconnects, 0, "no fault, so no reconnect: {s:?}");
     assert_eq!(s.unacked, 0, "{s:?}");
 
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
 
     assert_exactly_once(&sent, &sink.received());
     assert_eq!(sink.bad_payloads(), 0);
@@ -122,13 +103,10 @@ fn ok_with_response_at_most_once() {
 #[test]
 fn unavailable_ending_at_least_once_retries_then_delivers() {
     watch_panics();
-    let sink = Sink::with_ending(Ending::Fail(RpcStatusCode::UNAVAILABLE));
-    let config = fast_config(&sink.addr())
-        .delivery(DeliveryMode::AtLeastOnce)
-        .build()
-        .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let sent = send_through_pool(&sender);
+    let (sink, sender, sent) = start(
+        Ending::Fail(RpcStatusCode::UNAVAILABLE),
+        DeliveryMode::AtLeastOnce,
+    );
 
     assert!(
         wait_until(BOUND, || {
@@ -169,12 +147,7 @@ fn unavailable_ending_at_least_once_retries_then_delivers() {
     assert_eq!(s.dropped(), 0, "{s:?}");
     assert_eq!(s.unacked, 0, "{s:?}");
 
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
 
     let received = sink.received();
     assert_at_least_once(&sent, &received);
@@ -195,30 +168,17 @@ fn unavailable_ending_at_least_once_retries_then_delivers() {
 #[test]
 fn unavailable_ending_at_most_once() {
     watch_panics();
-    let sink = Sink::with_ending(Ending::Fail(RpcStatusCode::UNAVAILABLE));
-    let config = fast_config(&sink.addr())
-        .delivery(DeliveryMode::AtMostOnce)
-        .build()
-        .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let sent = send_through_pool(&sender);
-
-    assert!(sink.wait_for(N, BOUND), "sink got {} of {N}", sink.count());
-    assert!(
-        wait_until(BOUND, || sender.stats().acknowledged == N as u64),
-        "{:?}",
-        sender.stats()
+    let (sink, sender, sent) = start(
+        Ending::Fail(RpcStatusCode::UNAVAILABLE),
+        DeliveryMode::AtMostOnce,
     );
+
+    assert_delivered(&sink, &sender, N, BOUND);
     let s = sender.stats();
     assert_eq!(s.sent, N as u64, "{s:?}");
     assert_eq!(s.epochs_failed, 0, "the stream was not ended yet: {s:?}");
 
-    let undelivered = within(BOUND, "close", move || sender.close());
-    assert!(
-        undelivered.is_empty(),
-        "close returned {} payloads",
-        undelivered.len()
-    );
+    assert_close_returns_nothing(sender, BOUND);
     assert_exactly_once(&sent, &sink.received());
     let calls = sink.calls();
     assert!(

@@ -4,11 +4,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use logsender::{Config, ConnectionState, Error, LogSender};
+use support::helpers::wait_connected;
 use support::sink::{Sink, TlsServer};
-use support::{fast_config, id_of, payload};
+use support::{fast_config, id_of, payload, queue, sender_with_pool};
 
 fn tls_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,24 +31,19 @@ fn tls_config(addr: &str) -> logsender::ConfigBuilder {
         .close_timeout(Duration::from_secs(5))
 }
 
-fn wait_connected(sender: &LogSender, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if sender.stats().state == ConnectionState::Connected {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+/// A TLS sink with the test server certificate; with `mutual`, it also asks for a
+/// client certificate chained to the test CA.
+fn tls_sink(mutual: bool) -> Sink {
+    Sink::start_tls(TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: mutual.then(|| read("ca.pem")),
+    })
 }
 
 fn ship_and_check(sink: &Sink, config: Config) {
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(64);
-    sender.start_worker_pool(rx, 2).unwrap();
-    for seq in 0..50 {
-        tx.send(payload(0, seq)).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    queue(&tx, 0, 0..50);
     assert_eq!(sender.flush(Duration::from_secs(10)), 0);
     assert!(sender.close().is_empty());
     let mut ids: Vec<String> = sink.received().iter().map(id_of).collect();
@@ -58,11 +54,7 @@ fn ship_and_check(sink: &Sink, config: Config) {
 
 #[test]
 fn tls_with_a_private_ca() {
-    let sink = Sink::start_tls(TlsServer {
-        cert: read("server.pem"),
-        key: read("server-key.pem"),
-        client_ca: None,
-    });
+    let sink = tls_sink(false);
     let config = tls_config(&sink.addr())
         .tls_ca_file(tls_file("ca.pem"))
         .build()
@@ -72,11 +64,7 @@ fn tls_with_a_private_ca() {
 
 #[test]
 fn mutual_tls() {
-    let sink = Sink::start_tls(TlsServer {
-        cert: read("server.pem"),
-        key: read("server-key.pem"),
-        client_ca: Some(read("ca.pem")),
-    });
+    let sink = tls_sink(true);
     let config = tls_config(&sink.addr())
         .tls_ca_file(tls_file("ca.pem"))
         .tls_client_identity(tls_file("client.pem"), tls_file("client-key.pem"))
@@ -87,11 +75,7 @@ fn mutual_tls() {
 
 #[test]
 fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost() {
-    let sink = Sink::start_tls(TlsServer {
-        cert: read("server.pem"),
-        key: read("server-key.pem"),
-        client_ca: Some(read("ca.pem")),
-    });
+    let sink = tls_sink(true);
     let config = tls_config(&sink.addr())
         .tls_ca_file(tls_file("ca.pem"))
         .build()
@@ -110,11 +94,7 @@ fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost() {
 
 #[test]
 fn the_wrong_ca_never_connects_and_says_why() {
-    let sink = Sink::start_tls(TlsServer {
-        cert: read("server.pem"),
-        key: read("server-key.pem"),
-        client_ca: None,
-    });
+    let sink = tls_sink(false);
     let config = tls_config(&sink.addr())
         .tls_ca_file(tls_file("other-ca.pem"))
         .build()
@@ -131,11 +111,7 @@ fn the_wrong_ca_never_connects_and_says_why() {
 
 #[test]
 fn plaintext_client_against_a_tls_server_does_not_connect() {
-    let sink = Sink::start_tls(TlsServer {
-        cert: read("server.pem"),
-        key: read("server-key.pem"),
-        client_ca: None,
-    });
+    let sink = tls_sink(false);
     let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
     assert!(!wait_connected(&sender, Duration::from_millis(800)));
     assert!(sender.close().is_empty());

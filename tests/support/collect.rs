@@ -88,6 +88,22 @@ pub fn wait_stats(
     last
 }
 
+/// Waits until the sender has opened a stream to `sink` (a sink that never reads) and
+/// written to it, then 300 ms more, so that its writes run into HTTP/2 flow control.
+pub fn wait_writes_blocked(sink: &super::sink::Sink, sender: &LogSender, timeout: Duration) {
+    assert!(
+        sink.wait_calls(timeout, |c| c.opened >= 1),
+        "the sender never opened a stream"
+    );
+    // A write that blocks in flow control shows in no counter until it is released,
+    // and the first batch may already be larger than the window; so wait for the
+    // stream to be up with payloads held, then give the worker time to run into it.
+    wait_stats(sender, timeout, "the stream with payloads to write", |s| {
+        s.state == logsender::ConnectionState::Connected && s.unacked > 0
+    });
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 /// The ids of `payloads`, in order.
 pub fn ids(payloads: &[logsender::LogPayload]) -> Vec<String> {
     payloads.iter().map(super::id_of).collect()
@@ -96,6 +112,12 @@ pub fn ids(payloads: &[logsender::LogPayload]) -> Vec<String> {
 /// The ids `producer-seq` for `seq` in `range`, in order.
 pub fn expected_ids(producer: usize, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|s| format!("{producer}-{s}")).collect()
+}
+
+/// Asserts that every id of `wanted` is in `have`; the message names the missing ones.
+pub fn assert_none_missing(wanted: &[String], have: &[String]) {
+    let lost = missing(wanted, have);
+    assert!(lost.is_empty(), "missing: {lost:?}");
 }
 
 /// Ids that are in `wanted` but not in `have`, in `wanted`'s order.

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use logsender::LogPayload;
+use logsender::{ConnectionState, LogPayload, LogSender};
 
+use super::sink::Sink;
 use super::{id_of, logsender_threads};
 
 /// Polls `pred` every 5 ms until it holds or `timeout` passes; returns whether it held.
@@ -31,6 +32,55 @@ pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local_addr").port()
+}
+
+/// `127.0.0.1:port` for a port nothing listens on right now (see [`free_port`]).
+pub fn unserved_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Waits up to `timeout` for the sender to report `Connected`; returns whether it did.
+pub fn wait_connected(sender: &LogSender, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        sender.stats().state == ConnectionState::Connected
+    })
+}
+
+/// Asserts that the sender reports `Connected` within `timeout`.
+pub fn assert_connects(sender: &LogSender, timeout: Duration) {
+    assert!(
+        wait_connected(sender, timeout),
+        "never connected: {:?}",
+        sender.stats()
+    );
+}
+
+/// Asserts that `sink` receives `n` payloads and that the sender then counts `n`
+/// acknowledged, each within `timeout`.
+pub fn assert_delivered(sink: &Sink, sender: &LogSender, n: usize, timeout: Duration) {
+    assert!(
+        sink.wait_for(n, timeout),
+        "sink got {} of {n} payloads; stats: {:?}",
+        sink.count(),
+        sender.stats()
+    );
+    assert!(
+        wait_until(timeout, || sender.stats().acknowledged == n as u64),
+        "not everything acknowledged: {:?}",
+        sender.stats()
+    );
+}
+
+/// Closes `sender` under a hang guard of `timeout` (see [`within`]) and asserts that
+/// `close` handed nothing back.
+pub fn assert_close_returns_nothing(sender: LogSender, timeout: Duration) {
+    let before = sender.stats();
+    let undelivered = within(timeout, "close", move || sender.close());
+    assert!(
+        undelivered.is_empty(),
+        "close returned {} payloads (stats before close: {before:?})",
+        undelivered.len()
+    );
 }
 
 /// How often each id (see [`id_of`]) occurs in `payloads`.

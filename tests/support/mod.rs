@@ -10,7 +10,9 @@ pub mod sink;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use logsender::{Compression, Config, ConfigBuilder, LogEntry, LogMeta, LogPayload, Meta};
+use logsender::{
+    Compression, Config, ConfigBuilder, LogEntry, LogMeta, LogPayload, LogSender, Meta,
+};
 
 /// A builder for a plaintext loopback sender with short, test-friendly timings.
 pub fn fast_config(addr: &str) -> ConfigBuilder {
@@ -64,6 +66,42 @@ pub fn payload(producer: usize, seq: usize) -> LogPayload {
             ..Default::default()
         }),
     }
+}
+
+/// [`payload`] with a first message of `"{seq}:"` repeated 65,536 times (a few hundred
+/// KB): a few dozen of them are far more than HTTP/2 lets into flight without reads.
+pub fn wide_payload(producer: usize, seq: usize) -> LogPayload {
+    let mut p = payload(producer, seq);
+    p.logs[0].message = format!("{seq}:").repeat(64 * 1024);
+    p
+}
+
+/// Queues `payload(producer, seq)` for every `seq` in `seqs`, in order; returns
+/// copies of what was queued.
+pub fn queue(
+    tx: &crossbeam_channel::Sender<LogPayload>,
+    producer: usize,
+    seqs: std::ops::Range<usize>,
+) -> Vec<LogPayload> {
+    seqs.map(|seq| {
+        let p = payload(producer, seq);
+        tx.send(p.clone()).expect("queue open");
+        p
+    })
+    .collect()
+}
+
+/// A sender built from `config` with a pool of `workers` draining a new channel of
+/// `capacity`; returns the sender and the channel's sending end.
+pub fn sender_with_pool(
+    config: Config,
+    capacity: usize,
+    workers: usize,
+) -> (LogSender, crossbeam_channel::Sender<LogPayload>) {
+    let sender = LogSender::new(config).expect("sender");
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    sender.start_worker_pool(rx, workers).expect("workers");
+    (sender, tx)
 }
 
 /// The identity of a payload made by [`payload`].
