@@ -549,6 +549,30 @@ struct CellRun {
 }
 
 impl CellRun {
+    /// A cell that shipped everything on one call: all of it counts, or none (the
+    /// call's final status is its only acknowledgement).
+    fn one_call(
+        n: usize,
+        secs: f64,
+        cpu: f64,
+        timings: Timings,
+        ack_at: Vec<u64>,
+        ok: bool,
+        rss_base_kb: u64,
+    ) -> CellRun {
+        CellRun {
+            n,
+            bytes: 0,
+            secs,
+            cpu,
+            timings,
+            ack_at,
+            acked: if ok { n as u64 } else { 0 },
+            undelivered: if ok { 0 } else { n as u64 },
+            rss_base_kb,
+        }
+    }
+
     fn print(self) {
         let Timings {
             enq_ns,
@@ -707,17 +731,7 @@ fn run_baseline(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
     if !ok {
         eprintln!("baseline: call ended with {status:?}");
     }
-    CellRun {
-        n,
-        bytes: 0,
-        secs,
-        cpu,
-        timings,
-        ack_at,
-        acked: if ok { n as u64 } else { 0 },
-        undelivered: if ok { 0 } else { n as u64 },
-        rss_base_kb,
-    }
+    CellRun::one_call(n, secs, cpu, timings, ack_at, ok, rss_base_kb)
 }
 
 /// logsender: producer thread (this one) → bounded crossbeam queue → `workers` workers.
@@ -855,17 +869,7 @@ fn run_tonic(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
     if let Err(status) = &result {
         eprintln!("tonic: call ended with {status:?}");
     }
-    CellRun {
-        n,
-        bytes: 0,
-        secs,
-        cpu,
-        timings,
-        ack_at,
-        acked: if ok { n as u64 } else { 0 },
-        undelivered: if ok { 0 } else { n as u64 },
-        rss_base_kb,
-    }
+    CellRun::one_call(n, secs, cpu, timings, ack_at, ok, rss_base_kb)
 }
 
 /// Hand-written prost messages mirroring proto/log.proto and proto/meta.proto (no
