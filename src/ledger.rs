@@ -168,6 +168,18 @@ impl Ledger {
         }
     }
 
+    /// Marks `seq` outstanding from the moment a worker takes it off the queue, so that
+    /// `flush` waits for it while it is still being encoded.
+    pub(crate) fn reserve(&mut self, seq: u64) {
+        self.outstanding.insert(seq);
+    }
+
+    /// Undoes [`Ledger::reserve`] for a payload that was not admitted (dropped, or
+    /// dead-lettered before it was held).
+    pub(crate) fn unreserve(&mut self, seq: u64) {
+        self.outstanding.remove(&seq);
+    }
+
     /// Stops holding a payload that was never queued (a failed `send_logs`).
     pub(crate) fn forget(&mut self, item: &Item) {
         self.release([item]);

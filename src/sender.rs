@@ -81,7 +81,11 @@ impl Shared {
     ) -> Result<Option<(u64, LogPayload)>, ()> {
         let _intake = self.intake_lock.lock();
         match queue.try_recv() {
-            Ok(payload) => Ok(Some((self.next_seq(), payload))),
+            Ok(payload) => {
+                let seq = self.next_seq();
+                self.ledger.lock().reserve(seq);
+                Ok(Some((seq, payload)))
+            }
             Err(crossbeam_channel::TryRecvError::Empty) => Ok(None),
             Err(crossbeam_channel::TryRecvError::Disconnected) => Err(()),
         }
@@ -110,13 +114,15 @@ impl Shared {
         })
     }
 
-    /// A worker's intake: encode outside any lock, admit under the overflow policy,
+    /// A worker's intake of a payload numbered and reserved by [`Shared::take`]: encode
+    /// outside any lock, admit under the overflow policy,
     /// then write the outbox if nobody else is.
     pub(crate) fn intake(&self, seq: u64, payload: LogPayload) {
         Counters::add(&self.counters.enqueued, 1);
         let item = match self.encode(seq, &payload) {
             Ok(item) => item,
             Err(e) => {
+                self.ledger.lock().unreserve(seq);
                 warn!("dead-lettering a payload: {e}");
                 Counters::add(&self.counters.dead_lettered, 1);
                 self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
@@ -140,7 +146,10 @@ impl Shared {
                     self.dropped(decode_item(&old), DropReason::Oldest);
                 }
             }
-            crate::ledger::Admitted::Dropped(reason) => self.dropped(Some(payload), reason),
+            crate::ledger::Admitted::Dropped(reason) => {
+                self.ledger.lock().unreserve(seq);
+                self.dropped(Some(payload), reason);
+            }
         }
         self.pump();
     }
