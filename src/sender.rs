@@ -183,6 +183,24 @@ impl Shared {
         }
     }
 
+    /// One step of waiting for payloads to settle (`flush`, `close`): write the outbox
+    /// from this thread, ask for a commit once everything wanted is written
+    /// (at-least-once; committing while the queue still feeds the outbox would cut the
+    /// stream into tiny epochs), then wait for the ledger to change, at most 20 ms and
+    /// never past `deadline`.
+    fn settle_step(&self, all_taken: bool, deadline: Instant) {
+        self.pump();
+        if self.config.delivery == DeliveryMode::AtLeastOnce
+            && all_taken
+            && self.ledger.lock().outbox_len() == 0
+        {
+            let _ = self.events.send(Event::Commit);
+        }
+        let mut ledger = self.ledger.lock();
+        let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
+        self.ledger_cv.wait_until(&mut ledger, wake);
+    }
+
     fn queue_depth(&self) -> u64 {
         self.queues.lock().iter().map(|q| q.len() as u64).sum()
     }
@@ -412,18 +430,7 @@ impl LogSender {
             if outstanding == 0 || Instant::now() >= deadline {
                 return outstanding;
             }
-            self.shared.pump();
-            // Commit early only once all of it is written: committing while the queue
-            // still feeds the outbox would cut the stream into tiny epochs.
-            if self.shared.config.delivery == DeliveryMode::AtLeastOnce
-                && not_taken == 0
-                && self.shared.ledger.lock().outbox_len() == 0
-            {
-                let _ = self.shared.events.send(Event::Commit);
-            }
-            let mut ledger = self.shared.ledger.lock();
-            let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
-            self.shared.ledger_cv.wait_until(&mut ledger, wake);
+            self.shared.settle_step(not_taken == 0, deadline);
         }
     }
 
@@ -504,20 +511,9 @@ impl LogSender {
             }
         }
         // Write and commit what is held, until done or the deadline.
-        loop {
-            shared.pump();
-            let (held, _) = shared.ledger.lock().held();
-            if held == 0 || Instant::now() >= deadline {
-                break;
-            }
-            if shared.config.delivery == DeliveryMode::AtLeastOnce
-                && shared.ledger.lock().outbox_len() == 0
-            {
-                let _ = shared.events.send(Event::Commit);
-            }
-            let mut ledger = shared.ledger.lock();
-            let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
-            shared.ledger_cv.wait_until(&mut ledger, wake);
+        // (The workers are joined, so everything wanted is taken in.)
+        while shared.ledger.lock().held().0 > 0 && Instant::now() < deadline {
+            shared.settle_step(true, deadline);
         }
         let _ = shared.events.send(Event::Shutdown);
         if supervisor.join().is_err() {

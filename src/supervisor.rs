@@ -488,14 +488,7 @@ impl Supervisor {
     }
 
     fn check_timers(&mut self, now: Instant) {
-        // A write blocked too long (stalled collector): cancel the call to release it.
-        if let (Some(started), Some(call)) = (self.shared.stream.write_started(), &self.current) {
-            let limit = self.bounded_by_close(started + self.shared.config.write_timeout);
-            if now >= limit {
-                warn!("a write on epoch {} is stuck; cancelling the call", call.id);
-                call.recv.lock().cancel();
-            }
-        }
+        self.check_write_watchdog(now);
         // Half-closed calls whose status is overdue.
         for (id, closing) in &self.closing {
             if now >= self.bounded_by_close(closing.deadline) {
@@ -559,21 +552,19 @@ impl Supervisor {
             {
                 return std::mem::replace(&mut *slot, new.take().flatten());
             }
-            self.check_write_watchdog();
+            self.check_write_watchdog(Instant::now());
         }
     }
 
-    fn check_write_watchdog(&self) {
-        let now = Instant::now();
-        if let Some(started) = self.shared.stream.write_started() {
+    /// A write blocked too long (a stalled collector) is released by cancelling the call
+    /// it is on: always the current one, since the old call stays current until its slot
+    /// has been swapped out.
+    fn check_write_watchdog(&self, now: Instant) {
+        if let (Some(started), Some(call)) = (self.shared.stream.write_started(), &self.current) {
             let limit = self.bounded_by_close(started + self.shared.config.write_timeout);
             if now >= limit {
-                for recv in self.current.iter().map(|c| &c.recv) {
-                    recv.lock().cancel();
-                }
-                for closing in self.closing.values() {
-                    closing.recv.lock().cancel();
-                }
+                warn!("a write on epoch {} is stuck; cancelling the call", call.id);
+                call.recv.lock().cancel();
             }
         }
     }
