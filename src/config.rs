@@ -102,6 +102,9 @@ pub struct Config {
     pub(crate) max_buffered_bytes: usize,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) close_timeout: Duration,
+    pub(crate) send_timeout: Duration,
+    pub(crate) gzip_level: u32,
+    pub(crate) thread_name: String,
     pub(crate) handler: Option<Arc<dyn EventHandler>>,
 }
 
@@ -188,6 +191,9 @@ struct Defaults {
     max_buffered_bytes: usize,
     overflow: OverflowPolicy,
     close_timeout: Duration,
+    send_timeout: Duration,
+    gzip_level: u32,
+    thread_name: String,
 }
 
 impl Defaults {
@@ -211,6 +217,9 @@ impl Defaults {
             max_buffered_bytes: 256 << 20,
             overflow: OverflowPolicy::default(),
             close_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(5),
+            gzip_level: 6,
+            thread_name: "logsender".into(),
         }
     }
 }
@@ -337,6 +346,25 @@ impl ConfigBuilder {
         /// Defaults to 10 s.
         close_timeout: Duration
     );
+    setter!(
+        /// How long [`LogSender::send_logs`](crate::LogSender::send_logs) waits for the
+        /// stream while another thread is writing on it, before it gives up with
+        /// [`Error::Timeout`]. Defaults to 5 s.
+        send_timeout: Duration
+    );
+    setter!(
+        /// gzip level, 1 (fastest) ..= 9 (smallest), used when compression is
+        /// [`Compression::Gzip`]. Defaults to 6 (zlib's own default).
+        gzip_level: u32
+    );
+
+    /// Prefix of the names of logsender's threads: `{prefix}-sup` (supervisor),
+    /// `{prefix}-wr` (background writer), `{prefix}-wN` (workers), `{prefix}-cq-0` (gRPC
+    /// completion queue). Useful to tell several senders apart. Defaults to `logsender`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.config_defaults.thread_name = prefix.into();
+        self
+    }
 
     /// Reconnect backoff: first delay and cap. Defaults to 1 s and 15 min.
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
@@ -378,6 +406,7 @@ impl ConfigBuilder {
             ("backoff_initial", d.backoff_initial),
             ("keepalive_time", d.keepalive_time),
             ("keepalive_timeout", d.keepalive_timeout),
+            ("send_timeout", d.send_timeout),
         ] {
             if v.is_zero() {
                 return bad(field, "must be longer than zero");
@@ -397,6 +426,12 @@ impl ConfigBuilder {
         }
         if d.max_message_size == 0 || d.max_message_size > i32::MAX as usize {
             return bad("max_message_size", "must be within 1 ..= 2^31-1 bytes");
+        }
+        if !(1..=9).contains(&d.gzip_level) {
+            return bad("gzip_level", "must be within 1 ..= 9");
+        }
+        if d.thread_name.is_empty() || d.thread_name.contains('\0') {
+            return bad("thread_name", "must be a non-empty name without NUL");
         }
         if d.max_buffered_payloads == 0 {
             return bad("max_buffered_payloads", "must be at least 1");
@@ -459,6 +494,9 @@ impl ConfigBuilder {
             max_buffered_bytes: d.max_buffered_bytes,
             overflow: d.overflow,
             close_timeout: d.close_timeout,
+            send_timeout: d.send_timeout,
+            gzip_level: d.gzip_level,
+            thread_name: d.thread_name,
             handler: self.handler,
         })
     }

@@ -43,6 +43,12 @@ pub enum Error {
     },
     /// No stream to the collector is up right now. Nothing was sent; try again later.
     Unavailable,
+    /// Another thread's write held the stream for longer than `send_timeout` (the
+    /// collector is slow or stalled). Nothing was sent; try again later.
+    Timeout {
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
     /// The sender's buffers are at their configured bound.
     BufferFull {
         /// Payloads held (unacknowledged plus waiting to be written).
@@ -75,7 +81,7 @@ impl Error {
     /// Follows the OpenTelemetry exporter convention, see [`classify`].
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable | Error::BufferFull { .. } => true,
+            Error::Unavailable | Error::Timeout { .. } | Error::BufferFull { .. } => true,
             Error::Rpc(_) => match self.status() {
                 Some(s) => classify(s.code()) != Retry::Never,
                 None => true,
@@ -102,6 +108,10 @@ impl fmt::Display for Error {
                 "payload of {size} bytes exceeds the maximum message size of {limit} bytes"
             ),
             Error::Unavailable => f.write_str("no stream to the collector is up"),
+            Error::Timeout { waited } => write!(
+                f,
+                "the stream stayed busy for {waited:?} (the collector is slow or stalled)"
+            ),
             Error::BufferFull { payloads, bytes } => write!(
                 f,
                 "sender buffer is full ({payloads} payloads, {bytes} bytes held)"
@@ -154,17 +164,22 @@ pub enum Retry {
     Never,
 }
 
-/// Classifies a status code the way OpenTelemetry exporters do.
+/// Classifies a status code, following the OpenTelemetry exporter convention.
 ///
 /// `UNAVAILABLE`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`, `OUT_OF_RANGE`,
 /// `DATA_LOSS` are retried with backoff; `RESOURCE_EXHAUSTED` is retried with a longer
-/// delay; everything else (`INVALID_ARGUMENT`, `UNAUTHENTICATED`, `PERMISSION_DENIED`,
-/// `UNIMPLEMENTED`, `UNKNOWN`, `INTERNAL`, ...) is permanent. `OK` is listed as
-/// retryable only because a call that ends `OK` before it was asked to proves nothing.
+/// delay. `INTERNAL` and `UNKNOWN` are retried too (unlike OpenTelemetry): they are what
+/// a proxy that resets a stream or a gateway answering HTTP 500 produce, which passes.
+/// A payload that *itself* keeps causing them is isolated and dead-lettered after a few
+/// attempts alone, so retrying them can never loop for ever. Everything else
+/// (`INVALID_ARGUMENT`, `UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNIMPLEMENTED`, ...) is
+/// permanent. `OK` is listed as retryable only because a call that ends `OK` before it
+/// was half-closed proves nothing.
 ///
 /// ```
 /// use logsender::{classify, Retry, RpcStatusCode};
 /// assert_eq!(classify(RpcStatusCode::UNAVAILABLE), Retry::Backoff);
+/// assert_eq!(classify(RpcStatusCode::INTERNAL), Retry::Backoff);
 /// assert_eq!(classify(RpcStatusCode::RESOURCE_EXHAUSTED), Retry::Slowly);
 /// assert_eq!(classify(RpcStatusCode::PERMISSION_DENIED), Retry::Never);
 /// ```
@@ -176,6 +191,8 @@ pub fn classify(code: RpcStatusCode) -> Retry {
         | RpcStatusCode::ABORTED
         | RpcStatusCode::OUT_OF_RANGE
         | RpcStatusCode::DATA_LOSS
+        | RpcStatusCode::INTERNAL
+        | RpcStatusCode::UNKNOWN
         | RpcStatusCode::OK => Retry::Backoff,
         RpcStatusCode::RESOURCE_EXHAUSTED => Retry::Slowly,
         _ => Retry::Never,

@@ -1,27 +1,42 @@
 //! The ledger: every payload logsender holds, from intake until it is acknowledged,
-//! dropped or dead-lettered, with the memory bounds and the overflow policy.
+//! dropped or dead-lettered, with the memory bounds, the overflow policy, and the
+//! isolation of payloads a collector rejects (poison payloads).
 //!
 //! A payload lives in exactly one place: the *outbox* (waiting to be written; re-sends
-//! at the front), a writer's hands (being written), or an *epoch* (written on a stream
-//! whose final status has not arrived). The held count and bytes cover all three.
+//! at the front), a writer's hands (being written), an *epoch* (written on a stream
+//! whose final status has not arrived), a *suspect group* (failed in an epoch the
+//! collector rejected, waiting to be re-sent alone), or *on trial* (its epoch failed and
+//! a probe call is finding out whether the collector or the payloads are at fault). The
+//! held count and bytes cover all of them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
-
 use grpcio::GrpcSlice;
 use parking_lot::{Condvar, MutexGuard};
 
 use crate::config::OverflowPolicy;
 use crate::events::DropReason;
 
+/// Where a payload came from, for `flush`: source 0 is `send_logs`, source `n > 0` the
+/// `n`-th worker queue; `ord` counts payloads taken from that source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Origin {
+    pub(crate) source: u32,
+    pub(crate) ord: u64,
+}
+
 /// One encoded payload in logsender's care.
 pub(crate) struct Item {
-    /// Intake order; used by `flush` to know what was submitted before it.
+    /// Global intake order (oldest first when handed back).
     pub(crate) seq: u64,
+    /// Where it came from, so `flush` knows whether it was submitted before it.
+    pub(crate) origin: Origin,
     /// The encoded `LogPayload`, exactly as it goes on the wire.
     pub(crate) bytes: GrpcSlice,
     /// Written at least once before (so a re-send may be a duplicate).
     pub(crate) written_before: bool,
+    /// How often the collector rejected this payload while it travelled alone and
+    /// accepted an empty call right after (see [`Ledger::convict`]).
+    pub(crate) strikes: u8,
 }
 
 impl Item {
@@ -38,17 +53,58 @@ pub(crate) enum Admitted {
     Dropped(DropReason),
 }
 
+/// Payloads written on one stream (at-least-once).
+#[derive(Default)]
+struct Epoch {
+    written: Vec<Item>,
+    /// For an epoch dedicated to one suspect group: what is still to be written on it.
+    /// Normal epochs take from the outbox instead.
+    unwritten: VecDeque<Item>,
+    dedicated: bool,
+}
+
+/// What a writer may take for an epoch.
+pub(crate) enum Batch {
+    /// Payloads to write.
+    Items(Vec<Item>),
+    /// Nothing to write now.
+    Empty,
+    /// A dedicated epoch whose group is entirely written: time to commit it.
+    GroupWritten,
+}
+
+/// The verdict of [`Ledger::convict`] on a group whose epoch the collector rejected
+/// while it accepted an empty call.
+pub(crate) enum Verdict {
+    /// Split in two groups, each re-sent alone.
+    Split,
+    /// A payload alone got another strike; it is re-sent alone.
+    Strike,
+    /// These payloads are rejected for good; the caller dead-letters them.
+    Reject(Vec<Item>),
+}
+
+/// How many times a payload is rejected alone, each time with the collector accepting an
+/// empty call right after, before it is dead-lettered for a retryable status code.
+pub(crate) const MAX_STRIKES: u8 = 3;
+
 /// Payloads held, by where they are.
 pub(crate) struct Ledger {
     outbox: VecDeque<Item>,
-    epochs: BTreeMap<u64, Vec<Item>>,
-    outstanding: BTreeSet<u64>,
+    epochs: BTreeMap<u64, Epoch>,
+    /// Groups to re-send, each alone in its own epoch, front first.
+    suspects: VecDeque<Vec<Item>>,
+    /// Groups whose epoch failed, by epoch id, while a probe decides who is at fault.
+    on_trial: BTreeMap<u64, (Vec<Item>, bool)>,
+    outstanding: BTreeSet<Origin>,
     held: usize,
     held_bytes: usize,
     max_held: usize,
     max_bytes: usize,
     /// Bumped whenever a stream is installed.
     generation: u64,
+    /// Set (under this lock, so no waiter misses it) when the sender starts closing.
+    closing: bool,
 }
 
 impl Ledger {
@@ -56,12 +112,15 @@ impl Ledger {
         Ledger {
             outbox: VecDeque::new(),
             epochs: BTreeMap::new(),
+            suspects: VecDeque::new(),
+            on_trial: BTreeMap::new(),
             outstanding: BTreeSet::new(),
             held: 0,
             held_bytes: 0,
             max_held,
             max_bytes,
             generation: 0,
+            closing: false,
         }
     }
 
@@ -71,13 +130,15 @@ impl Ledger {
     }
 
     fn has_room(&self, bytes: usize) -> bool {
-        self.held == 0 || (self.held < self.max_held && self.held_bytes + bytes <= self.max_bytes)
+        self.held == 0
+            || (self.held < self.max_held
+                && self.held_bytes.saturating_add(bytes) <= self.max_bytes)
     }
 
     fn hold(&mut self, item: &Item) {
         self.held += 1;
         self.held_bytes += item.len();
-        self.outstanding.insert(item.seq);
+        self.outstanding.insert(item.origin);
     }
 
     /// Forgets items that reached a final state; returns how many.
@@ -86,10 +147,21 @@ impl Ledger {
         for item in items {
             self.held -= 1;
             self.held_bytes -= item.len();
-            self.outstanding.remove(&item.seq);
+            self.outstanding.remove(&item.origin);
             n += 1;
         }
         n
+    }
+
+    /// Marks the sender as closing. Called with the lock held, then the caller notifies
+    /// the condvar: a worker waiting for room cannot miss it.
+    pub(crate) fn start_closing(&mut self) {
+        self.closing = true;
+    }
+
+    /// Whether the sender is closing.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
     }
 
     /// Takes a new payload into the outbox, applying `policy` when the bounds are reached.
@@ -97,24 +169,23 @@ impl Ledger {
     /// Before waiting for room (`Block`, or `DropOldest` with nothing to evict), it runs
     /// `write` with the lock released, so that a full buffer is written out whenever a
     /// stream is up, and it does not wait if the stream changed meanwhile (see
-    /// [`Ledger::stream_changed`]). `closing` admits unconditionally, so that nothing in a
-    /// worker's hands is lost.
+    /// [`Ledger::stream_changed`]). Once the sender is closing it admits
+    /// unconditionally, so that nothing in a worker's hands is lost: `close` hands it back.
     pub(crate) fn admit(
         guard: &mut MutexGuard<'_, Ledger>,
         cv: &Condvar,
         item: Item,
         policy: OverflowPolicy,
-        closing: &dyn Fn() -> bool,
         write: &dyn Fn(),
     ) -> Admitted {
         let mut evicted = Vec::new();
         let block_deadline = match policy {
             OverflowPolicy::Block {
                 timeout: Some(timeout),
-            } => Some(Instant::now() + timeout),
+            } => Some(crate::clock::deadline_in(timeout)),
             _ => None,
         };
-        while !guard.has_room(item.len()) && !closing() {
+        while !guard.has_room(item.len()) && !guard.closing {
             match policy {
                 OverflowPolicy::DropNewest => return Admitted::Dropped(DropReason::Newest),
                 OverflowPolicy::DropOldest if !guard.outbox.is_empty() => {
@@ -126,14 +197,17 @@ impl Ledger {
                 _ => {
                     let generation = guard.generation;
                     MutexGuard::unlocked(guard, write);
-                    if guard.generation != generation || guard.has_room(item.len()) || closing() {
+                    if guard.generation != generation
+                        || guard.has_room(item.len())
+                        || guard.closing
+                    {
                         continue;
                     }
+                    crate::hooks::pause(crate::hooks::Point::BeforeRoomWait);
                     match block_deadline {
                         Some(deadline) => {
-                            if cv.wait_until(guard, deadline).timed_out()
-                                && !guard.has_room(item.len())
-                            {
+                            let timed_out = cv.wait_until(guard, deadline).timed_out();
+                            if timed_out && !guard.closing && !guard.has_room(item.len()) {
                                 return Admitted::Dropped(DropReason::BlockTimeout);
                             }
                         }
@@ -155,12 +229,14 @@ impl Ledger {
     /// Whether the held payloads or bytes reached half their bound (time to commit
     /// early, so acknowledgements free room before the bound is hit).
     pub(crate) fn half_full(&self) -> bool {
-        self.held * 2 >= self.max_held || self.held_bytes * 2 >= self.max_bytes
+        self.held >= self.max_held / 2 + self.max_held % 2
+            || self.held_bytes >= self.max_bytes / 2 + self.max_bytes % 2
     }
 
-    /// Whether a payload of `bytes` fits without applying any policy (for `send_logs`).
+    /// Holds a payload that `send_logs` is about to write itself, if it fits without
+    /// applying any policy.
     pub(crate) fn try_hold(&mut self, item: &Item) -> bool {
-        if self.has_room(item.len()) {
+        if !self.closing && self.has_room(item.len()) {
             self.hold(item);
             true
         } else {
@@ -168,16 +244,16 @@ impl Ledger {
         }
     }
 
-    /// Marks `seq` outstanding from the moment a worker takes it off the queue, so that
-    /// `flush` waits for it while it is still being encoded.
-    pub(crate) fn reserve(&mut self, seq: u64) {
-        self.outstanding.insert(seq);
+    /// Marks a payload outstanding from the moment a worker takes it off the queue, so
+    /// that `flush` waits for it while it is still being encoded.
+    pub(crate) fn reserve(&mut self, origin: Origin) {
+        self.outstanding.insert(origin);
     }
 
     /// Undoes [`Ledger::reserve`] for a payload that was not admitted (dropped, or
     /// dead-lettered before it was held).
-    pub(crate) fn unreserve(&mut self, seq: u64) {
-        self.outstanding.remove(&seq);
+    pub(crate) fn unreserve(&mut self, origin: Origin) {
+        self.outstanding.remove(&origin);
     }
 
     /// Stops holding a payload that was never queued (a failed `send_logs`).
@@ -185,35 +261,66 @@ impl Ledger {
         self.release([item]);
     }
 
-    /// Takes up to `max` payloads (and roughly `max_bytes`) from the front of the outbox.
-    pub(crate) fn take_batch(&mut self, max: usize, max_bytes: usize) -> Vec<Item> {
+    /// Takes what a writer should write next on `epoch` (`None`: at-most-once, no
+    /// epochs): the rest of a dedicated epoch's group, or up to `max` payloads (and
+    /// roughly `max_bytes`) from the front of the outbox.
+    pub(crate) fn take_batch(&mut self, epoch: Option<u64>, max: usize, max_bytes: usize) -> Batch {
+        if let Some(e) = epoch.and_then(|id| self.epochs.get_mut(&id)) {
+            if e.dedicated {
+                return if e.unwritten.is_empty() {
+                    Batch::GroupWritten
+                } else {
+                    Batch::Items(e.unwritten.drain(..).collect())
+                };
+            }
+        }
         let mut batch = Vec::new();
-        let mut bytes = 0;
+        let mut bytes = 0usize;
         while batch.len() < max && bytes < max_bytes {
             match self.outbox.pop_front() {
                 Some(item) => {
-                    bytes += item.len();
+                    bytes = bytes.saturating_add(item.len());
                     batch.push(item);
                 }
                 None => break,
             }
         }
-        batch
+        if batch.is_empty() {
+            Batch::Empty
+        } else {
+            Batch::Items(batch)
+        }
     }
 
-    /// Whether anything waits to be written.
+    /// How many payloads wait to be written (outbox and suspect groups).
     pub(crate) fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.outbox.len() + self.suspects.iter().map(Vec::len).sum::<usize>()
     }
 
-    /// Starts tracking epoch `id` (at-least-once).
-    pub(crate) fn open_epoch(&mut self, id: u64) {
-        self.epochs.entry(id).or_default();
+    /// Starts tracking epoch `id` (at-least-once). If a suspect group waits, the epoch is
+    /// dedicated to it: it carries that group and nothing else. Returns whether it is.
+    pub(crate) fn open_epoch(&mut self, id: u64) -> bool {
+        let epoch = match self.suspects.pop_front() {
+            Some(group) => Epoch {
+                written: Vec::new(),
+                unwritten: group.into(),
+                dedicated: true,
+            },
+            None => Epoch::default(),
+        };
+        let dedicated = epoch.dedicated;
+        self.epochs.insert(id, epoch);
+        dedicated
+    }
+
+    /// Whether a suspect group waits for an epoch of its own.
+    pub(crate) fn has_suspects(&self) -> bool {
+        !self.suspects.is_empty()
     }
 
     /// Payloads written in epoch `id` and not yet settled.
     pub(crate) fn epoch_len(&self, id: u64) -> usize {
-        self.epochs.get(&id).map_or(0, Vec::len)
+        self.epochs.get(&id).map_or(0, |e| e.written.len())
     }
 
     /// Records payloads written on epoch `id`. If that epoch already ended (its status
@@ -222,7 +329,7 @@ impl Ledger {
     pub(crate) fn written(&mut self, id: u64, items: Vec<Item>) -> bool {
         match self.epochs.get_mut(&id) {
             Some(epoch) => {
-                epoch.extend(items);
+                epoch.written.extend(items);
                 true
             }
             None => {
@@ -237,47 +344,150 @@ impl Ledger {
         self.release(items)
     }
 
-    /// Epoch `id` ended `OK`: its payloads are delivered. Returns how many.
+    /// Epoch `id` ended `OK` after its half-close: its payloads are delivered. Returns how
+    /// many.
     pub(crate) fn commit(&mut self, id: u64) -> usize {
-        let items = self.epochs.remove(&id).unwrap_or_default();
-        self.release(&items)
+        match self.epochs.remove(&id) {
+            Some(mut e) => {
+                // A dedicated group not entirely written is not delivered yet.
+                let rest: Vec<Item> = e.unwritten.drain(..).collect();
+                if !rest.is_empty() {
+                    self.suspects.push_front(rest);
+                }
+                self.release(&e.written)
+            }
+            None => 0,
+        }
     }
 
-    /// Epoch `id` failed: its payloads go back to the front of the outbox. Returns how many.
+    /// Takes an epoch's payloads out of it (written and unwritten), and whether it was
+    /// dedicated to a suspect group.
+    fn take_epoch(&mut self, id: u64) -> (Vec<Item>, bool) {
+        match self.epochs.remove(&id) {
+            Some(e) => {
+                let mut items = e.written;
+                items.extend(e.unwritten);
+                items.sort_by_key(|i| i.seq);
+                (items, e.dedicated)
+            }
+            None => (Vec::new(), false),
+        }
+    }
+
+    /// Epoch `id` failed for a reason that says nothing about its payloads (the
+    /// connection broke, a timeout): they are re-sent first. A suspect group stays a
+    /// group. Returns how many.
     pub(crate) fn fail(&mut self, id: u64) -> usize {
-        let items = self.epochs.remove(&id).unwrap_or_default();
+        let (items, dedicated) = self.take_epoch(id);
+        self.put_back(items, dedicated)
+    }
+
+    fn put_back(&mut self, items: Vec<Item>, dedicated: bool) -> usize {
         let n = items.len();
-        self.requeue(items);
+        if dedicated && n > 0 {
+            self.suspects.push_front(mark_written(items));
+        } else {
+            self.requeue(items);
+        }
         n
     }
 
-    /// Epoch `id` was rejected for good: its payloads leave the ledger and are returned.
-    pub(crate) fn reject(&mut self, id: u64) -> Vec<Item> {
-        let items = self.epochs.remove(&id).unwrap_or_default();
-        self.release(&items);
-        items
+    /// Epoch `id` was rejected by the collector: its payloads go on trial until a probe
+    /// tells whether the collector rejects everything (see [`Ledger::acquit`]) or these
+    /// payloads (see [`Ledger::convict`]). Returns how many.
+    pub(crate) fn try_epoch(&mut self, id: u64) -> usize {
+        let (items, dedicated) = self.take_epoch(id);
+        let n = items.len();
+        if n > 0 {
+            self.on_trial.insert(id, (items, dedicated));
+        }
+        n
+    }
+
+    /// The collector rejects an empty call too: epoch `id`'s payloads are not at fault.
+    /// They are re-sent (returns how many), unless `for_good`, when the collector rejects
+    /// everything permanently: then they leave the ledger and are returned.
+    pub(crate) fn acquit(&mut self, id: u64, for_good: bool) -> Result<usize, Vec<Item>> {
+        let Some((items, dedicated)) = self.on_trial.remove(&id) else {
+            return Ok(0);
+        };
+        if for_good {
+            self.release(&items);
+            return Err(items);
+        }
+        Ok(self.put_back(items, dedicated))
+    }
+
+    /// The collector accepted an empty call right after rejecting epoch `id`: something
+    /// in it is at fault. A group is split in two halves, each re-sent alone; a payload
+    /// alone is rejected for good when `permanent`, or gets a strike and is rejected at
+    /// [`MAX_STRIKES`].
+    pub(crate) fn convict(&mut self, id: u64, permanent: bool) -> Verdict {
+        let Some((mut items, _)) = self.on_trial.remove(&id) else {
+            return Verdict::Split;
+        };
+        if items.len() > 1 {
+            let second = items.split_off(items.len() / 2);
+            self.suspects.push_front(mark_written(second));
+            self.suspects.push_front(mark_written(items));
+            return Verdict::Split;
+        }
+        let mut items = mark_written(items);
+        for item in &mut items {
+            item.strikes = item.strikes.saturating_add(1);
+        }
+        if permanent || items.iter().any(|i| i.strikes >= MAX_STRIKES) {
+            self.release(&items);
+            return Verdict::Reject(items);
+        }
+        self.suspects.push_front(items);
+        Verdict::Strike
+    }
+
+    /// Whether a group is on trial.
+    #[cfg(test)]
+    pub(crate) fn any_on_trial(&self) -> bool {
+        !self.on_trial.is_empty()
+    }
+
+    /// Queues a held payload that was not written yet at the back of the outbox.
+    pub(crate) fn requeue_new(&mut self, item: Item) {
+        self.outbox.push_back(item);
     }
 
     /// Puts payloads back at the front of the outbox, in their order.
     pub(crate) fn requeue(&mut self, items: Vec<Item>) {
-        for mut item in items.into_iter().rev() {
-            item.written_before = true;
+        for item in mark_written(items).into_iter().rev() {
             self.outbox.push_front(item);
         }
     }
 
-    /// Payloads with `seq < before` not settled yet.
-    pub(crate) fn outstanding_before(&self, before: u64) -> usize {
-        self.outstanding.range(..before).count()
+    /// Outstanding payloads (taken in, not yet settled) whose origin is before
+    /// `targets[source]` in their source.
+    pub(crate) fn outstanding_before(&self, targets: &[(u32, u64)]) -> usize {
+        targets
+            .iter()
+            .map(|&(source, ord)| {
+                self.outstanding
+                    .range(Origin { source, ord: 0 }..Origin { source, ord })
+                    .count()
+            })
+            .sum()
     }
 
     /// Takes every payload still held, oldest first (for `close`).
     pub(crate) fn drain_all(&mut self) -> Vec<Item> {
         let mut all: Vec<Item> = std::mem::take(&mut self.epochs)
             .into_values()
-            .flatten()
+            .flat_map(|e| e.written.into_iter().chain(e.unwritten))
             .collect();
         all.extend(self.outbox.drain(..));
+        all.extend(self.suspects.drain(..).flatten());
+        all.extend(
+            std::mem::take(&mut self.on_trial)
+                .into_values()
+                .flat_map(|(items, _)| items),
+        );
         all.sort_by_key(|i| i.seq);
         self.held = 0;
         self.held_bytes = 0;
@@ -286,22 +496,32 @@ impl Ledger {
     }
 }
 
+fn mark_written(mut items: Vec<Item>) -> Vec<Item> {
+    for item in &mut items {
+        item.written_before = true;
+    }
+    items
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use parking_lot::Mutex;
+    use std::time::Instant;
 
     fn item(seq: u64, len: usize) -> Item {
         Item {
             seq,
+            origin: Origin { source: 1, ord: seq },
             bytes: GrpcSlice::from(vec![7u8; len]),
             written_before: false,
+            strikes: 0,
         }
     }
 
     fn admit(l: &Mutex<Ledger>, it: Item, policy: OverflowPolicy) -> Admitted {
         let cv = Condvar::new();
-        Ledger::admit(&mut l.lock(), &cv, it, policy, &|| false, &|| {})
+        Ledger::admit(&mut l.lock(), &cv, it, policy, &|| {})
     }
 
     #[test]
@@ -324,7 +544,7 @@ mod tests {
             _ => panic!("expected an eviction"),
         }
         assert_eq!(l.lock().held(), (2, 20));
-        assert_eq!(l.lock().outstanding_before(10), 2);
+        assert_eq!(l.lock().outstanding_before(&[(1, 10)]), 2);
     }
 
     #[test]
@@ -340,42 +560,109 @@ mod tests {
             Admitted::Dropped(DropReason::BlockTimeout)
         ));
         assert!(t.elapsed() >= std::time::Duration::from_millis(20));
+        // A huge timeout does not overflow; closing admits at once.
+        l.lock().start_closing();
+        let policy = OverflowPolicy::Block {
+            timeout: Some(std::time::Duration::MAX),
+        };
+        assert!(matches!(admit(&l, item(2, 1), policy), Admitted::Queued { .. }));
     }
 
     #[test]
     fn epochs_commit_fail_and_late_writes() {
-        let mut l = Ledger::new(100, 1 << 20);
-        let cv = Condvar::new();
-        let m = Mutex::new(l);
+        let m = Mutex::new(Ledger::new(100, 1 << 20));
         for s in 0..4 {
-            Ledger::admit(
-                &mut m.lock(),
-                &cv,
-                item(s, 5),
-                OverflowPolicy::DropNewest,
-                &|| false,
-                &|| {},
-            );
+            admit(&m, item(s, 5), OverflowPolicy::DropNewest);
         }
-        l = m.into_inner();
-        l.open_epoch(1);
-        let b = l.take_batch(2, usize::MAX);
+        let mut l = m.into_inner();
+        assert!(!l.open_epoch(1));
+        let Batch::Items(b) = l.take_batch(Some(1), 2, usize::MAX) else {
+            panic!("expected items")
+        };
         assert!(l.written(1, b));
         assert_eq!(l.fail(1), 2);
         // Re-sends come first, in order.
-        let b = l.take_batch(10, usize::MAX);
-        assert_eq!(
-            b.iter().map(|i| i.seq).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3]
-        );
+        let Batch::Items(b) = l.take_batch(Some(1), 10, usize::MAX) else {
+            panic!("expected items")
+        };
+        assert_eq!(b.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
         assert!(b[0].written_before && !b[2].written_before);
         // A write that finishes after its epoch ended goes back to the outbox.
         assert!(!l.written(1, b));
         l.open_epoch(2);
-        let b = l.take_batch(10, usize::MAX);
+        let Batch::Items(b) = l.take_batch(Some(2), 10, usize::MAX) else {
+            panic!("expected items")
+        };
         assert!(l.written(2, b));
         assert_eq!(l.commit(2), 4);
         assert_eq!(l.held(), (0, 0));
-        assert_eq!(l.outstanding_before(u64::MAX), 0);
+        assert_eq!(l.outstanding_before(&[(1, u64::MAX)]), 0);
+    }
+
+    #[test]
+    fn a_rejected_epoch_is_bisected_down_to_the_poison_payload() {
+        let poison = 5;
+        let mut rejected = Vec::new();
+        let mut committed = 0;
+        let mut l = {
+            let m = Mutex::new(Ledger::new(100, 1 << 20));
+            for s in 0..8 {
+                admit(&m, item(s, 5), OverflowPolicy::DropNewest);
+            }
+            m.into_inner()
+        };
+        let mut id = 0;
+        let mut epochs = 0;
+        while l.held().0 > 0 {
+            id += 1;
+            epochs += 1;
+            assert!(epochs < 40, "bisection does not converge");
+            l.open_epoch(id);
+            let Batch::Items(batch) = l.take_batch(Some(id), 100, usize::MAX) else {
+                panic!("nothing to write")
+            };
+            let carries_poison = batch.iter().any(|i| i.seq == poison);
+            assert!(l.written(id, batch));
+            if carries_poison {
+                l.try_epoch(id);
+                // The probe (an empty call) is accepted: the payloads are at fault.
+                if let Verdict::Reject(items) = l.convict(id, false) {
+                    rejected.extend(items.iter().map(|i| i.seq));
+                }
+            } else {
+                committed += l.commit(id);
+            }
+        }
+        assert_eq!(rejected, vec![poison]);
+        assert_eq!(committed, 7);
+        assert_eq!(l.held(), (0, 0));
+    }
+
+    #[test]
+    fn acquitted_groups_are_resent_whole() {
+        let m = Mutex::new(Ledger::new(100, 1 << 20));
+        for s in 0..4 {
+            admit(&m, item(s, 5), OverflowPolicy::DropNewest);
+        }
+        let mut l = m.into_inner();
+        l.open_epoch(1);
+        let Batch::Items(b) = l.take_batch(Some(1), 100, usize::MAX) else {
+            panic!()
+        };
+        l.written(1, b);
+        assert_eq!(l.try_epoch(1), 4);
+        assert!(l.any_on_trial());
+        assert_eq!(l.acquit(1, false).ok(), Some(4));
+        assert_eq!(l.outbox_len(), 4);
+        assert!(!l.has_suspects());
+        l.open_epoch(2);
+        let Batch::Items(b) = l.take_batch(Some(2), 100, usize::MAX) else {
+            panic!()
+        };
+        l.written(2, b);
+        l.try_epoch(2);
+        let gone = l.acquit(2, true).err().map(|v| v.len());
+        assert_eq!(gone, Some(4));
+        assert_eq!(l.held(), (0, 0));
     }
 }

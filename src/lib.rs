@@ -60,9 +60,13 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod clock;
 mod config;
 mod error;
 mod events;
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+#[doc(hidden)]
+pub mod hooks;
 mod ledger;
 pub mod model;
 mod pool;

@@ -1,6 +1,7 @@
 //! [`LogSender`]: the handle users hold, and the state its threads share.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,32 +14,62 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::{Config, DeliveryMode};
 use crate::error::Error;
 use crate::events::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
-use crate::ledger::{Item, Ledger};
+use crate::ledger::{Item, Ledger, Origin};
 use crate::model::LogPayload;
 use crate::stats::{ConnectionState, Counters, Stats};
 use crate::stream::Stream;
 use crate::supervisor::{Event, Supervisor};
 use crate::wire;
 
-/// State shared by the handle, the workers and the supervisor.
+/// One worker queue, as intake sees it.
+pub(crate) struct Queue {
+    /// The queue's `Origin::source` (1, 2, ...; 0 is `send_logs`).
+    pub(crate) source: u32,
+    pub(crate) rx: Receiver<LogPayload>,
+    /// Payloads taken from it so far (the next one's `Origin::ord`).
+    taken: u64,
+}
+
+/// Where intake stands: guarded by one lock so that taking a payload off a queue and
+/// numbering it is atomic with respect to `flush` reading the position.
+#[derive(Default)]
+pub(crate) struct Intake {
+    pub(crate) queues: Vec<Queue>,
+}
+
+/// What `flush` waits for: per source, the `ord` below which a payload was submitted
+/// before the flush began.
+struct FlushTarget {
+    /// `(source, ord)` bounds, `send_logs` included.
+    bounds: Vec<(u32, u64)>,
+}
+
+/// State shared by the handle, the workers, the writer and the supervisor.
+///
+/// Locks, in the order they may be nested (never the other way round): `intake` →
+/// `ledger`; the stream slot is never held while taking `intake`, and `ledger` is only
+/// ever held briefly inside it. No user callback runs while any of them is held.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) ledger: Mutex<Ledger>,
-    /// Signalled whenever the ledger frees room or settles payloads.
+    /// Signalled whenever the ledger frees room, settles payloads, or starts closing.
     pub(crate) ledger_cv: Condvar,
     pub(crate) stream: Stream,
     pub(crate) events: Sender<Event>,
-    /// One token wakes one idle worker to write the outbox; dropped at close.
+    /// One token wakes the background writer to write the outbox; dropped at the end of
+    /// `close`.
     wake: Mutex<Option<Sender<()>>>,
-    pub(crate) wake_rx: Receiver<()>,
+    /// Disconnected at close: wakes idle workers so they finish.
+    stop: Mutex<Option<Sender<()>>>,
+    pub(crate) stop_rx: Receiver<()>,
     next_seq: AtomicU64,
-    /// Held (briefly) while a worker takes a payload off a queue and numbers it, and
-    /// while `flush` reads where intake stands: so that count is exact.
-    intake_lock: Mutex<()>,
+    /// `Origin::ord` of the next `send_logs` payload (source 0).
+    next_direct: AtomicU64,
+    intake: Mutex<Intake>,
+    /// A cheap copy of the ledger's closing flag for loops that poll it.
     closing: AtomicBool,
     close_deadline: Mutex<Option<Instant>>,
-    queues: Mutex<Vec<Receiver<LogPayload>>>,
     grpc_threads: Arc<AtomicUsize>,
 }
 
@@ -51,9 +82,9 @@ impl Shared {
         *self.close_deadline.lock()
     }
 
-    /// Wakes one idle worker to write the outbox.
+    /// Wakes the background writer to write the outbox, and workers waiting for room
+    /// to write before they wait again.
     pub(crate) fn wake_writer(&self) {
-        // Workers waiting for room write before they wait again.
         self.ledger.lock().stream_changed();
         self.ledger_cv.notify_all();
         if let Some(tx) = self.wake.lock().as_ref() {
@@ -61,44 +92,94 @@ impl Shared {
         }
     }
 
-    /// Calls the user's handler, if any (never with a lock held).
+    /// Calls the user's handler, if any, never with a lock held. A panic in the handler
+    /// is caught and logged: it must not kill a logsender thread.
     pub(crate) fn handler(&self, f: impl FnOnce(&dyn EventHandler)) {
         if let Some(h) = &self.config.handler {
-            f(h.as_ref());
+            let h: &dyn EventHandler = h.as_ref();
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(h))) {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".into());
+                Counters::add(&self.counters.handler_panics, 1);
+                error!("the EventHandler panicked ({what}); logsender goes on");
+            }
         }
     }
 
-    /// Numbers a payload in intake order.
+    /// Numbers a payload in global intake order.
     fn next_seq(&self) -> u64 {
         self.next_seq.fetch_add(1, Ordering::AcqRel)
     }
 
-    /// Takes one payload off `queue` and numbers it, atomically with respect to
-    /// [`Shared::intake_position`]. `Err` when the queue is empty and disconnected.
-    pub(crate) fn take(
-        &self,
-        queue: &Receiver<LogPayload>,
-    ) -> Result<Option<(u64, LogPayload)>, ()> {
-        let _intake = self.intake_lock.lock();
-        match queue.try_recv() {
+    /// Registers a worker queue (or finds it, if the same channel was registered
+    /// before); returns its index in `intake.queues`.
+    fn add_queue(&self, rx: &Receiver<LogPayload>) -> usize {
+        let mut intake = self.intake.lock();
+        if let Some(i) = intake.queues.iter().position(|q| q.rx.same_channel(rx)) {
+            return i;
+        }
+        let source = u32::try_from(intake.queues.len() + 1).unwrap_or(u32::MAX);
+        intake.queues.push(Queue {
+            source,
+            rx: rx.clone(),
+            taken: 0,
+        });
+        intake.queues.len() - 1
+    }
+
+    /// Takes one payload off queue `index` and numbers it, atomically with respect to
+    /// [`Shared::flush_target`]. `Err` when the queue is empty and disconnected.
+    pub(crate) fn take(&self, index: usize) -> Result<Option<(Origin, u64, LogPayload)>, ()> {
+        let mut intake = self.intake.lock();
+        let Some(queue) = intake.queues.get_mut(index) else {
+            return Err(());
+        };
+        match queue.rx.try_recv() {
             Ok(payload) => {
+                let origin = Origin {
+                    source: queue.source,
+                    ord: queue.taken,
+                };
+                queue.taken += 1;
                 let seq = self.next_seq();
-                self.ledger.lock().reserve(seq);
-                Ok(Some((seq, payload)))
+                self.ledger.lock().reserve(origin);
+                Ok(Some((origin, seq, payload)))
             }
             Err(crossbeam_channel::TryRecvError::Empty) => Ok(None),
             Err(crossbeam_channel::TryRecvError::Disconnected) => Err(()),
         }
     }
 
-    /// The number the next payload will get once everything queued now is taken in.
-    fn intake_position(&self) -> u64 {
-        let _intake = self.intake_lock.lock();
-        self.next_seq.load(Ordering::Acquire) + self.queue_depth()
+    /// What was submitted before now: every payload `send_logs` numbered, and for each
+    /// queue what was taken plus what is waiting in it.
+    fn flush_target(&self) -> FlushTarget {
+        let intake = self.intake.lock();
+        let mut bounds = vec![(0, self.next_direct.load(Ordering::Acquire))];
+        for q in &intake.queues {
+            bounds.push((q.source, q.taken.saturating_add(q.rx.len() as u64)));
+        }
+        FlushTarget { bounds }
+    }
+
+    /// How many payloads of `target` are not settled yet: taken in and still held, or
+    /// still waiting in a queue.
+    fn outstanding(&self, target: &FlushTarget) -> usize {
+        let intake = self.intake.lock();
+        let mut not_taken = 0u64;
+        for &(source, bound) in &target.bounds[1..] {
+            if let Some(q) = intake.queues.iter().find(|q| q.source == source) {
+                not_taken = not_taken.saturating_add(bound.saturating_sub(q.taken));
+            }
+        }
+        let held = self.ledger.lock().outstanding_before(&target.bounds);
+        held.saturating_add(usize::try_from(not_taken).unwrap_or(usize::MAX))
     }
 
     /// Encodes a payload and wraps it for the ledger, or explains why it cannot be sent.
-    fn encode(&self, seq: u64, payload: &LogPayload) -> Result<Item, Error> {
+    fn encode(&self, origin: Origin, seq: u64, payload: &LogPayload) -> Result<Item, Error> {
         let bytes = wire::encode(payload);
         let limit = self.config.max_message_size;
         if bytes.len() > limit {
@@ -109,20 +190,22 @@ impl Shared {
         }
         Ok(Item {
             seq,
+            origin,
             bytes: GrpcSlice::from(bytes),
             written_before: false,
+            strikes: 0,
         })
     }
 
     /// A worker's intake of a payload numbered and reserved by [`Shared::take`]: encode
     /// outside any lock, admit under the overflow policy,
     /// then write the outbox if nobody else is.
-    pub(crate) fn intake(&self, seq: u64, payload: LogPayload) {
+    pub(crate) fn intake(&self, origin: Origin, seq: u64, payload: LogPayload) {
         Counters::add(&self.counters.enqueued, 1);
-        let item = match self.encode(seq, &payload) {
+        let item = match self.encode(origin, seq, &payload) {
             Ok(item) => item,
             Err(e) => {
-                self.ledger.lock().unreserve(seq);
+                self.ledger.lock().unreserve(origin);
                 warn!("dead-lettering a payload: {e}");
                 Counters::add(&self.counters.dead_lettered, 1);
                 self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
@@ -136,7 +219,6 @@ impl Shared {
                 &self.ledger_cv,
                 item,
                 self.config.overflow,
-                &|| self.is_closing(),
                 &|| self.pump(),
             )
         };
@@ -147,7 +229,7 @@ impl Shared {
                 }
             }
             crate::ledger::Admitted::Dropped(reason) => {
-                self.ledger.lock().unreserve(seq);
+                self.ledger.lock().unreserve(origin);
                 self.dropped(Some(payload), reason);
             }
         }
@@ -183,13 +265,13 @@ impl Shared {
         }
     }
 
-    /// One step of waiting for payloads to settle (`flush`, `close`): write the outbox
-    /// from this thread, ask for a commit once everything wanted is written
-    /// (at-least-once; committing while the queue still feeds the outbox would cut the
-    /// stream into tiny epochs), then wait for the ledger to change, at most 20 ms and
-    /// never past `deadline`.
+    /// One step of waiting for payloads to settle (`flush`, `close`): wake the writer
+    /// (this thread never writes, so a stalled collector cannot hold it), ask for a
+    /// commit once everything wanted is written (at-least-once; committing while the
+    /// queue still feeds the outbox would cut the stream into tiny epochs), then wait for
+    /// the ledger to change, at most 20 ms and never past `deadline`.
     fn settle_step(&self, all_taken: bool, deadline: Instant) {
-        self.pump();
+        self.wake_writer();
         if self.config.delivery == DeliveryMode::AtLeastOnce
             && all_taken
             && self.ledger.lock().outbox_len() == 0
@@ -197,12 +279,17 @@ impl Shared {
             let _ = self.events.send(Event::Commit);
         }
         let mut ledger = self.ledger.lock();
-        let wake = (Instant::now() + Duration::from_millis(20)).min(deadline);
+        let wake = crate::clock::deadline_in(Duration::from_millis(20)).min(deadline);
         self.ledger_cv.wait_until(&mut ledger, wake);
     }
 
     fn queue_depth(&self) -> u64 {
-        self.queues.lock().iter().map(|q| q.len() as u64).sum()
+        self.intake
+            .lock()
+            .queues
+            .iter()
+            .map(|q| q.rx.len() as u64)
+            .sum()
     }
 }
 
@@ -250,6 +337,7 @@ fn decode_item(item: &Item) -> Option<LogPayload> {
 pub struct LogSender {
     shared: Arc<Shared>,
     supervisor: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     next_worker: AtomicUsize,
 }
@@ -263,14 +351,14 @@ impl LogSender {
     /// [`Error::Spawn`] if the supervisor thread cannot be started. Configuration errors
     /// are caught earlier, by [`ConfigBuilder::build`](crate::ConfigBuilder::build).
     pub fn new(config: Config) -> Result<LogSender, Error> {
-        // Route the gRPC core's own diagnostics to `log` too, when a logger is set up
-        // (otherwise the core keeps its default: errors only, to stderr).
-        if log::max_level() != log::LevelFilter::Off {
-            grpcio::redirect_log();
-        }
+        // The gRPC core's own diagnostics go to `log` (and so nowhere without a logger),
+        // never to stderr: a library does not print.
+        grpcio::redirect_log();
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let grpc_threads = Arc::new(AtomicUsize::new(0));
+        let name = config.thread_name.clone();
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             ledger: Mutex::new(Ledger::new(
@@ -281,12 +369,13 @@ impl LogSender {
             stream: Stream::new(),
             events: events_tx.clone(),
             wake: Mutex::new(Some(wake_tx)),
-            wake_rx,
+            stop: Mutex::new(Some(stop_tx)),
+            stop_rx,
             next_seq: AtomicU64::new(0),
-            intake_lock: Mutex::new(()),
+            next_direct: AtomicU64::new(0),
+            intake: Mutex::new(Intake::default()),
             closing: AtomicBool::new(false),
             close_deadline: Mutex::new(None),
-            queues: Mutex::new(Vec::new()),
             grpc_threads: grpc_threads.clone(),
             config,
         });
@@ -295,7 +384,7 @@ impl LogSender {
         let env = Arc::new(
             EnvBuilder::new()
                 .cq_count(1)
-                .name_prefix("logsender-cq")
+                .name_prefix(format!("{name}-cq"))
                 .after_start(move || {
                     started.fetch_add(1, Ordering::AcqRel);
                 })
@@ -304,14 +393,27 @@ impl LogSender {
                 })
                 .build(),
         );
-        let supervisor = Supervisor::new(shared.clone(), events_rx, events_tx, env);
-        let handle = std::thread::Builder::new()
-            .name("logsender-sup".into())
-            .spawn(move || supervisor.run())
+        let writer_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name(format!("{name}-wr"))
+            .spawn(move || crate::pool::run_writer(&writer_shared, &wake_rx))
             .map_err(Error::Spawn)?;
+        let supervisor = Supervisor::new(shared.clone(), events_rx, events_tx, env);
+        let handle = match std::thread::Builder::new()
+            .name(format!("{name}-sup"))
+            .spawn(move || supervisor.run())
+        {
+            Ok(handle) => handle,
+            Err(e) => {
+                shared.wake.lock().take();
+                let _ = writer.join();
+                return Err(Error::Spawn(e));
+            }
+        };
         Ok(LogSender {
             shared,
             supervisor: Some(handle),
+            writer: Some(writer),
             workers: Mutex::new(Vec::new()),
             next_worker: AtomicUsize::new(0),
         })
@@ -340,15 +442,15 @@ impl LogSender {
         if self.shared.is_closing() {
             return Err(Error::Closed);
         }
-        self.shared.queues.lock().push(receiver.clone());
+        let index = self.shared.add_queue(&receiver);
         let mut workers = self.workers.lock();
         for _ in 0..n {
             let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
             let queue = receiver.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("logsender-w{id}"))
-                .spawn(move || crate::pool::run_worker(&shared, &queue))
+                .name(format!("{}-w{id}", self.shared.config.thread_name))
+                .spawn(move || crate::pool::run_worker(&shared, &queue, index))
                 .map_err(Error::Spawn)?;
             workers.push(handle);
         }
@@ -388,10 +490,20 @@ impl LogSender {
         if self.shared.is_closing() {
             return Err(Error::Closed);
         }
-        let item = self.shared.encode(self.shared.next_seq(), payload)?;
-        if !self.shared.ledger.lock().try_hold(&item) {
-            let (payloads, bytes) = self.shared.ledger.lock().held();
-            return Err(Error::BufferFull { payloads, bytes });
+        let origin = Origin {
+            source: 0,
+            ord: self.shared.next_direct.fetch_add(1, Ordering::AcqRel),
+        };
+        let item = self.shared.encode(origin, self.shared.next_seq(), payload)?;
+        {
+            let mut ledger = self.shared.ledger.lock();
+            if !ledger.try_hold(&item) {
+                if ledger.is_closing() {
+                    return Err(Error::Closed);
+                }
+                let (payloads, bytes) = ledger.held();
+                return Err(Error::BufferFull { payloads, bytes });
+            }
         }
         self.shared.write_now(item)?;
         Counters::add(&self.shared.counters.enqueued, 1);
@@ -421,16 +533,24 @@ impl LogSender {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn flush(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        let target = self.shared.intake_position();
+        let deadline = crate::clock::deadline_in(timeout);
+        let target = self.shared.flush_target();
         loop {
-            let taken = self.shared.next_seq.load(Ordering::Acquire);
-            let not_taken = target.saturating_sub(taken) as usize;
-            let outstanding = self.shared.ledger.lock().outstanding_before(target) + not_taken;
+            let outstanding = self.shared.outstanding(&target);
             if outstanding == 0 || Instant::now() >= deadline {
                 return outstanding;
             }
-            self.shared.settle_step(not_taken == 0, deadline);
+            let all_taken = {
+                let intake = self.shared.intake.lock();
+                target.bounds[1..].iter().all(|&(source, bound)| {
+                    intake
+                        .queues
+                        .iter()
+                        .find(|q| q.source == source)
+                        .map_or(true, |q| q.taken >= bound)
+                })
+            };
+            self.shared.settle_step(all_taken, deadline);
         }
     }
 
@@ -499,12 +619,18 @@ impl LogSender {
             return Vec::new();
         };
         let shared = &self.shared;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::deadline_in(timeout);
         *shared.close_deadline.lock() = Some(deadline);
-        shared.closing.store(true, Ordering::Release);
-        // Wake everyone: idle workers (their wake channel disconnects) and blocked ones.
-        shared.wake.lock().take();
+        {
+            // Under the ledger lock, so that a worker between its "closing?" check and
+            // its wait for room cannot miss the notification.
+            let mut ledger = shared.ledger.lock();
+            ledger.start_closing();
+            shared.closing.store(true, Ordering::Release);
+        }
         shared.ledger_cv.notify_all();
+        // Idle workers wake up when the stop channel disconnects.
+        shared.stop.lock().take();
         for worker in self.workers.lock().drain(..) {
             if worker.join().is_err() {
                 error!("a logsender worker panicked");
@@ -519,6 +645,13 @@ impl LogSender {
         if supervisor.join().is_err() {
             error!("the logsender supervisor panicked");
         }
+        // The supervisor cancelled every call, so the writer is not stuck in a write.
+        shared.wake.lock().take();
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                error!("the logsender writer panicked");
+            }
+        }
         let mut undelivered: Vec<LogPayload> = shared
             .ledger
             .lock()
@@ -528,11 +661,14 @@ impl LogSender {
             .collect();
         // What is still queued was never taken in: hand it back too (bounded, so a
         // producer that keeps sending cannot keep us here).
-        for queue in shared.queues.lock().drain(..) {
-            undelivered.extend(queue.try_iter().take(queue.len()));
+        for queue in shared.intake.lock().queues.drain(..) {
+            undelivered.extend(queue.rx.try_iter().take(queue.rx.len()));
         }
         // The grpc poll thread ends once the environment's last channel is gone.
-        let grpc_deadline = Instant::now() + Duration::from_secs(1);
+        let grpc_deadline = crate::clock::after(
+            deadline.max(Instant::now()),
+            Duration::from_millis(100),
+        );
         while shared.grpc_threads.load(Ordering::Acquire) > 0 && Instant::now() < grpc_deadline {
             std::thread::sleep(Duration::from_millis(2));
         }

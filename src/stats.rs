@@ -46,6 +46,8 @@ pub struct Stats {
     pub epochs_failed: u64,
     /// Encoded bytes written to streams.
     pub bytes_sent: u64,
+    /// Times the [`EventHandler`](crate::EventHandler) panicked (each caught and logged).
+    pub handler_panics: u64,
     /// Payloads waiting in the worker queue right now.
     pub queue_depth: u64,
     /// Payloads held right now: waiting to be (re)written plus written but unacknowledged.
@@ -81,6 +83,7 @@ pub(crate) struct Counters {
     pub(crate) epochs_committed: AtomicU64,
     pub(crate) epochs_failed: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
@@ -126,6 +129,7 @@ impl Counters {
             epochs_committed: self.epochs_committed.load(Relaxed),
             epochs_failed: self.epochs_failed.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
             queue_depth,
             unacked,
             unacked_bytes,

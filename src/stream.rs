@@ -17,7 +17,7 @@ use log::{debug, warn};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::DeliveryMode;
-use crate::ledger::Item;
+use crate::ledger::{Batch, Item};
 use crate::sender::Shared;
 use crate::stats::Counters;
 use crate::supervisor::Event;
@@ -75,6 +75,8 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 pub(crate) struct Slot {
     pub(crate) sink: ClientDuplexSender<GrpcSlice>,
     pub(crate) epoch: u64,
+    /// The epoch carries one suspect group and nothing else (see the ledger).
+    dedicated: bool,
     written: usize,
     broken: bool,
     rotate_asked: bool,
@@ -86,10 +88,16 @@ impl Slot {
         self.broken
     }
 
-    pub(crate) fn new(sink: ClientDuplexSender<GrpcSlice>, epoch: u64) -> Self {
+    /// How many payloads were written on this call.
+    pub(crate) fn written(&self) -> usize {
+        self.written
+    }
+
+    pub(crate) fn new(sink: ClientDuplexSender<GrpcSlice>, epoch: u64, dedicated: bool) -> Self {
         Slot {
             sink,
             epoch,
+            dedicated,
             written: 0,
             broken: false,
             rotate_asked: false,
@@ -100,8 +108,9 @@ impl Slot {
 /// The slot and the clock the supervisor's write watchdog reads.
 pub(crate) struct Stream {
     pub(crate) slot: Mutex<Option<Slot>>,
-    /// Nanoseconds since `base` when the current write began, plus one; 0 when idle.
-    write_started: AtomicU64,
+    /// Nanoseconds since `base` of the last progress of the write in progress (its start,
+    /// or the last message it handed to the call), plus one; 0 when no write is going on.
+    progress: AtomicU64,
     base: Instant,
 }
 
@@ -109,26 +118,29 @@ impl Stream {
     pub(crate) fn new() -> Self {
         Stream {
             slot: Mutex::new(None),
-            write_started: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             base: Instant::now(),
         }
     }
 
-    /// When the write in progress began, if one is.
-    pub(crate) fn write_started(&self) -> Option<Instant> {
-        match self.write_started.load(Ordering::Acquire) {
+    /// When the write in progress last made progress, if a write is going on.
+    pub(crate) fn last_progress(&self) -> Option<Instant> {
+        match self.progress.load(Ordering::Acquire) {
             0 => None,
-            n => Some(self.base + Duration::from_nanos(n - 1)),
+            n => Some(crate::clock::after(self.base, Duration::from_nanos(n - 1))),
         }
     }
 
-    fn begin_write(&self) {
-        let n = self.base.elapsed().as_nanos() as u64 + 1;
-        self.write_started.store(n, Ordering::Release);
+    /// Records progress now (a write began, or one of its messages went out).
+    fn progressed(&self) {
+        let n = u64::try_from(self.base.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1);
+        self.progress.store(n, Ordering::Release);
     }
 
     fn end_write(&self) {
-        self.write_started.store(0, Ordering::Release);
+        self.progress.store(0, Ordering::Release);
     }
 }
 
@@ -160,21 +172,22 @@ impl Shared {
         }
     }
 
-    /// Writes the outbox and then `item` (if any) while holding the lock; used by
-    /// `send_logs`. Returns the outcome of `item`'s own write.
+    /// Writes `item` (held already) now, for `send_logs`. Waits at most `send_timeout`
+    /// for the stream while another thread writes; the write itself is bounded by the
+    /// write watchdog. Leaves the outbox to the background writer.
     pub(crate) fn write_now(&self, item: Item) -> Result<(), crate::Error> {
+        let started = Instant::now();
         let result = {
-            // Bounded: a write stuck longer than this is being cancelled anyway.
-            let Some(mut slot) = self.stream.slot.try_lock_for(self.config.write_timeout) else {
+            let Some(mut slot) = self.stream.slot.try_lock_for(self.config.send_timeout) else {
                 self.ledger.lock().forget(&item);
-                return Err(crate::Error::Unavailable);
+                return Err(crate::Error::Timeout {
+                    waited: started.elapsed(),
+                });
             };
-            self.write_outbox(&mut slot);
             self.write_one(&mut slot, item)
         };
-        // Writers that found the lock taken meanwhile left their payloads to us.
         if self.ledger.lock().outbox_len() > 0 {
-            self.pump();
+            self.wake_writer();
         }
         result
     }
@@ -184,6 +197,12 @@ impl Shared {
             self.ledger.lock().forget(&item);
             return Err(crate::Error::Unavailable);
         };
+        if s.dedicated {
+            // This epoch isolates a suspect group; the payload waits for the next one
+            // (it is held, so it counts as taken).
+            self.ledger.lock().requeue_new(item);
+            return Ok(());
+        }
         let batch = vec![item];
         match self.write_batch(s, &batch) {
             Ok(()) => {
@@ -204,26 +223,40 @@ impl Shared {
             let Some(s) = slot.as_mut().filter(|s| !s.broken) else {
                 return Pass::Blocked;
             };
-            let room = match self.config.delivery {
-                DeliveryMode::AtLeastOnce => self.config.commit_every.saturating_sub(s.written),
-                _ => MAX_BATCH,
+            let (epoch, room) = match self.config.delivery {
+                DeliveryMode::AtLeastOnce if s.dedicated => (Some(s.epoch), MAX_BATCH),
+                DeliveryMode::AtLeastOnce => (
+                    Some(s.epoch),
+                    self.config.commit_every.saturating_sub(s.written),
+                ),
+                _ => (None, MAX_BATCH),
             };
             if room == 0 {
                 self.ask_rotate(s);
                 return Pass::Blocked;
             }
-            let batch = self
+            let batch = match self
                 .ledger
                 .lock()
-                .take_batch(room.min(MAX_BATCH), MAX_BATCH_BYTES);
-            if batch.is_empty() {
-                return Pass::Drained;
-            }
+                .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES)
+            {
+                Batch::Items(batch) => batch,
+                Batch::Empty => return Pass::Drained,
+                Batch::GroupWritten => {
+                    self.ask_rotate(s);
+                    return Pass::Blocked;
+                }
+            };
             if let Err(e) = self.write_batch(s, &batch) {
                 debug!("write on epoch {} failed: {e}", s.epoch);
                 s.broken = true;
                 Counters::add(&self.counters.retried, batch.len() as u64);
-                self.ledger.lock().requeue(batch);
+                if s.dedicated {
+                    // Its epoch fails as a whole and puts the group back together.
+                    self.ledger.lock().written(s.epoch, batch);
+                } else {
+                    self.ledger.lock().requeue(batch);
+                }
                 let _ = self.events.send(Event::WriteFailed { epoch: s.epoch });
                 return Pass::Blocked;
             }
@@ -231,14 +264,18 @@ impl Shared {
         }
     }
 
-    /// One batch: every payload but the last with the buffer hint, then a flush.
+    /// One batch: every payload but the last with the buffer hint, then a flush. Each
+    /// message handed to the call counts as progress for the write watchdog, which
+    /// times lack of progress, not the whole batch.
     fn write_batch(&self, slot: &mut Slot, batch: &[Item]) -> grpcio::Result<()> {
-        self.stream.begin_write();
+        crate::hooks::pause(crate::hooks::Point::BeforeWrite);
+        self.stream.progressed();
         let result = block_on(async {
             for (i, item) in batch.iter().enumerate() {
                 let last = i + 1 == batch.len();
                 let flags = WriteFlags::default().buffer_hint(!last);
                 slot.sink.feed((item.bytes.clone(), flags)).await?;
+                self.stream.progressed();
             }
             slot.sink.flush().await
         });

@@ -5,12 +5,21 @@
 //! channel, and the *response* half of every open call, which is where a call is
 //! cancelled from (that is what releases a write blocked by a stalled collector).
 //! Each call's final status arrives as an [`Event::CallEnded`] from a small future on
-//! grpcio's completion-queue thread; the supervisor commits, re-queues or dead-letters
-//! that epoch's payloads accordingly.
+//! grpcio's completion-queue thread, together with whether our half-close had
+//! completed before it; the supervisor commits, re-queues, puts on trial or
+//! dead-letters that epoch's payloads accordingly.
+//!
+//! An epoch the collector rejects (any status but a broken connection or a timeout) is
+//! put on trial: a *probe*, an empty call, tells whether the collector rejects
+//! everything (overload, wrong credentials: the payloads are re-sent after the backoff,
+//! or dead-lettered for a permanent status) or accepts calls (the payloads are at fault:
+//! the group is split in halves, each re-sent alone, until the poison payload is alone
+//! and dead-lettered with the collector's status).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,13 +30,16 @@ use futures_executor::block_on;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use grpcio::{
     CallOption, Channel, ChannelBuilder, ChannelCredentialsBuilder, Client, ClientDuplexReceiver,
-    CompressionAlgorithms, ConnectivityState, Environment, RpcStatus, RpcStatusCode,
+    ClientDuplexSender, CompressionAlgorithms, ConnectivityState, Environment, GrpcSlice,
+    RpcStatus, RpcStatusCode,
 };
 use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
+use crate::clock::after;
 use crate::config::{Compression, DeliveryMode, Transport};
 use crate::error::{classify, Error, Retry};
+use crate::ledger::Verdict;
 use crate::sender::Shared;
 use crate::stats::{ConnectionState, Counters};
 use crate::stream::{Slot, SUBMIT_STREAM};
@@ -35,9 +47,12 @@ use crate::stream::{Slot, SUBMIT_STREAM};
 /// What the supervisor is told.
 pub(crate) enum Event {
     /// A call's response side ended: `Ok` is status `OK`, `Err` carries the status.
+    /// `after_half_close`: logsender had half-closed the call when its status arrived
+    /// (read by the call's own watcher, not inferred from event order).
     CallEnded {
-        epoch: u64,
+        id: u64,
         result: grpcio::Result<()>,
+        after_half_close: bool,
     },
     /// The epoch reached `commit_every` payloads.
     Rotate { epoch: u64 },
@@ -56,6 +71,9 @@ type Receiving = Arc<Mutex<ClientDuplexReceiver<Vec<u8>>>>;
 struct Call {
     id: u64,
     recv: Receiving,
+    /// Set when logsender half-closes the call; read by the call's watcher when the
+    /// status arrives.
+    half_closed: Arc<AtomicBool>,
     opened: Instant,
 }
 
@@ -63,6 +81,14 @@ struct Call {
 struct Closing {
     recv: Receiving,
     deadline: Instant,
+    /// `Some(epoch)` for a probe deciding the trial of that epoch.
+    probe_for: Option<u64>,
+}
+
+/// A rejected epoch whose probe has not answered yet.
+struct Trial {
+    status: RpcStatus,
+    was_current: bool,
 }
 
 pub(crate) struct Supervisor {
@@ -73,7 +99,8 @@ pub(crate) struct Supervisor {
     client: Option<Client>,
     current: Option<Call>,
     closing: HashMap<u64, Closing>,
-    next_epoch: u64,
+    trials: HashMap<u64, Trial>,
+    next_id: u64,
     backoff: ExponentialBackoff,
     retry_at: Option<Instant>,
     connected_once: bool,
@@ -82,7 +109,10 @@ pub(crate) struct Supervisor {
 
 /// The supervisor's longest sleep; bounds how late the write watchdog can notice a
 /// stalled write.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(50);
+
+/// How long a probe (an empty call) may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     pub(crate) fn new(
@@ -107,7 +137,8 @@ impl Supervisor {
             client: None,
             current: None,
             closing: HashMap::new(),
-            next_epoch: 1,
+            trials: HashMap::new(),
+            next_id: 1,
             backoff,
             retry_at: None,
             connected_once: false,
@@ -120,6 +151,7 @@ impl Supervisor {
             let now = Instant::now();
             if !self.shutting_down
                 && self.current.is_none()
+                && self.trials.is_empty()
                 && self.retry_at.map_or(true, |t| now >= t)
             {
                 self.connect();
@@ -130,16 +162,13 @@ impl Supervisor {
             }
             // Cancelled calls report back at once; should one not, do not wait for it
             // past the close deadline (its payloads are still in the ledger).
-            if self.shutting_down
-                && self
-                    .shared
-                    .close_deadline()
-                    .is_some_and(|d| Instant::now() >= d + Duration::from_millis(500))
-            {
-                warn!(
-                    "{} calls did not report after cancel; leaving them",
-                    self.closing.len()
-                );
+            if self.shutting_down && self.past_close_deadline(Instant::now()) {
+                if !self.closing.is_empty() {
+                    debug!(
+                        "{} calls had not reported at the close deadline",
+                        self.closing.len()
+                    );
+                }
                 break;
             }
             let wait = self.next_wakeup(Instant::now());
@@ -154,7 +183,11 @@ impl Supervisor {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::CallEnded { epoch, result } => self.call_ended(epoch, result),
+            Event::CallEnded {
+                id,
+                result,
+                after_half_close,
+            } => self.call_ended(id, result, after_half_close),
             Event::Rotate { epoch } => {
                 if self.current.as_ref().is_some_and(|c| c.id == epoch) {
                     self.rotate();
@@ -220,9 +253,11 @@ impl Supervisor {
     }
 
     /// Builds a channel and waits until it is ready, failing fast on a refused dial.
+    /// A failure names its cause (refused, TLS handshake, name resolution, ...) as the
+    /// gRPC core reports it.
     fn dial(&mut self) -> Result<Channel, String> {
         let c = &self.shared.config;
-        let max = c.max_message_size as i32;
+        let max = i32::try_from(c.max_message_size).unwrap_or(i32::MAX);
         let mut builder = ChannelBuilder::new(self.env.clone())
             .keepalive_time(c.keepalive_time)
             .keepalive_timeout(c.keepalive_timeout)
@@ -234,9 +269,17 @@ impl Supervisor {
             .initial_reconnect_backoff(c.backoff_initial)
             .max_reconnect_backoff(c.backoff_max);
         if c.compression == Compression::Gzip {
-            builder =
-                builder.default_compression_algorithm(CompressionAlgorithms::GRPC_COMPRESS_GZIP);
+            builder = builder
+                .default_compression_algorithm(CompressionAlgorithms::GRPC_COMPRESS_GZIP)
+                // grpcio-sys's C core maps its default level to "no compression" (deflate
+                // stored blocks); the level must be set for gzip to compress at all.
+                .raw_cfg_int(
+                    c"grpc.gzip_compression_level".to_owned(),
+                    i32::try_from(c.gzip_level).unwrap_or(6),
+                );
         }
+        let addr = c.addr.clone();
+        let connect_timeout = c.connect_timeout;
         let channel = match &c.transport {
             Transport::Plaintext => builder.connect(&c.addr),
             Transport::Tls(tls) => {
@@ -254,24 +297,24 @@ impl Supervisor {
                 builder.connect(&c.addr)
             }
         };
-        let deadline = Instant::now() + c.connect_timeout;
+        let deadline = crate::clock::deadline_in(connect_timeout);
         let mut state = channel.check_connectivity_state(true);
         loop {
             match state {
                 ConnectivityState::GRPC_CHANNEL_READY => return Ok(channel),
                 ConnectivityState::GRPC_CHANNEL_TRANSIENT_FAILURE => {
-                    return Err(format!("cannot connect to {}", c.addr))
+                    let why = failure_reason(&channel);
+                    return Err(format!("cannot connect to {addr}: {why}"));
                 }
                 ConnectivityState::GRPC_CHANNEL_SHUTDOWN => {
-                    return Err(format!("channel to {} shut down", c.addr))
+                    return Err(format!("channel to {addr} shut down"))
                 }
                 _ => {}
             }
             let now = Instant::now();
             if now >= deadline || self.past_close_deadline(now) {
                 return Err(format!(
-                    "cannot connect to {} within {:?}",
-                    c.addr, c.connect_timeout
+                    "cannot connect to {addr} within {connect_timeout:?}"
                 ));
             }
             let slice = (deadline - now).min(TICK);
@@ -280,40 +323,59 @@ impl Supervisor {
         }
     }
 
-    /// Opens the next epoch's call and starts watching its response side.
-    fn open_call(&mut self) -> grpcio::Result<(Slot, Call)> {
+    /// Opens a call on the channel with a watcher on its response side that reports
+    /// [`Event::CallEnded`]. Returns the write half, the response half and the
+    /// half-close flag.
+    fn start_call(
+        &mut self,
+    ) -> grpcio::Result<(u64, ClientDuplexSender<GrpcSlice>, Receiving, Arc<AtomicBool>)> {
         let Some(client) = &self.client else {
             return Err(grpcio::Error::RemoteStopped);
         };
         let (sink, recv) = client.duplex_streaming(&SUBMIT_STREAM, CallOption::default())?;
-        let id = self.next_epoch;
-        self.next_epoch += 1;
-        if self.shared.config.delivery == DeliveryMode::AtLeastOnce {
-            self.shared.ledger.lock().open_epoch(id);
-        }
+        let id = self.next_id;
+        self.next_id += 1;
         let recv: Receiving = Arc::new(Mutex::new(recv));
+        let half_closed = Arc::new(AtomicBool::new(false));
         let watched = recv.clone();
+        let flag = half_closed.clone();
         let events = self.events_tx.clone();
         client.spawn(async move {
             let result = loop {
                 match poll_fn(|cx| watched.lock().poll_next_unpin(cx)).await {
                     Some(Ok(response)) => {
-                        debug!(
-                            "epoch {id}: collector answered with {} bytes",
-                            response.len()
-                        )
+                        debug!("call {id}: collector answered with {} bytes", response.len())
                     }
                     Some(Err(e)) => break Err(e),
                     None => break Ok(()),
                 }
             };
-            let _ = events.send(Event::CallEnded { epoch: id, result });
+            // Read here, on the completion-queue thread, in the order grpc reported the
+            // half-close and the status: not in the order the supervisor dequeues events.
+            let after_half_close = flag.load(Ordering::Acquire);
+            let _ = events.send(Event::CallEnded {
+                id,
+                result,
+                after_half_close,
+            });
         });
+        Ok((id, sink, recv, half_closed))
+    }
+
+    /// Opens the next epoch's call and starts watching its response side.
+    fn open_call(&mut self) -> grpcio::Result<(Slot, Call)> {
+        let (id, sink, recv, half_closed) = self.start_call()?;
+        let dedicated = self.shared.config.delivery == DeliveryMode::AtLeastOnce
+            && self.shared.ledger.lock().open_epoch(id);
+        if dedicated {
+            debug!("epoch {id} carries a suspect group alone");
+        }
         Ok((
-            Slot::new(sink, id),
+            Slot::new(sink, id, dedicated),
             Call {
                 id,
                 recv,
+                half_closed,
                 opened: Instant::now(),
             },
         ))
@@ -357,20 +419,13 @@ impl Supervisor {
     /// write failed is cancelled instead: it is over, and grpcio must not be asked to
     /// close a sink whose last send already failed.
     fn half_close(&mut self, call: Call, slot: Option<Slot>) {
-        let deadline = self.bounded_by_close(Instant::now() + self.shared.config.commit_timeout);
+        let deadline = self.bounded_by_close(after(
+            Instant::now(),
+            self.shared.config.commit_timeout,
+        ));
         match (slot, &self.client) {
             (Some(slot), Some(client)) if !slot.is_broken() => {
-                let mut sink = slot.sink;
-                let id = call.id;
-                client.spawn(async move {
-                    // An error means the call already ended; its status tells why.
-                    let closed = AssertUnwindSafe(sink.close()).catch_unwind().await;
-                    if closed.is_err() {
-                        error!(
-                            "epoch {id}: grpcio panicked while half-closing; the call is cancelled"
-                        );
-                    }
-                });
+                spawn_half_close(client, slot.sink, call.id, call.half_closed.clone());
             }
             _ => call.recv.lock().cancel(),
         }
@@ -379,37 +434,76 @@ impl Supervisor {
             Closing {
                 recv: call.recv,
                 deadline,
+                probe_for: None,
             },
         );
     }
 
-    fn call_ended(&mut self, epoch: u64, result: grpcio::Result<()>) {
-        let half_closed = self.closing.remove(&epoch).is_some();
-        let was_current = self.current.as_ref().is_some_and(|c| c.id == epoch);
+    /// Puts epoch `epoch` on trial: sends an empty call to see whether the collector
+    /// accepts calls at all. Returns false if no probe could be sent.
+    fn send_probe(&mut self, epoch: u64) -> bool {
+        let Ok((id, sink, recv, half_closed)) = self.start_call() else {
+            return false;
+        };
+        if let Some(client) = &self.client {
+            spawn_half_close(client, sink, id, half_closed);
+        }
+        let deadline = self.bounded_by_close(after(Instant::now(), PROBE_TIMEOUT));
+        self.closing.insert(
+            id,
+            Closing {
+                recv,
+                deadline,
+                probe_for: Some(epoch),
+            },
+        );
+        true
+    }
+
+    fn call_ended(&mut self, id: u64, result: grpcio::Result<()>, after_half_close: bool) {
+        let closing = self.closing.remove(&id);
+        if let Some(epoch) = closing.as_ref().and_then(|c| c.probe_for) {
+            self.verdict(epoch, result.is_ok() && after_half_close, result.err());
+            return;
+        }
+        let was_current = self.current.as_ref().is_some_and(|c| c.id == id);
         let shared = self.shared.clone();
-        let outcome = match (result, half_closed) {
-            (Ok(()), true) => {
+        let mut early_ok = false;
+        let err = match result {
+            Ok(()) if after_half_close => {
                 // Count before anyone waiting on the ledger can see the payloads go.
                 let n = {
                     let mut ledger = shared.ledger.lock();
-                    let n = ledger.commit(epoch);
+                    let n = ledger.commit(id);
                     Counters::add(&shared.counters.acknowledged, n as u64);
                     Counters::add(&shared.counters.epochs_committed, 1);
                     n
                 };
                 shared.ledger_cv.notify_all();
-                debug!("epoch {epoch} committed: {n} payloads");
+                debug!("epoch {id} committed: {n} payloads");
                 self.backoff.reset();
-                None
+                if shared.ledger.lock().has_suspects() && self.current.is_some() {
+                    // The next suspect group gets an epoch of its own now.
+                    self.rotate();
+                }
+                return;
             }
-            (Ok(()), false) => Some(grpcio::Error::RpcFailure(RpcStatus::with_message(
-                RpcStatusCode::ABORTED,
-                "the collector ended the stream before it was half-closed".into(),
-            ))),
-            (Err(e), _) => Some(e),
-        };
-        let Some(err) = outcome else {
-            return;
+            Ok(()) => {
+                let n = shared.ledger.lock().epoch_len(id);
+                if n > 0 {
+                    warn!(
+                        "the collector answered OK on epoch {id} before logsender half-closed \
+                         it: it may not have read all {n} payloads, so they are re-sent (a \
+                         collector must read a stream to its end before it answers OK)"
+                    );
+                }
+                early_ok = true;
+                grpcio::Error::RpcFailure(RpcStatus::with_message(
+                    RpcStatusCode::ABORTED,
+                    "the collector ended the stream with OK before it was half-closed".into(),
+                ))
+            }
+            Err(e) => e,
         };
         // Transport errors without a status count as UNAVAILABLE.
         let status = match &err {
@@ -421,32 +515,60 @@ impl Supervisor {
         let err = Error::Rpc(err);
         shared.counters.set_last_error(&err);
         Counters::add(&shared.counters.epochs_failed, 1);
-        if retry == Retry::Never {
-            let items = {
-                let mut ledger = shared.ledger.lock();
-                let items = ledger.reject(epoch);
-                Counters::add(&shared.counters.dead_lettered, items.len() as u64);
-                items
-            };
-            shared.ledger_cv.notify_all();
-            warn!(
-                "epoch {epoch} rejected for good ({err}): {} payloads dead-lettered",
-                items.len()
-            );
-            shared.dead_letter(items, &status);
-        } else {
-            let n = shared.ledger.lock().fail(epoch) as u64;
-            Counters::add(&shared.counters.retried, n);
-            Counters::add(&shared.counters.resent_after_fault, n);
-            if n > 0 {
-                info!("epoch {epoch} failed ({err}); re-sending {n} payloads");
-            }
-        }
-        if was_current {
-            self.swap_slot(None);
+        let old_slot = if was_current {
+            let slot = self.swap_slot(None);
             self.current = None;
             shared.counters.set_state(ConnectionState::Connecting);
             shared.handler(|h| h.on_disconnected(&err));
+            slot
+        } else {
+            None
+        };
+        // At-most-once: a stream that carried payloads was working; the next outage
+        // starts from the initial backoff again.
+        if old_slot.as_ref().is_some_and(|s| s.written() > 0)
+            && shared.config.delivery == DeliveryMode::AtMostOnce
+        {
+            self.backoff.reset();
+        }
+        // A broken connection, a timeout or an early OK say nothing about the payloads;
+        // any other status might be about one of them.
+        let says_nothing_about_payloads = early_ok
+            || matches!(
+                code,
+                RpcStatusCode::UNAVAILABLE
+                    | RpcStatusCode::CANCELLED
+                    | RpcStatusCode::DEADLINE_EXCEEDED
+            );
+        if !says_nothing_about_payloads && shared.ledger.lock().try_epoch(id) > 0 {
+            info!("epoch {id} rejected ({err}); probing whether the collector accepts calls");
+            self.trials.insert(
+                id,
+                Trial {
+                    status,
+                    was_current,
+                },
+            );
+            if !self.send_probe(id) {
+                self.verdict(id, false, None);
+            }
+            return;
+        }
+        let n = shared.ledger.lock().fail(id) as u64;
+        Counters::add(&shared.counters.retried, n);
+        Counters::add(&shared.counters.resent_after_fault, n);
+        if n > 0 {
+            info!("epoch {id} failed ({err}); re-sending {n} payloads");
+        }
+        self.after_failure(was_current, code, retry, &err);
+    }
+
+    /// What follows a failed epoch whose payloads were not at fault: rebuild the
+    /// channel if it is broken and retry after the backoff (it was current), or stop
+    /// writing on the current epoch until the backoff has passed (a half-closed epoch
+    /// failed: the collector is in trouble, and re-sending at once would spin).
+    fn after_failure(&mut self, was_current: bool, code: RpcStatusCode, retry: Retry, err: &Error) {
+        if was_current {
             let channel_bad = code == RpcStatusCode::UNAVAILABLE
                 || self.client.as_ref().is_some_and(|c| {
                     !matches!(
@@ -458,48 +580,109 @@ impl Supervisor {
             if channel_bad {
                 self.client = None;
             }
-            self.schedule_retry(retry, &err);
-        } else if retry != Retry::Never && self.current.is_some() {
-            // A half-closed epoch failed: the collector is in trouble (overloaded,
-            // stalled, going away). Re-sending at once on the next epoch would spin; stop
-            // writing (the current epoch is half-closed and keeps its chance to commit)
-            // and open the next one after the backoff.
+            self.schedule_retry(retry, err);
+        } else if self.current.is_some() {
             self.retire_current();
-            shared.counters.set_state(ConnectionState::Connecting);
-            self.schedule_retry(retry, &err);
-        } else if shared.ledger.lock().outbox_len() > 0 {
-            shared.wake_writer();
+            self.shared
+                .counters
+                .set_state(ConnectionState::Connecting);
+            self.schedule_retry(retry, err);
+        } else if self.shared.ledger.lock().outbox_len() > 0 {
+            self.shared.wake_writer();
         }
     }
 
+    /// The probe for epoch `epoch`'s trial answered: `accepted` when the collector
+    /// took the empty call (the payloads are at fault), else `probe_err` says why not.
+    fn verdict(&mut self, epoch: u64, accepted: bool, probe_err: Option<grpcio::Error>) {
+        let Some(trial) = self.trials.remove(&epoch) else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let code = trial.status.code();
+        let retry = classify(code);
+        if accepted {
+            let verdict = shared.ledger.lock().convict(epoch, retry == Retry::Never);
+            match verdict {
+                Verdict::Split => {
+                    info!("epoch {epoch}: the collector accepts calls; re-sending its payloads in halves")
+                }
+                Verdict::Strike => {
+                    info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try")
+                }
+                Verdict::Reject(items) => {
+                    Counters::add(&shared.counters.dead_lettered, items.len() as u64);
+                    warn!(
+                        "a payload the collector rejects ({code:?}: {}) is dead-lettered",
+                        trial.status.message()
+                    );
+                    shared.ledger_cv.notify_all();
+                    shared.dead_letter(items, &trial.status);
+                }
+            }
+            // The collector is fine: go on at once.
+            if self.current.is_none() {
+                self.retry_at = None;
+            } else if shared.ledger.lock().has_suspects() {
+                self.rotate();
+            }
+            return;
+        }
+        let probe_code = match &probe_err {
+            Some(grpcio::Error::RpcFailure(s)) => s.code(),
+            Some(_) => RpcStatusCode::UNAVAILABLE,
+            None => RpcStatusCode::ABORTED,
+        };
+        let for_good = retry == Retry::Never && classify(probe_code) == Retry::Never;
+        let err = Error::Rpc(grpcio::Error::RpcFailure(trial.status.clone()));
+        match shared.ledger.lock().acquit(epoch, for_good) {
+            Ok(n) => {
+                Counters::add(&shared.counters.retried, n as u64);
+                Counters::add(&shared.counters.resent_after_fault, n as u64);
+                info!("epoch {epoch}: the collector rejects every call ({err}); re-sending {n} payloads after the backoff");
+            }
+            Err(items) => {
+                Counters::add(&shared.counters.dead_lettered, items.len() as u64);
+                warn!(
+                    "epoch {epoch} rejected for good ({err}): {} payloads dead-lettered",
+                    items.len()
+                );
+                shared.ledger_cv.notify_all();
+                shared.dead_letter(items, &trial.status);
+            }
+        }
+        if probe_code == RpcStatusCode::UNAVAILABLE {
+            self.client = None;
+        }
+        self.after_failure(trial.was_current, code, retry, &err);
+    }
+
     fn schedule_retry(&mut self, retry: Retry, why: &dyn std::fmt::Display) {
-        let mut delay = self
-            .backoff
-            .next_backoff()
-            .unwrap_or(self.shared.config.backoff_max);
+        let max = self.shared.config.backoff_max;
+        let mut delay = self.backoff.next_backoff().unwrap_or(max);
         if retry == Retry::Slowly {
-            delay = (delay * 4).min(self.shared.config.backoff_max.max(delay));
+            delay = delay.saturating_mul(4).min(max.max(delay));
         }
         warn!(
             "collector {}: {why}; next attempt in {delay:?}",
             self.shared.config.addr
         );
-        self.retry_at = Some(Instant::now() + delay);
+        self.retry_at = Some(after(Instant::now(), delay));
     }
 
     fn check_timers(&mut self, now: Instant) {
         self.check_write_watchdog(now);
-        // Half-closed calls whose status is overdue.
+        // Half-closed calls and probes whose status is overdue.
         for (id, closing) in &self.closing {
             if now >= self.bounded_by_close(closing.deadline) {
-                warn!("epoch {id}: no final status in time; cancelling it");
+                warn!("call {id}: no final status in time; cancelling it");
                 closing.recv.lock().cancel();
             }
         }
         // Commit at least every `commit_interval`.
         if self.shared.config.delivery == DeliveryMode::AtLeastOnce {
             let due = self.current.as_ref().is_some_and(|c| {
-                now >= c.opened + self.shared.config.commit_interval
+                now >= after(c.opened, self.shared.config.commit_interval)
                     && self.shared.ledger.lock().epoch_len(c.id) > 0
             });
             if due {
@@ -510,6 +693,9 @@ impl Supervisor {
         if self.past_close_deadline(now) {
             if let Some(call) = &self.current {
                 call.recv.lock().cancel();
+            }
+            for closing in self.closing.values() {
+                closing.recv.lock().cancel();
             }
         }
     }
@@ -527,9 +713,13 @@ impl Supervisor {
                 .values()
                 .map(|c| self.bounded_by_close(c.deadline)),
         );
+        timers.extend(self.shared.close_deadline());
+        if let Some(started) = self.shared.stream.last_progress() {
+            timers.push(self.bounded_by_close(after(started, self.shared.config.write_timeout)));
+        }
         if let Some(c) = &self.current {
             if self.shared.config.delivery == DeliveryMode::AtLeastOnce {
-                timers.push(c.opened + self.shared.config.commit_interval);
+                timers.push(after(c.opened, self.shared.config.commit_interval));
             }
         }
         timers
@@ -556,14 +746,19 @@ impl Supervisor {
         }
     }
 
-    /// A write blocked too long (a stalled collector) is released by cancelling the call
-    /// it is on: always the current one, since the old call stays current until its slot
-    /// has been swapped out.
+    /// A write that made no progress for `write_timeout` (a stalled collector) is
+    /// released by cancelling the call it is on: always the current one, since the old
+    /// call stays current until its slot has been swapped out.
     fn check_write_watchdog(&self, now: Instant) {
-        if let (Some(started), Some(call)) = (self.shared.stream.write_started(), &self.current) {
-            let limit = self.bounded_by_close(started + self.shared.config.write_timeout);
+        if let (Some(progress), Some(call)) = (self.shared.stream.last_progress(), &self.current)
+        {
+            let limit = self.bounded_by_close(after(progress, self.shared.config.write_timeout));
             if now >= limit {
-                warn!("a write on epoch {} is stuck; cancelling the call", call.id);
+                warn!(
+                    "a write on epoch {} made no progress for {:?}; cancelling the call",
+                    call.id,
+                    now.saturating_duration_since(progress)
+                );
                 call.recv.lock().cancel();
             }
         }
@@ -591,5 +786,54 @@ impl Supervisor {
         }
         self.client = None;
         self.shared.counters.set_state(ConnectionState::Closed);
+    }
+}
+
+/// Half-closes a call on the completion-queue thread. `half_closed` is set first: a
+/// status the call's watcher sees before that was sent before the collector could know
+/// the stream had ended (an early OK proves nothing); one it sees after can only be
+/// trusted if the collector keeps the contract of reading to the end of the stream.
+fn spawn_half_close(
+    client: &Client,
+    mut sink: ClientDuplexSender<GrpcSlice>,
+    id: u64,
+    half_closed: Arc<AtomicBool>,
+) {
+    half_closed.store(true, Ordering::Release);
+    client.spawn(async move {
+        // An error means the call already ended; its status tells why.
+        match AssertUnwindSafe(sink.close()).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!("call {id}: half-close failed: {e}"),
+            Err(_) => {
+                error!("call {id}: grpcio panicked while half-closing; the call is cancelled")
+            }
+        }
+    });
+}
+
+/// Why a channel in `TRANSIENT_FAILURE` cannot connect, in the gRPC core's words: a
+/// call that fails fast on it carries the last connection error (refused, TLS
+/// handshake, name resolution).
+fn failure_reason(channel: &Channel) -> String {
+    let client = Client::new(channel.clone());
+    let option = CallOption::default().timeout(Duration::from_millis(500));
+    let outcome = client
+        .duplex_streaming(&SUBMIT_STREAM, option)
+        .map(|(sink, mut recv)| {
+            // Keep the write half alive until the status is in: dropping it cancels.
+            let status = block_on(recv.next());
+            drop(sink);
+            status
+        });
+    let status = match outcome {
+        Ok(Some(Err(grpcio::Error::RpcFailure(s)))) => Some(s),
+        Err(grpcio::Error::RpcFailure(s)) => Some(s),
+        _ => None,
+    };
+    match status {
+        Some(s) if !s.message().is_empty() => s.message().to_string(),
+        Some(s) => format!("{:?}", s.code()),
+        None => "the connection failed".into(),
     }
 }

@@ -15,7 +15,7 @@ use logsender::{DeliveryMode, DropReason, DroppedEvent, EventHandler, LogPayload
 use support::collect::ids;
 use support::helpers::{
     assert_close_returns_nothing, assert_exactly_once, assert_no_background_panic, unserved_addr,
-    wait_no_logsender_threads, wait_until, watch_panics, within,
+    thread_prefix, wait_no_logsender_threads, wait_until, watch_panics, within,
 };
 use support::sink::Sink;
 use support::{fast_config, logsender_threads, queue, sender_with_pool};
@@ -63,7 +63,9 @@ fn close_with_server_down(mode: DeliveryMode) {
     );
     let threads = logsender_threads();
     assert!(
-        threads.iter().any(|t| t == "logsender-sup") && threads.iter().any(|t| t == "logsender-w0"),
+        ["sup", "wr", "w0"]
+            .iter()
+            .all(|t| threads.contains(&format!("{}-{t}", thread_prefix()))),
         "the thread check would prove nothing: {threads:?}"
     );
 

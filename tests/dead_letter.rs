@@ -210,8 +210,8 @@ fn resource_exhausted_is_retried_not_dead_lettered() {
     let st = wait_stats(
         &sender,
         WAIT,
-        "epochs refused with RESOURCE_EXHAUSTED",
-        |s| s.epochs_failed >= 2,
+        "epochs refused with RESOURCE_EXHAUSTED and put back",
+        |s| s.epochs_failed >= 2 && s.retried > 0,
     );
     assert!(sink.calls().failed >= 2);
     assert_eq!(st.dead_lettered, 0, "{st:#?}");

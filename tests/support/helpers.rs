@@ -148,37 +148,56 @@ pub fn wait_no_logsender_threads(timeout: Duration) -> Vec<String> {
     left
 }
 
-static PANICS: AtomicUsize = AtomicUsize::new(0);
-static PANIC_NOTES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static PANICS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 static HOOK: Once = Once::new();
+static NEXT_PREFIX: AtomicUsize = AtomicUsize::new(0);
 
-/// Starts counting panics on threads that are not the test's own: logsender's
-/// (`logsender-*`, including its grpcio completion-queue thread) and the sink's
-/// (`sink-cq*`). Call it at the start of a test; read the count with
-/// [`background_panics`]. The previous hook still runs, so the message is printed.
+thread_local! {
+    static PREFIX: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The thread-name prefix of the senders this test builds with [`super::fast_config`]:
+/// unique to the test once it called [`watch_panics`], `logsender` otherwise.
+pub fn thread_prefix() -> String {
+    PREFIX.with(|p| p.borrow().clone()).unwrap_or_else(|| "logsender".into())
+}
+
+/// Starts watching for panics on this test's logsender threads: gives the test a
+/// thread-name prefix of its own (used by [`super::fast_config`]), so that a panic is
+/// attributed to the test whose sender it happened in, not to any test of the process.
+/// Read them with [`background_panics`]. The previous hook still runs, so the message is
+/// printed.
 pub fn watch_panics() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let name = std::thread::current().name().unwrap_or("").to_string();
-            if name.starts_with("logsender") || name.starts_with("sink-cq") {
-                PANICS.fetch_add(1, Ordering::SeqCst);
-                if let Ok(mut notes) = PANIC_NOTES.lock() {
-                    notes.push(format!("thread {name}: {info}"));
-                }
+            if let Ok(mut panics) = PANICS.lock() {
+                panics.push((name, info.to_string()));
             }
             previous(info);
         }));
     });
+    let n = NEXT_PREFIX.fetch_add(1, Ordering::SeqCst);
+    PREFIX.with(|p| *p.borrow_mut() = Some(format!("ls{n}")));
 }
 
-/// Panics seen on logsender's or the sink's threads since [`watch_panics`], with notes.
+/// Panics seen on this test's logsender threads since [`watch_panics`], with notes.
 pub fn background_panics() -> (usize, Vec<String>) {
-    let notes = PANIC_NOTES.lock().map(|n| n.clone()).unwrap_or_default();
-    (PANICS.load(Ordering::SeqCst), notes)
+    let prefix = format!("{}-", thread_prefix());
+    let notes: Vec<String> = PANICS
+        .lock()
+        .map(|p| {
+            p.iter()
+                .filter(|(name, _)| name.starts_with(&prefix))
+                .map(|(name, info)| format!("thread {name}: {info}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    (notes.len(), notes)
 }
 
-/// Asserts that no logsender or sink thread has panicked.
+/// Asserts that none of this test's logsender threads has panicked.
 pub fn assert_no_background_panic() {
     let (n, notes) = background_panics();
     assert_eq!(n, 0, "panics on background threads: {notes:#?}");

@@ -17,6 +17,7 @@ use logsender::{
 /// A builder for a plaintext loopback sender with short, test-friendly timings.
 pub fn fast_config(addr: &str) -> ConfigBuilder {
     Config::builder(addr)
+        .thread_name(helpers::thread_prefix())
         .plaintext()
         .compression(Compression::None)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
@@ -109,14 +110,20 @@ pub fn id_of(p: &LogPayload) -> String {
     p.host_id.clone()
 }
 
-/// Names of this process's threads that belong to logsender.
+/// Names of this process's threads that belong to this test's senders (those named
+/// with [`helpers::thread_prefix`]).
 pub fn logsender_threads() -> Vec<String> {
+    // /proc shows at most 15 bytes of a thread's name.
+    let prefix: String = format!("{}-", helpers::thread_prefix())
+        .chars()
+        .take(15)
+        .collect();
     let mut names = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for task in dir.flatten() {
             if let Ok(name) = std::fs::read_to_string(task.path().join("comm")) {
                 let name = name.trim().to_string();
-                if name.starts_with("logsender-") {
+                if name.starts_with(&prefix) {
                     names.push(name);
                 }
             }

@@ -1,0 +1,65 @@
+//! Test-only pause points, compiled in with the `test-hooks` feature (off by default).
+//!
+//! A race test makes a logsender thread stop at a named point for a while, so that the
+//! interleaving it tests really happens, and reads how often the point was reached to
+//! prove it. Without the feature, [`pause`] is an empty inline function.
+
+/// A place in logsender's code where a test can make a thread pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Point {
+    /// A worker found no room in the buffer, checked that the sender is not closing,
+    /// and is about to wait for room (the window of a lost wake-up at close).
+    BeforeRoomWait,
+    /// A writer is about to write a batch on the stream (the window in which a
+    /// `flush` or `close` deadline must still be kept).
+    BeforeWrite,
+}
+
+#[cfg(feature = "test-hooks")]
+mod imp {
+    use super::Point;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    const POINTS: usize = 2;
+    static PAUSE_MICROS: [AtomicU64; POINTS] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static HITS: [AtomicU64; POINTS] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+    fn index(point: Point) -> usize {
+        match point {
+            Point::BeforeRoomWait => 0,
+            Point::BeforeWrite => 1,
+        }
+    }
+
+    /// Makes every thread that reaches `point` pause for `d` (zero: no pause).
+    pub fn set_pause(point: Point, d: Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        PAUSE_MICROS[index(point)].store(micros, Ordering::SeqCst);
+    }
+
+    /// How often a thread paused at `point` (reached it while a pause was set).
+    pub fn hits(point: Point) -> u64 {
+        HITS[index(point)].load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn pause(point: Point) {
+        let micros = PAUSE_MICROS[index(point)].load(Ordering::Relaxed);
+        if micros > 0 {
+            HITS[index(point)].fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(micros));
+        }
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+pub use imp::{hits, set_pause};
+
+#[cfg(feature = "test-hooks")]
+pub(crate) use imp::pause;
+
+/// Without the `test-hooks` feature: nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn pause(_point: Point) {}
