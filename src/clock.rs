@@ -25,7 +25,10 @@ mod tests {
     fn huge_durations_saturate() {
         let now = Instant::now();
         assert!(after(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
-        assert_eq!(after(now, Duration::from_millis(5)), now + Duration::from_millis(5));
+        assert_eq!(
+            after(now, Duration::from_millis(5)),
+            now + Duration::from_millis(5)
+        );
         assert!(deadline_in(Duration::MAX) > now);
     }
 }

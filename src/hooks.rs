@@ -14,6 +14,9 @@ pub enum Point {
     /// A writer is about to write a batch on the stream (the window in which a
     /// `flush` or `close` deadline must still be kept).
     BeforeWrite,
+    /// The supervisor is about to rotate an epoch that reached `commit_every` (the
+    /// window in which the collector's status and logsender's half-close cross).
+    BeforeRotate,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -22,14 +25,17 @@ mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    const POINTS: usize = 2;
-    static PAUSE_MICROS: [AtomicU64; POINTS] = [AtomicU64::new(0), AtomicU64::new(0)];
-    static HITS: [AtomicU64; POINTS] = [AtomicU64::new(0), AtomicU64::new(0)];
+    const POINTS: usize = 3;
+    #[allow(clippy::declare_interior_mutable_const)] // only to initialise the arrays
+    const ZERO: AtomicU64 = AtomicU64::new(0);
+    static PAUSE_MICROS: [AtomicU64; POINTS] = [ZERO; POINTS];
+    static HITS: [AtomicU64; POINTS] = [ZERO; POINTS];
 
     fn index(point: Point) -> usize {
         match point {
             Point::BeforeRoomWait => 0,
             Point::BeforeWrite => 1,
+            Point::BeforeRotate => 2,
         }
     }
 

@@ -9,9 +9,9 @@
 //! a probe call is finding out whether the collector or the payloads are at fault). The
 //! held count and bytes cover all of them.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use grpcio::GrpcSlice;
 use parking_lot::{Condvar, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::OverflowPolicy;
 use crate::events::DropReason;
@@ -80,7 +80,9 @@ pub(crate) enum Verdict {
     Split,
     /// A payload alone got another strike; it is re-sent alone.
     Strike,
-    /// These payloads are rejected for good; the caller dead-letters them.
+    /// These payloads are rejected for good; the caller dead-letters them, then
+    /// [`Ledger::forget_rejected`] them (they are held until then, so that a `flush`
+    /// does not return before the dead-letter handler saw them).
     Reject(Vec<Item>),
 }
 
@@ -197,9 +199,7 @@ impl Ledger {
                 _ => {
                     let generation = guard.generation;
                     MutexGuard::unlocked(guard, write);
-                    if guard.generation != generation
-                        || guard.has_room(item.len())
-                        || guard.closing
+                    if guard.generation != generation || guard.has_room(item.len()) || guard.closing
                     {
                         continue;
                     }
@@ -254,6 +254,11 @@ impl Ledger {
     /// dead-lettered before it was held).
     pub(crate) fn unreserve(&mut self, origin: Origin) {
         self.outstanding.remove(&origin);
+    }
+
+    /// Stops holding payloads rejected for good, once they were dead-lettered.
+    pub(crate) fn forget_rejected(&mut self, items: &[Item]) -> usize {
+        self.release(items)
     }
 
     /// Stops holding a payload that was never queued (a failed `send_logs`).
@@ -406,13 +411,13 @@ impl Ledger {
 
     /// The collector rejects an empty call too: epoch `id`'s payloads are not at fault.
     /// They are re-sent (returns how many), unless `for_good`, when the collector rejects
-    /// everything permanently: then they leave the ledger and are returned.
+    /// everything permanently: then they are returned, to be dead-lettered and then
+    /// [`Ledger::forget_rejected`].
     pub(crate) fn acquit(&mut self, id: u64, for_good: bool) -> Result<usize, Vec<Item>> {
         let Some((items, dedicated)) = self.on_trial.remove(&id) else {
             return Ok(0);
         };
         if for_good {
-            self.release(&items);
             return Err(items);
         }
         Ok(self.put_back(items, dedicated))
@@ -437,7 +442,6 @@ impl Ledger {
             item.strikes = item.strikes.saturating_add(1);
         }
         if permanent || items.iter().any(|i| i.strikes >= MAX_STRIKES) {
-            self.release(&items);
             return Verdict::Reject(items);
         }
         self.suspects.push_front(items);
@@ -512,7 +516,10 @@ mod tests {
     fn item(seq: u64, len: usize) -> Item {
         Item {
             seq,
-            origin: Origin { source: 1, ord: seq },
+            origin: Origin {
+                source: 1,
+                ord: seq,
+            },
             bytes: GrpcSlice::from(vec![7u8; len]),
             written_before: false,
             strikes: 0,
@@ -565,7 +572,10 @@ mod tests {
         let policy = OverflowPolicy::Block {
             timeout: Some(std::time::Duration::MAX),
         };
-        assert!(matches!(admit(&l, item(2, 1), policy), Admitted::Queued { .. }));
+        assert!(matches!(
+            admit(&l, item(2, 1), policy),
+            Admitted::Queued { .. }
+        ));
     }
 
     #[test]
@@ -585,7 +595,10 @@ mod tests {
         let Batch::Items(b) = l.take_batch(Some(1), 10, usize::MAX) else {
             panic!("expected items")
         };
-        assert_eq!(b.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            b.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         assert!(b[0].written_before && !b[2].written_before);
         // A write that finishes after its epoch ended goes back to the outbox.
         assert!(!l.written(1, b));
@@ -628,6 +641,7 @@ mod tests {
                 // The probe (an empty call) is accepted: the payloads are at fault.
                 if let Verdict::Reject(items) = l.convict(id, false) {
                     rejected.extend(items.iter().map(|i| i.seq));
+                    l.forget_rejected(&items);
                 }
             } else {
                 committed += l.commit(id);
@@ -661,8 +675,9 @@ mod tests {
         };
         l.written(2, b);
         l.try_epoch(2);
-        let gone = l.acquit(2, true).err().map(|v| v.len());
-        assert_eq!(gone, Some(4));
+        let gone = l.acquit(2, true).err().unwrap_or_default();
+        assert_eq!(gone.len(), 4);
+        l.forget_rejected(&gone);
         assert_eq!(l.held(), (0, 0));
     }
 }

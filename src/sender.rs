@@ -1,7 +1,7 @@
 //! [`LogSender`]: the handle users hold, and the state its threads share.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -205,10 +205,11 @@ impl Shared {
         let item = match self.encode(origin, seq, &payload) {
             Ok(item) => item,
             Err(e) => {
-                self.ledger.lock().unreserve(origin);
                 warn!("dead-lettering a payload: {e}");
-                Counters::add(&self.counters.dead_lettered, 1);
                 self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
+                Counters::add(&self.counters.dead_lettered, 1);
+                self.ledger.lock().unreserve(origin);
+                self.ledger_cv.notify_all();
                 return;
             }
         };
@@ -229,8 +230,9 @@ impl Shared {
                 }
             }
             crate::ledger::Admitted::Dropped(reason) => {
-                self.ledger.lock().unreserve(origin);
                 self.dropped(Some(payload), reason);
+                self.ledger.lock().unreserve(origin);
+                self.ledger_cv.notify_all();
             }
         }
         self.pump();
@@ -245,24 +247,28 @@ impl Shared {
             // Logged in bulk by `Drop`; nobody can read the counters any more.
             DropReason::SenderDropped => None,
         };
+        if let Some(p) = payload {
+            self.handler(|h| h.on_dropped(DroppedEvent::new(p, reason)));
+        }
         if let Some(counter) = counter {
             Counters::add(counter, 1);
             warn!("dropped a payload: buffer full ({reason:?})");
         }
-        if let Some(p) = payload {
-            self.handler(|h| h.on_dropped(DroppedEvent::new(p, reason)));
-        }
     }
 
-    /// Hands payloads rejected for good (and already counted) to the dead-letter
-    /// handler, each with the collector's status.
+    /// Hands payloads rejected for good (still held) to the dead-letter handler, each
+    /// with the collector's status, then counts them and lets them go: a `flush` that
+    /// sees them settled knows the handler has seen them.
     pub(crate) fn dead_letter(&self, items: Vec<Item>, status: &grpcio::RpcStatus) {
-        for item in items {
-            if let Some(p) = decode_item(&item) {
+        for item in &items {
+            if let Some(p) = decode_item(item) {
                 let err = Error::Rpc(grpcio::Error::RpcFailure(status.clone()));
                 self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(p, err)));
             }
         }
+        Counters::add(&self.counters.dead_lettered, items.len() as u64);
+        self.ledger.lock().forget_rejected(&items);
+        self.ledger_cv.notify_all();
     }
 
     /// One step of waiting for payloads to settle (`flush`, `close`): wake the writer
@@ -290,6 +296,21 @@ impl Shared {
             .iter()
             .map(|q| q.rx.len() as u64)
             .sum()
+    }
+}
+
+/// Sends the gRPC core's own diagnostics to `log` (and so nowhere without a logger),
+/// never to stderr: a library does not print. grpcio's `redirect_log` restores the
+/// core's stderr printer when logging is off, so it is called with the level raised
+/// for that instant (the messages then reach `log`, which drops them while it is off).
+fn route_grpc_core_logs() {
+    let level = log::max_level();
+    if level == log::LevelFilter::Off {
+        log::set_max_level(log::LevelFilter::Error);
+        grpcio::redirect_log();
+        log::set_max_level(level);
+    } else {
+        grpcio::redirect_log();
     }
 }
 
@@ -351,9 +372,7 @@ impl LogSender {
     /// [`Error::Spawn`] if the supervisor thread cannot be started. Configuration errors
     /// are caught earlier, by [`ConfigBuilder::build`](crate::ConfigBuilder::build).
     pub fn new(config: Config) -> Result<LogSender, Error> {
-        // The gRPC core's own diagnostics go to `log` (and so nowhere without a logger),
-        // never to stderr: a library does not print.
-        grpcio::redirect_log();
+        route_grpc_core_logs();
         let (events_tx, events_rx) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
@@ -494,7 +513,9 @@ impl LogSender {
             source: 0,
             ord: self.shared.next_direct.fetch_add(1, Ordering::AcqRel),
         };
-        let item = self.shared.encode(origin, self.shared.next_seq(), payload)?;
+        let item = self
+            .shared
+            .encode(origin, self.shared.next_seq(), payload)?;
         {
             let mut ledger = self.shared.ledger.lock();
             if !ledger.try_hold(&item) {
@@ -572,9 +593,12 @@ impl LogSender {
     /// ```
     pub fn stats(&self) -> Stats {
         let (held, bytes) = self.shared.ledger.lock().held();
-        self.shared
-            .counters
-            .snapshot(self.shared.queue_depth(), held as u64, bytes as u64)
+        let mut stats =
+            self.shared
+                .counters
+                .snapshot(self.shared.queue_depth(), held as u64, bytes as u64);
+        stats.write_stalled = self.shared.stream.last_progress().map(|t| t.elapsed());
+        stats
     }
 
     /// [`close_timeout`](LogSender::close_timeout) with the configured `close_timeout`
@@ -665,10 +689,8 @@ impl LogSender {
             undelivered.extend(queue.rx.try_iter().take(queue.rx.len()));
         }
         // The grpc poll thread ends once the environment's last channel is gone.
-        let grpc_deadline = crate::clock::after(
-            deadline.max(Instant::now()),
-            Duration::from_millis(100),
-        );
+        let grpc_deadline =
+            crate::clock::after(deadline.max(Instant::now()), Duration::from_millis(100));
         while shared.grpc_threads.load(Ordering::Acquire) > 0 && Instant::now() < grpc_deadline {
             std::thread::sleep(Duration::from_millis(2));
         }

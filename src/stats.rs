@@ -46,6 +46,10 @@ pub struct Stats {
     pub epochs_failed: u64,
     /// Encoded bytes written to streams.
     pub bytes_sent: u64,
+    /// How long the write in progress has gone without progress (a message handed to
+    /// the call), if a write is in progress: a collector that stopped reading shows
+    /// here long before `write_timeout` cancels the call.
+    pub write_stalled: Option<std::time::Duration>,
     /// Times the [`EventHandler`](crate::EventHandler) panicked (each caught and logged).
     pub handler_panics: u64,
     /// Payloads waiting in the worker queue right now.
@@ -130,6 +134,7 @@ impl Counters {
             epochs_failed: self.epochs_failed.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
+            write_stalled: None,
             queue_depth,
             unacked,
             unacked_bytes,

@@ -235,18 +235,19 @@ impl Shared {
                 self.ask_rotate(s);
                 return Pass::Blocked;
             }
-            let batch = match self
-                .ledger
-                .lock()
-                .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES)
-            {
-                Batch::Items(batch) => batch,
-                Batch::Empty => return Pass::Drained,
-                Batch::GroupWritten => {
-                    self.ask_rotate(s);
-                    return Pass::Blocked;
-                }
-            };
+            let batch =
+                match self
+                    .ledger
+                    .lock()
+                    .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES)
+                {
+                    Batch::Items(batch) => batch,
+                    Batch::Empty => return Pass::Drained,
+                    Batch::GroupWritten => {
+                        self.ask_rotate(s);
+                        return Pass::Blocked;
+                    }
+                };
             if let Err(e) = self.write_batch(s, &batch) {
                 debug!("write on epoch {} failed: {e}", s.epoch);
                 s.broken = true;

@@ -105,6 +105,8 @@ pub(crate) struct Supervisor {
     retry_at: Option<Instant>,
     connected_once: bool,
     shutting_down: bool,
+    /// The collector refused gzip: channels are built without compression from now on.
+    gzip_refused: bool,
 }
 
 /// The supervisor's longest sleep; bounds how late the write watchdog can notice a
@@ -143,6 +145,7 @@ impl Supervisor {
             retry_at: None,
             connected_once: false,
             shutting_down: false,
+            gzip_refused: false,
         }
     }
 
@@ -189,6 +192,7 @@ impl Supervisor {
                 after_half_close,
             } => self.call_ended(id, result, after_half_close),
             Event::Rotate { epoch } => {
+                crate::hooks::pause(crate::hooks::Point::BeforeRotate);
                 if self.current.as_ref().is_some_and(|c| c.id == epoch) {
                     self.rotate();
                 }
@@ -268,7 +272,7 @@ impl Supervisor {
             .use_local_subchannel_pool(true)
             .initial_reconnect_backoff(c.backoff_initial)
             .max_reconnect_backoff(c.backoff_max);
-        if c.compression == Compression::Gzip {
+        if c.compression == Compression::Gzip && !self.gzip_refused {
             builder = builder
                 .default_compression_algorithm(CompressionAlgorithms::GRPC_COMPRESS_GZIP)
                 // grpcio-sys's C core maps its default level to "no compression" (deflate
@@ -328,7 +332,12 @@ impl Supervisor {
     /// half-close flag.
     fn start_call(
         &mut self,
-    ) -> grpcio::Result<(u64, ClientDuplexSender<GrpcSlice>, Receiving, Arc<AtomicBool>)> {
+    ) -> grpcio::Result<(
+        u64,
+        ClientDuplexSender<GrpcSlice>,
+        Receiving,
+        Arc<AtomicBool>,
+    )> {
         let Some(client) = &self.client else {
             return Err(grpcio::Error::RemoteStopped);
         };
@@ -344,7 +353,10 @@ impl Supervisor {
             let result = loop {
                 match poll_fn(|cx| watched.lock().poll_next_unpin(cx)).await {
                     Some(Ok(response)) => {
-                        debug!("call {id}: collector answered with {} bytes", response.len())
+                        debug!(
+                            "call {id}: collector answered with {} bytes",
+                            response.len()
+                        )
                     }
                     Some(Err(e)) => break Err(e),
                     None => break Ok(()),
@@ -419,10 +431,8 @@ impl Supervisor {
     /// write failed is cancelled instead: it is over, and grpcio must not be asked to
     /// close a sink whose last send already failed.
     fn half_close(&mut self, call: Call, slot: Option<Slot>) {
-        let deadline = self.bounded_by_close(after(
-            Instant::now(),
-            self.shared.config.commit_timeout,
-        ));
+        let deadline =
+            self.bounded_by_close(after(Instant::now(), self.shared.config.commit_timeout));
         match (slot, &self.client) {
             (Some(slot), Some(client)) if !slot.is_broken() => {
                 spawn_half_close(client, slot.sink, call.id, call.half_closed.clone());
@@ -505,6 +515,31 @@ impl Supervisor {
             }
             Err(e) => e,
         };
+        if let grpcio::Error::RpcFailure(s) = &err {
+            if self.refuses_gzip(s) {
+                // Not the payloads' fault, nor the collector's: send them uncompressed.
+                warn!(
+                    "collector {} does not accept gzip ({}); sending uncompressed from now on",
+                    shared.config.addr,
+                    s.message()
+                );
+                self.gzip_refused = true;
+                self.client = None;
+                let n = shared.ledger.lock().fail(id) as u64;
+                Counters::add(&shared.counters.retried, n);
+                Counters::add(&shared.counters.resent_after_fault, n);
+                if was_current {
+                    self.swap_slot(None);
+                    self.current = None;
+                    shared.counters.set_state(ConnectionState::Connecting);
+                    self.retry_at = None;
+                } else if self.current.is_some() {
+                    self.retire_current();
+                    self.retry_at = None;
+                }
+                return;
+            }
+        }
         // Transport errors without a status count as UNAVAILABLE.
         let status = match &err {
             grpcio::Error::RpcFailure(s) => s.clone(),
@@ -563,6 +598,15 @@ impl Supervisor {
         self.after_failure(was_current, code, retry, &err);
     }
 
+    /// Whether `status` says the collector cannot decompress gzip (grpc-go, grpc-java
+    /// and the C core answer `UNIMPLEMENTED` and say so).
+    fn refuses_gzip(&self, status: &RpcStatus) -> bool {
+        self.shared.config.compression == Compression::Gzip
+            && !self.gzip_refused
+            && status.code() == RpcStatusCode::UNIMPLEMENTED
+            && status.message().to_ascii_lowercase().contains("compress")
+    }
+
     /// What follows a failed epoch whose payloads were not at fault: rebuild the
     /// channel if it is broken and retry after the backoff (it was current), or stop
     /// writing on the current epoch until the backoff has passed (a half-closed epoch
@@ -583,9 +627,7 @@ impl Supervisor {
             self.schedule_retry(retry, err);
         } else if self.current.is_some() {
             self.retire_current();
-            self.shared
-                .counters
-                .set_state(ConnectionState::Connecting);
+            self.shared.counters.set_state(ConnectionState::Connecting);
             self.schedule_retry(retry, err);
         } else if self.shared.ledger.lock().outbox_len() > 0 {
             self.shared.wake_writer();
@@ -611,12 +653,10 @@ impl Supervisor {
                     info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try")
                 }
                 Verdict::Reject(items) => {
-                    Counters::add(&shared.counters.dead_lettered, items.len() as u64);
                     warn!(
                         "a payload the collector rejects ({code:?}: {}) is dead-lettered",
                         trial.status.message()
                     );
-                    shared.ledger_cv.notify_all();
                     shared.dead_letter(items, &trial.status);
                 }
             }
@@ -642,12 +682,10 @@ impl Supervisor {
                 info!("epoch {epoch}: the collector rejects every call ({err}); re-sending {n} payloads after the backoff");
             }
             Err(items) => {
-                Counters::add(&shared.counters.dead_lettered, items.len() as u64);
                 warn!(
                     "epoch {epoch} rejected for good ({err}): {} payloads dead-lettered",
                     items.len()
                 );
-                shared.ledger_cv.notify_all();
                 shared.dead_letter(items, &trial.status);
             }
         }
@@ -750,8 +788,7 @@ impl Supervisor {
     /// released by cancelling the call it is on: always the current one, since the old
     /// call stays current until its slot has been swapped out.
     fn check_write_watchdog(&self, now: Instant) {
-        if let (Some(progress), Some(call)) = (self.shared.stream.last_progress(), &self.current)
-        {
+        if let (Some(progress), Some(call)) = (self.shared.stream.last_progress(), &self.current) {
             let limit = self.bounded_by_close(after(progress, self.shared.config.write_timeout));
             if now >= limit {
                 warn!(

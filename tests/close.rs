@@ -14,8 +14,8 @@ use std::time::Duration;
 use logsender::{DeliveryMode, DropReason, DroppedEvent, EventHandler, LogPayload};
 use support::collect::ids;
 use support::helpers::{
-    assert_close_returns_nothing, assert_exactly_once, assert_no_background_panic, unserved_addr,
-    thread_prefix, wait_no_logsender_threads, wait_until, watch_panics, within,
+    assert_close_returns_nothing, assert_exactly_once, assert_no_background_panic, thread_prefix,
+    unserved_addr, wait_no_logsender_threads, wait_until, watch_panics, within,
 };
 use support::sink::Sink;
 use support::{fast_config, logsender_threads, queue, sender_with_pool};

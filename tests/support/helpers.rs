@@ -159,7 +159,9 @@ thread_local! {
 /// The thread-name prefix of the senders this test builds with [`super::fast_config`]:
 /// unique to the test once it called [`watch_panics`], `logsender` otherwise.
 pub fn thread_prefix() -> String {
-    PREFIX.with(|p| p.borrow().clone()).unwrap_or_else(|| "logsender".into())
+    PREFIX
+        .with(|p| p.borrow().clone())
+        .unwrap_or_else(|| "logsender".into())
 }
 
 /// Starts watching for panics on this test's logsender threads: gives the test a

@@ -5,6 +5,7 @@
 pub mod child;
 pub mod collect;
 pub mod helpers;
+pub mod proxy;
 pub mod sink;
 
 use std::collections::HashMap;

@@ -36,6 +36,11 @@ pub enum Ending {
     Stall,
     /// Accepts the call but never reads from it.
     StallReads,
+    /// Reads this many messages, then answers `OK` without reading the rest (a
+    /// collector that breaks the contract of reading to the end of the stream).
+    EarlyOk(usize),
+    /// Reads one message per interval (a slow collector), then answers `OK`.
+    SlowReads(Duration),
 }
 
 const SERVER_METHOD: Method<Vec<u8>, Vec<u8>> = Method {
@@ -68,6 +73,10 @@ fn de_bytes(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
 /// Counts of what the sink saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Calls {
+    /// Streams that carried no payload at all (probes, empty epochs), whatever their end.
+    pub empty: u64,
+    /// Streams answered `OK` before they were read to the end (`EarlyOk`).
+    pub early_ok: u64,
     /// Streams opened by clients.
     pub opened: u64,
     /// Streams the client half-closed (read to the end).
@@ -89,7 +98,17 @@ struct Inner {
     half_closed: AtomicU64,
     ok: AtomicU64,
     failed: AtomicU64,
+    empty: AtomicU64,
+    early_ok: AtomicU64,
     bad_payloads: AtomicU64,
+    /// Ids (`host_id`) of payloads that travelled in a call the sink answered `OK` after
+    /// reading it to the end: what the sender may count as acknowledged.
+    ok_ids: Mutex<Vec<String>>,
+    /// A call that carries a payload with this `host_id` is answered with this status
+    /// (after it is read to the end).
+    reject: Mutex<Option<(String, RpcStatusCode)>>,
+    /// The next this many calls that carry payloads are answered with this status.
+    fail_next: Mutex<(u64, RpcStatusCode)>,
 }
 
 /// PEM material for a TLS sink: its certificate and key, and (for mutual TLS) the CA
@@ -105,6 +124,10 @@ pub struct TlsServer {
 pub struct Sink {
     port: u16,
     tls: Option<TlsServer>,
+    /// The server's receive limit per message (64 MiB when `None`).
+    max_receive: Option<usize>,
+    /// Accept only uncompressed messages (a server with gzip disabled).
+    identity_only: bool,
     inner: Arc<Inner>,
     env: Arc<Environment>,
     server: Option<Server>,
@@ -144,7 +167,12 @@ impl Sink {
             half_closed: AtomicU64::new(0),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            empty: AtomicU64::new(0),
+            early_ok: AtomicU64::new(0),
             bad_payloads: AtomicU64::new(0),
+            ok_ids: Mutex::new(Vec::new()),
+            reject: Mutex::new(None),
+            fail_next: Mutex::new((0, RpcStatusCode::OK)),
         });
         let env = Arc::new(
             grpcio::EnvBuilder::new()
@@ -155,11 +183,34 @@ impl Sink {
         let mut sink = Sink {
             port,
             tls: None,
+            max_receive: None,
+            identity_only: false,
             inner,
             env,
             server: None,
         };
         sink.bind();
+        sink
+    }
+
+    /// Starts a sink on a free port that accepts messages up to `limit` bytes (like a
+    /// grpc-go or C-core server with its default 4 MiB limit), ending streams the
+    /// GoSight way.
+    pub fn with_receive_limit(limit: usize) -> Sink {
+        let mut sink = Sink::start_with(0, Ending::OkNoMessage, None);
+        sink.stop();
+        sink.max_receive = Some(limit);
+        sink.restart();
+        sink
+    }
+
+    /// Starts a sink on a free port whose server accepts no compressed message (gzip
+    /// disabled), ending streams the GoSight way.
+    pub fn without_gzip() -> Sink {
+        let mut sink = Sink::start_with(0, Ending::OkNoMessage, None);
+        sink.stop();
+        sink.identity_only = true;
+        sink.restart();
         sink
     }
 
@@ -189,10 +240,17 @@ impl Sink {
         // Binding the port we just released can fail for a moment; retry briefly.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut server = ServerBuilder::new(self.env.clone())
-                .register_service(service())
-                .build()
-                .expect("build sink server");
+            let mut builder = ServerBuilder::new(self.env.clone()).register_service(service());
+            let limit = self.max_receive.unwrap_or(64 << 20);
+            let mut args = grpcio::ChannelBuilder::new(self.env.clone())
+                .max_receive_message_len(i32::try_from(limit).unwrap_or(i32::MAX));
+            if self.identity_only {
+                // Bit 0 is "identity": no compression algorithm is enabled.
+                args =
+                    args.raw_cfg_int(c"grpc.compression_enabled_algorithms_bitset".to_owned(), 1);
+            }
+            builder = builder.channel_args(args.build_args());
+            let mut server = builder.build().expect("build sink server");
             let creds = match &self.tls {
                 None => ServerCredentials::insecure(),
                 Some(tls) => {
@@ -304,10 +362,28 @@ impl Sink {
         true
     }
 
+    /// Ids of payloads that travelled in calls the sink answered `OK` after reading
+    /// them to the end, in the order the calls ended.
+    pub fn ok_ids(&self) -> Vec<String> {
+        self.inner.ok_ids.lock().clone()
+    }
+
+    /// Calls carrying a payload with `host_id` are answered with `code` from now on.
+    pub fn reject_payload(&self, host_id: &str, code: RpcStatusCode) {
+        *self.inner.reject.lock() = Some((host_id.to_string(), code));
+    }
+
+    /// The next `n` calls that carry payloads are answered with `code`.
+    pub fn fail_next(&self, n: u64, code: RpcStatusCode) {
+        *self.inner.fail_next.lock() = (n, code);
+    }
+
     /// Counts of streams seen.
     pub fn calls(&self) -> Calls {
         let i = &self.inner;
         Calls {
+            empty: i.empty.load(Ordering::SeqCst),
+            early_ok: i.early_ok.load(Ordering::SeqCst),
             opened: i.opened.load(Ordering::SeqCst),
             half_closed: i.half_closed.load(Ordering::SeqCst),
             ok: i.ok.load(Ordering::SeqCst),
@@ -334,29 +410,68 @@ fn handle(
     sink: ClientStreamingSink<Vec<u8>>,
 ) {
     inner.opened.fetch_add(1, Ordering::SeqCst);
+
     if *inner.ending.lock() == Ending::StallReads {
         inner.parked_streams.lock().push(stream);
         inner.parked_sinks.lock().push(sink);
         return;
     }
     ctx.spawn(async move {
+        let mut ids = Vec::new();
+        let mut rejected = None;
+        let ending = *inner.ending.lock();
         loop {
+            if let Ending::EarlyOk(n) = ending {
+                if ids.len() >= n {
+                    inner.early_ok.fetch_add(1, Ordering::SeqCst);
+                    let _ = sink.fail(RpcStatus::ok()).await;
+                    drop(stream);
+                    return;
+                }
+            }
+            if let Ending::SlowReads(pause) = ending {
+                futures_timer_sleep(pause).await;
+            }
             match stream.try_next().await {
-                Ok(Some(bytes)) => record(&inner, &bytes),
+                Ok(Some(bytes)) => {
+                    if let Some(id) = record(&inner, &bytes) {
+                        if let Some((bad, code)) = inner.reject.lock().as_ref() {
+                            if *bad == id {
+                                rejected = Some(*code);
+                            }
+                        }
+                        ids.push(id);
+                    }
+                }
                 Ok(None) => break,
                 // The client cancelled, or the server is stopping.
                 Err(_) => return,
             }
         }
         inner.half_closed.fetch_add(1, Ordering::SeqCst);
-        let ending = *inner.ending.lock();
+        if ids.is_empty() {
+            inner.empty.fetch_add(1, Ordering::SeqCst);
+        } else {
+            let mut fail_next = inner.fail_next.lock();
+            if fail_next.0 > 0 && rejected.is_none() {
+                fail_next.0 -= 1;
+                rejected = Some(fail_next.1);
+            }
+        }
+        let ending = match (rejected, *inner.ending.lock()) {
+            (Some(code), _) => Ending::Fail(code),
+            (None, Ending::EarlyOk(_) | Ending::SlowReads(_)) => Ending::OkNoMessage,
+            (None, other) => other,
+        };
         let result = match ending {
             Ending::OkNoMessage => {
                 inner.ok.fetch_add(1, Ordering::SeqCst);
+                inner.ok_ids.lock().extend(ids);
                 sink.fail(RpcStatus::ok()).await
             }
             Ending::OkWithResponse => {
                 inner.ok.fetch_add(1, Ordering::SeqCst);
+                inner.ok_ids.lock().extend(ids);
                 let mut resp = LogResponse::new();
                 resp.status = "ok".into();
                 resp.status_code = 200;
@@ -368,7 +483,7 @@ fn handle(
                 sink.fail(RpcStatus::with_message(code, "sink told to fail".into()))
                     .await
             }
-            Ending::Stall | Ending::StallReads => {
+            Ending::Stall | Ending::StallReads | Ending::EarlyOk(_) | Ending::SlowReads(_) => {
                 inner.parked_sinks.lock().push(sink);
                 return;
             }
@@ -377,7 +492,19 @@ fn handle(
     });
 }
 
-fn record(inner: &Inner, bytes: &[u8]) {
+/// Sleeps without blocking the completion-queue thread: a helper thread wakes the
+/// future after `d`.
+async fn futures_timer_sleep(d: Duration) {
+    let (tx, rx) = futures_channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// Records a received payload; returns its id (`host_id`) if it decoded.
+fn record(inner: &Inner, bytes: &[u8]) -> Option<String> {
     match logsender::wire::decode(bytes) {
         Ok(payload) => {
             if let Some(file) = &inner.record {
@@ -386,11 +513,14 @@ fn record(inner: &Inner, bytes: &[u8]) {
                     .write_all(line.as_bytes())
                     .expect("sink: write record");
             }
+            let id = payload.host_id.clone();
             inner.received.lock().push(payload);
             inner.changed.notify_all();
+            Some(id)
         }
         Err(_) => {
             inner.bad_payloads.fetch_add(1, Ordering::SeqCst);
+            None
         }
     }
 }

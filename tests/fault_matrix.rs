@@ -1,0 +1,906 @@
+//! The fault matrix: collectors that fail in other ways than dying, and the promise
+//! logsender keeps against each. One test per row, against real grpcio sinks on
+//! loopback. Acknowledged payloads are checked against what the sink read in calls it
+//! answered `OK` after reading them to the end (`Sink::ok_ids`), not against what it
+//! read at some point.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use logsender::{
+    Compression, Config, ConnectionState, DeadLetterEvent, DeliveryMode, DroppedEvent, Error,
+    EventHandler, LogPayload, LogSender, OverflowPolicy, RpcStatusCode,
+};
+use support::collect::{expected_ids, ids, wait_stats, wait_writes_blocked, Collector};
+use support::helpers::{
+    assert_no_background_panic, background_panics, free_port, unserved_addr, wait_until,
+    watch_panics, within,
+};
+use support::proxy::Proxy;
+use support::sink::{Ending, Sink};
+use support::{fast_config, payload, queue, sender_with_pool, wide_payload};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The slack allowed on a deadline: generous, since CI and the torture loop run these
+/// tests on two loaded cores.
+const SLACK: Duration = Duration::from_millis(400);
+
+fn unique(ids: &[String]) -> HashSet<String> {
+    ids.iter().cloned().collect()
+}
+
+/// Asserts that every id of `wanted` travelled in a call the sink answered `OK` after
+/// reading it to the end.
+fn assert_acknowledged_by_sink(sink: &Sink, wanted: &[String]) {
+    let ok = unique(&sink.ok_ids());
+    let missing: Vec<&String> = wanted.iter().filter(|id| !ok.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never in a call the sink answered OK: {missing:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Row 1: a poison payload is isolated and dead-lettered; delivery never stops.
+// ---------------------------------------------------------------------------------
+
+/// 40 payloads, the one at position 20 larger than the collector's 4 MiB receive
+/// limit: the other 39 are acknowledged, the poison one is dead-lettered with the
+/// collector's `RESOURCE_EXHAUSTED`, and later payloads still flow.
+#[test]
+fn row01_an_oversized_payload_is_isolated_and_the_rest_delivered() {
+    watch_panics();
+    let sink = Sink::with_receive_limit(4 << 20);
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .commit_interval(Duration::from_millis(200))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    for seq in 0..40 {
+        let mut p = payload(0, seq);
+        if seq == 20 {
+            p.logs[0].message = "x".repeat(5 << 20);
+        }
+        tx.send(p).expect("queue");
+    }
+    let left = sender.flush(WAIT);
+    let st = sender.stats();
+    assert_eq!(left, 0, "flush left {left}: {st:#?}");
+    assert_eq!(st.acknowledged, 39, "{st:#?}");
+    assert_eq!(st.dead_lettered, 1, "{st:#?}");
+    let dead = collector.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, "0-20");
+    assert_eq!(
+        dead[0].code,
+        Some(RpcStatusCode::RESOURCE_EXHAUSTED),
+        "{dead:?}"
+    );
+    let healthy: Vec<String> = expected_ids(0, 0..40)
+        .into_iter()
+        .filter(|id| id != "0-20")
+        .collect();
+    assert_acknowledged_by_sink(&sink, &healthy);
+    assert!(!unique(&sink.ok_ids()).contains("0-20"));
+
+    // Delivery goes on.
+    queue(&tx, 1, 0..10);
+    assert_eq!(sender.flush(WAIT), 0);
+    assert_acknowledged_by_sink(&sink, &expected_ids(1, 0..10));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+/// A collector whose handler rejects one particular payload with a permanent status
+/// (here `INVALID_ARGUMENT`, on the whole call that carried it): only that payload is
+/// dead-lettered, with that status; the others around it are acknowledged.
+#[test]
+fn row01_a_payload_rejected_for_good_is_isolated() {
+    watch_panics();
+    let sink = Sink::start();
+    sink.reject_payload("0-7", RpcStatusCode::INVALID_ARGUMENT);
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .commit_interval(Duration::from_millis(200))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    queue(&tx, 0, 0..30);
+    assert_eq!(sender.flush(WAIT), 0);
+    let st = sender.stats();
+    assert_eq!((st.acknowledged, st.dead_lettered), (29, 1), "{st:#?}");
+    let dead = collector.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, "0-7");
+    assert_eq!(dead[0].code, Some(RpcStatusCode::INVALID_ARGUMENT));
+    let healthy: Vec<String> = expected_ids(0, 0..30)
+        .into_iter()
+        .filter(|id| id != "0-7")
+        .collect();
+    assert_acknowledged_by_sink(&sink, &healthy);
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+/// A real overload: every call, empty ones too, ends `RESOURCE_EXHAUSTED`. Nothing is
+/// dead-lettered; the sender backs off and retries, and delivers everything once the
+/// collector recovers.
+#[test]
+fn row01_a_real_overload_is_retried_not_bisected_into_dead_letters() {
+    watch_panics();
+    let sink = Sink::with_ending(Ending::Fail(RpcStatusCode::RESOURCE_EXHAUSTED));
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    queue(&tx, 0, 0..30);
+    wait_stats(&sender, WAIT, "several refused epochs", |s| {
+        s.epochs_failed >= 4
+    });
+    let calls = sink.calls();
+    assert!(calls.empty >= 1, "no probe was ever sent: {calls:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let st = sender.stats();
+    assert_eq!(st.dead_lettered, 0, "{st:#?}");
+    assert_eq!(st.acknowledged, 0, "{st:#?}");
+    assert!(collector.dead_letters().is_empty());
+
+    sink.set_ending(Ending::OkNoMessage);
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    assert_eq!(sender.stats().acknowledged, 30);
+    assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..30));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 2: an OK that arrives before our half-close acknowledges nothing.
+// ---------------------------------------------------------------------------------
+
+/// Every call is answered `OK` after 5 of its 20+ payloads were read, long before
+/// logsender half-closes it: nothing is acknowledged, everything is re-sent, and once
+/// the collector reads to the end, everything is acknowledged. (The interleaving where
+/// the OK and logsender's half-close cross is forced in `tests/fault_races.rs`.)
+#[test]
+fn row02_an_early_ok_acknowledges_nothing() {
+    watch_panics();
+    let sink = Sink::with_ending(Ending::EarlyOk(5));
+    let config = fast_config(&sink.addr())
+        .commit_interval(Duration::from_secs(30))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    queue(&tx, 0, 0..50);
+    assert!(
+        sink.wait_calls(WAIT, |c| c.early_ok >= 3),
+        "the sink never answered early: {:?}",
+        sink.calls()
+    );
+    let st = sender.stats();
+    assert_eq!(
+        st.acknowledged, 0,
+        "an OK before the half-close acknowledged payloads: {st:#?}"
+    );
+    assert!(st.epochs_failed >= 3, "{st:#?}");
+    assert_eq!(st.dead_lettered, 0, "{st:#?}");
+    assert!(sink.ok_ids().is_empty());
+
+    sink.set_ending(Ending::OkNoMessage);
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    assert_eq!(sender.stats().acknowledged, 50);
+    assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..50));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 4: a slow collector is not mistaken for a stalled one.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn row04_a_slow_collector_gets_everything() {
+    watch_panics();
+    let sink = Sink::with_ending(Ending::SlowReads(Duration::from_millis(20)));
+    let config = fast_config(&sink.addr())
+        .write_timeout(Duration::from_millis(500))
+        .commit_interval(Duration::from_millis(500))
+        .commit_timeout(Duration::from_secs(10))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 128, 2);
+    let sent: Vec<LogPayload> = (0..60)
+        .map(|seq| {
+            let mut p = payload(0, seq);
+            p.logs[0].message = format!("{seq:06}").repeat(100_000 / 6);
+            tx.send(p.clone()).expect("queue");
+            p
+        })
+        .collect();
+    assert_eq!(
+        sender.flush(Duration::from_secs(60)),
+        0,
+        "{:#?}",
+        sender.stats()
+    );
+    let st = sender.stats();
+    assert_eq!(st.acknowledged, 60, "{st:#?}");
+    assert_eq!(
+        st.epochs_failed, 0,
+        "the watchdog cancelled a write that was making progress: {st:#?}"
+    );
+    assert_acknowledged_by_sink(&sink, &ids(&sent));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 5: flush is exact.
+// ---------------------------------------------------------------------------------
+
+/// `flush` returns 0 only once everything queued before it is acknowledged, while
+/// another thread's `send_logs` calls keep failing (each one used to consume a number
+/// the flush counted on).
+#[test]
+fn row05_flush_is_exact_with_failing_send_logs_alongside() {
+    watch_panics();
+    let sink = Sink::start();
+    let config = fast_config(&sink.addr())
+        .max_message_size(64 << 10)
+        .build()
+        .expect("config");
+    let sender = Arc::new(LogSender::new(config).expect("sender"));
+    let (tx, rx) = crossbeam_channel::bounded(4000);
+    sender.start_worker_pool(rx, 1).expect("workers");
+    let before = queue(&tx, 0, 0..2000);
+    let failing = {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut big = payload(9, 0);
+            big.logs[0].message = "y".repeat(100 << 10);
+            let mut failures = 0u64;
+            let end = Instant::now() + Duration::from_millis(1500);
+            while Instant::now() < end {
+                if sender.send_logs(&big).is_err() {
+                    failures += 1;
+                }
+            }
+            failures
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(sender.flush(WAIT), 0);
+    let acked = unique(&sink.ok_ids());
+    let missing: Vec<String> = ids(&before)
+        .into_iter()
+        .filter(|id| !acked.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flush returned 0 with {} payloads queued before it not acknowledged (first: {:?})",
+        missing.len(),
+        missing.first()
+    );
+    let failures = failing.join().expect("send_logs thread");
+    assert!(
+        failures > 100,
+        "the send_logs calls did not fail: {failures}"
+    );
+    drop(tx);
+    let sender = Arc::try_unwrap(sender).expect("sole owner");
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+/// Two worker pools on two queues: one queue keeps being fed after the flush began;
+/// the flush still waits for everything both queues held when it began.
+#[test]
+fn row05_flush_is_exact_with_two_pools() {
+    watch_panics();
+    let sink = Sink::start();
+    let config = fast_config(&sink.addr()).build().expect("config");
+    let sender = LogSender::new(config).expect("sender");
+    let (tx_a, rx_a) = crossbeam_channel::bounded(100_000);
+    let (tx_b, rx_b) = crossbeam_channel::bounded(100_000);
+    sender.start_worker_pool(rx_a, 1).expect("pool a");
+    sender.start_worker_pool(rx_b, 1).expect("pool b");
+    let before_b = queue(&tx_b, 2, 0..3000);
+    let before_a = queue(&tx_a, 1, 0..500);
+    // Queue A keeps being fed while the flush runs.
+    let feeder = std::thread::spawn(move || {
+        for seq in 500..20_000 {
+            if tx_a.send(payload(1, seq)).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(sender.flush(WAIT), 0);
+    let acked = unique(&sink.ok_ids());
+    for (name, before) in [("A", &before_a), ("B", &before_b)] {
+        let missing = ids(before)
+            .into_iter()
+            .filter(|id| !acked.contains(id))
+            .count();
+        assert_eq!(
+            missing, 0,
+            "flush returned 0 with {missing} payloads of queue {name} not acknowledged"
+        );
+    }
+    feeder.join().expect("feeder");
+    drop(tx_b);
+    let _ = sender.close();
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 6: deadlines are kept while a write is stuck on a stalled collector.
+// ---------------------------------------------------------------------------------
+
+/// A sender whose worker is stuck writing to a collector that never reads (its write
+/// made no progress for a while, as `Stats::write_stalled` shows), with a long
+/// `write_timeout`, so nothing releases it during the test.
+fn stuck_sender(sink: &Sink) -> (Arc<LogSender>, crossbeam_channel::Sender<LogPayload>) {
+    let config = fast_config(&sink.addr())
+        .write_timeout(Duration::from_secs(60))
+        .send_timeout(Duration::from_millis(300))
+        .build()
+        .expect("config");
+    let sender = LogSender::new(config).expect("sender");
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    sender.start_worker_pool(rx, 1).expect("workers");
+    for seq in 0..40 {
+        tx.send(wide_payload(0, seq)).expect("queue");
+    }
+    wait_writes_blocked(sink, &sender, WAIT);
+    wait_stats(&sender, WAIT, "a write stuck for 300 ms", |s| {
+        s.write_stalled
+            .is_some_and(|d| d >= Duration::from_millis(300))
+    });
+    (Arc::new(sender), tx)
+}
+
+#[test]
+fn row06_flush_and_send_logs_keep_their_own_bounds_while_a_write_is_stuck() {
+    watch_panics();
+    let sink = Sink::with_ending(Ending::StallReads);
+    let (sender, tx) = stuck_sender(&sink);
+
+    let t = Instant::now();
+    let left = sender.flush(Duration::from_millis(200));
+    let took = t.elapsed();
+    assert!(left > 0);
+    assert!(
+        took < Duration::from_millis(200) + SLACK,
+        "flush(200 ms) took {took:?} while a write was stuck"
+    );
+
+    let s = sender.clone();
+    let t = Instant::now();
+    let result = within(Duration::from_secs(10), "send_logs", move || {
+        s.send_logs(&payload(7, 0))
+    });
+    let took = t.elapsed();
+    assert!(
+        matches!(result, Err(Error::Timeout { .. })),
+        "send_logs while the stream is held by a stuck write: {result:?}"
+    );
+    assert!(
+        took < Duration::from_millis(300) + SLACK,
+        "send_logs took {took:?} (send_timeout 300 ms)"
+    );
+    let st = sender.stats();
+    assert!(
+        st.write_stalled
+            .is_some_and(|d| d >= Duration::from_millis(500)),
+        "the write was not stuck all along: {st:#?}"
+    );
+
+    drop(tx);
+    let sender = Arc::try_unwrap(sender).expect("sole owner");
+    let t = Instant::now();
+    let back = within(Duration::from_secs(10), "close_timeout", move || {
+        sender.close_timeout(Duration::from_millis(500))
+    });
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(500) + SLACK,
+        "close_timeout(500 ms) took {took:?}"
+    );
+    assert_eq!(back.len(), 40, "close hands back what was not delivered");
+    assert_no_background_panic();
+}
+
+#[test]
+fn row06_drop_keeps_its_documented_bound_while_a_write_is_stuck() {
+    watch_panics();
+    let sink = Sink::with_ending(Ending::StallReads);
+    let (sender, tx) = stuck_sender(&sink);
+    drop(tx);
+    let sender = Arc::try_unwrap(sender).expect("sole owner");
+    let t = Instant::now();
+    within(Duration::from_secs(10), "drop", move || drop(sender));
+    let took = t.elapsed();
+    // `Drop` closes with a deadline of at most 2 s.
+    assert!(took < Duration::from_secs(2) + SLACK, "drop took {took:?}");
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 7: after a stream worked, the next outage starts from the initial backoff.
+// ---------------------------------------------------------------------------------
+
+fn backoff_resets(mode: DeliveryMode) {
+    watch_panics();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = fast_config(&addr)
+        .delivery(mode)
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(30))
+        .backoff_jitter(0.0)
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    // Failed dials for 1.6 s: 100, 200, 400, 800 ms: the next delay is 1.6 s, then 3.2 s.
+    std::thread::sleep(Duration::from_millis(1_600));
+    let mut sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    queue(&tx, 0, 0..10);
+    assert!(sink.wait_for(10, WAIT), "never delivered");
+    wait_stats(&sender, WAIT, "the first ten settled", |s| {
+        s.acknowledged == 10
+    });
+
+    // A short outage: the sink goes away and comes back at once.
+    sink.stop();
+    wait_stats(&sender, WAIT, "the outage noticed", |s| {
+        s.state != ConnectionState::Connected
+    });
+    sink.restart();
+    let back = Instant::now();
+    queue(&tx, 0, 10..11);
+    assert!(
+        wait_until(WAIT, || sink.count() >= 11),
+        "never delivered after the outage"
+    );
+    let gap = back.elapsed();
+    assert!(
+        gap < Duration::from_millis(1_200),
+        "{mode:?}: {gap:?} from the collector's return to delivery: the backoff was not \
+         reset after the stream had worked"
+    );
+    drop(tx);
+    let _ = sender.close();
+    assert_no_background_panic();
+}
+
+#[test]
+fn row07_backoff_resets_after_a_working_stream_at_least_once() {
+    backoff_resets(DeliveryMode::AtLeastOnce);
+}
+
+#[test]
+fn row07_backoff_resets_after_a_working_stream_at_most_once() {
+    backoff_resets(DeliveryMode::AtMostOnce);
+}
+
+// ---------------------------------------------------------------------------------
+// Row 8: extreme values panic nowhere; nonsense is rejected by name.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn row08_duration_max_everywhere_works() {
+    watch_panics();
+    let sink = Sink::start();
+    let config = Config::builder(sink.addr())
+        .thread_name(support::helpers::thread_prefix())
+        .plaintext()
+        .commit_interval(Duration::MAX)
+        .commit_timeout(Duration::MAX)
+        .write_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .send_timeout(Duration::MAX)
+        .keepalive_time(Duration::MAX)
+        .keepalive_timeout(Duration::MAX)
+        .close_timeout(Duration::MAX)
+        .reconnect_backoff(Duration::MAX, Duration::MAX)
+        .backoff_multiplier(f64::MAX)
+        .max_buffered_payloads(usize::MAX)
+        .max_buffered_bytes(usize::MAX)
+        .commit_every(usize::MAX)
+        .overflow(OverflowPolicy::Block {
+            timeout: Some(Duration::MAX),
+        })
+        .build()
+        .expect("Duration::MAX is a valid (saturated) setting");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    queue(&tx, 0, 0..20);
+    assert!(
+        sender.send_logs(&payload(1, 0)).is_ok()
+            || sender.stats().state != ConnectionState::Connected
+    );
+    assert_eq!(sender.flush(Duration::MAX), 0, "{:#?}", sender.stats());
+    assert!(sender.stats().acknowledged >= 20);
+    drop(tx);
+    assert!(sender.close_timeout(Duration::MAX).is_empty());
+    assert_no_background_panic();
+
+    // The same against a collector that is not there: backoff of "forever", and a close
+    // that still returns.
+    let config = fast_config(&unserved_addr())
+        .reconnect_backoff(Duration::MAX, Duration::MAX)
+        .commit_timeout(Duration::MAX)
+        .overflow(OverflowPolicy::Block {
+            timeout: Some(Duration::MAX),
+        })
+        .max_buffered_payloads(2)
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    queue(&tx, 0, 0..5);
+    wait_stats(&sender, WAIT, "a failed dial", |s| s.last_error.is_some());
+    assert_eq!(sender.flush(Duration::from_millis(50)), 5);
+    let back = within(Duration::from_secs(10), "close", move || {
+        sender.close_timeout(Duration::from_millis(300))
+    });
+    assert_eq!(back.len(), 5);
+    drop(tx);
+    assert_no_background_panic();
+}
+
+#[test]
+fn row08_nonsense_is_rejected_with_the_setting_named() {
+    let b = || Config::builder("127.0.0.1:1").plaintext();
+    for (builder, field) in [
+        (b().gzip_level(0), "gzip_level"),
+        (b().gzip_level(10), "gzip_level"),
+        (b().thread_name(""), "thread_name"),
+        (b().thread_name("a\0b"), "thread_name"),
+        (b().send_timeout(Duration::ZERO), "send_timeout"),
+        (b().commit_timeout(Duration::ZERO), "commit_timeout"),
+        (b().backoff_multiplier(f64::INFINITY), "backoff_multiplier"),
+        (b().backoff_multiplier(f64::NAN), "backoff_multiplier"),
+        (b().max_message_size(usize::MAX), "max_message_size"),
+        (b().max_buffered_bytes(1), "max_buffered_bytes"),
+    ] {
+        match builder.build() {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Row 9: a panicking EventHandler kills nothing.
+// ---------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Panicker {
+    calls: AtomicUsize,
+}
+
+impl EventHandler for Panicker {
+    fn on_dropped(&self, _event: DroppedEvent) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        panic!("handler boom: dropped");
+    }
+    fn on_dead_letter(&self, _event: DeadLetterEvent) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        panic!("handler boom: dead letter");
+    }
+    fn on_connected(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        panic!("handler boom: connected");
+    }
+    fn on_disconnected(&self, _error: &Error) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        panic!("handler boom: disconnected");
+    }
+}
+
+#[test]
+fn row09_a_panicking_event_handler_kills_no_thread() {
+    watch_panics();
+    let handler = Arc::new(Panicker::default());
+    let mut sink = Sink::start();
+    let port = sink.port();
+    sink.stop();
+    let config = fast_config(&sink.addr())
+        .event_handler(handler.clone())
+        .overflow(OverflowPolicy::DropNewest)
+        .max_buffered_payloads(5)
+        .max_message_size(64 << 10)
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    // Collector down: 5 held, 15 dropped, each drop reported to a handler that panics.
+    queue(&tx, 0, 0..20);
+    wait_stats(&sender, WAIT, "15 drops", |s| s.dropped_newest == 15);
+    // Too large: dead-lettered before sending, reported to the panicking handler.
+    let mut big = payload(1, 0);
+    big.logs[0].message = "z".repeat(100 << 10);
+    tx.send(big).expect("queue");
+    wait_stats(&sender, WAIT, "a dead letter", |s| s.dead_lettered == 1);
+    // The collector comes back: connected (a panic), and everything held is delivered
+    // by the same workers.
+    sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    // Fewer than the buffer holds, so none of them is dropped.
+    queue(&tx, 2, 0..4);
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    let st = sender.stats();
+    assert_eq!(st.acknowledged, 9, "{st:#?}");
+    assert_eq!(st.dropped_newest, 15);
+    assert_eq!(
+        st.handler_panics,
+        handler.calls.load(Ordering::SeqCst) as u64,
+        "every handler call panicked and was caught: {st:#?}"
+    );
+    assert!(st.handler_panics >= 17, "{st:#?}");
+    let (_, notes) = background_panics();
+    assert!(
+        notes.iter().all(|n| n.contains("handler boom")),
+        "a panic other than the handler's: {notes:#?}"
+    );
+    drop(tx);
+    assert!(sender.close().is_empty());
+    drop(sink);
+}
+
+// ---------------------------------------------------------------------------------
+// Row 10: transient INTERNAL / UNKNOWN are retried; a payload that always causes one is
+// dead-lettered after a bounded number of attempts alone.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn row10_transient_internal_and_unknown_are_retried() {
+    watch_panics();
+    let sink = Sink::start();
+    sink.fail_next(2, RpcStatusCode::INTERNAL);
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .commit_interval(Duration::from_millis(200))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    queue(&tx, 0, 0..30);
+    assert_eq!(sender.flush(WAIT), 0);
+    sink.fail_next(2, RpcStatusCode::UNKNOWN);
+    queue(&tx, 1, 0..30);
+    assert_eq!(sender.flush(WAIT), 0);
+    let st = sender.stats();
+    assert!(
+        st.epochs_failed >= 4,
+        "the sink did not fail calls: {st:#?}"
+    );
+    assert_eq!(st.dead_lettered, 0, "{:?}", collector.dead_letters());
+    assert_eq!(st.acknowledged, 60);
+    assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..30));
+    assert_acknowledged_by_sink(&sink, &expected_ids(1, 0..30));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+#[test]
+fn row10_a_payload_that_always_causes_internal_is_dead_lettered_after_three_tries() {
+    watch_panics();
+    let sink = Sink::start();
+    sink.reject_payload("0-3", RpcStatusCode::INTERNAL);
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .commit_interval(Duration::from_millis(200))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    queue(&tx, 0, 0..16);
+    assert_eq!(sender.flush(WAIT), 0);
+    let dead = collector.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, "0-3");
+    assert_eq!(dead[0].code, Some(RpcStatusCode::INTERNAL));
+    let alone = sink
+        .received()
+        .iter()
+        .filter(|p| p.host_id == "0-3")
+        .count();
+    assert!(
+        alone >= 3,
+        "dead-lettered after {alone} attempts; three alone are promised"
+    );
+    assert_eq!(sender.stats().acknowledged, 15);
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 11: a TLS failure is named, retried with backoff, and close hands everything back.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn row11_a_certificate_the_ca_does_not_sign_is_named_in_last_error() {
+    watch_panics();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let read = |n: &str| std::fs::read(dir.join(n)).expect("tls file");
+    let sink = Sink::start_tls(support::sink::TlsServer {
+        cert: read("server.pem"),
+        key: read("server-key.pem"),
+        client_ca: None,
+    });
+    let config = Config::builder(sink.addr())
+        .thread_name(support::helpers::thread_prefix())
+        .tls_ca_file(dir.join("other-ca.pem"))
+        .tls_server_name("localhost")
+        .connect_timeout(Duration::from_secs(2))
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    queue(&tx, 0, 0..10);
+    let started = Instant::now();
+    let st = wait_stats(
+        &sender,
+        Duration::from_secs(2) + SLACK,
+        "a named TLS failure",
+        |s| {
+            s.last_error.as_deref().is_some_and(|e| {
+                let e = e.to_ascii_lowercase();
+                e.contains("ssl")
+                    || e.contains("tls")
+                    || e.contains("handshake")
+                    || e.contains("certificate")
+            })
+        },
+    );
+    println!(
+        "last_error after {:?}: {:?}",
+        started.elapsed(),
+        st.last_error
+    );
+    assert_eq!(st.state, ConnectionState::Connecting);
+    assert_eq!(st.acknowledged, 0);
+    drop(tx);
+    let back = within(Duration::from_secs(10), "close", move || {
+        sender.close_timeout(Duration::from_millis(500))
+    });
+    assert_eq!(ids(&back), expected_ids(0, 0..10));
+    assert_eq!(sink.count(), 0);
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 12: with send_logs only (no worker), re-sends do not wait for the next call.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn row12_send_logs_only_resends_without_another_call() {
+    watch_panics();
+    let sink = Sink::start();
+    sink.fail_next(1, RpcStatusCode::UNAVAILABLE);
+    let config = fast_config(&sink.addr()).build().expect("config");
+    let sender = LogSender::new(config).expect("sender");
+    assert!(support::helpers::wait_connected(&sender, WAIT));
+    let sent: Vec<LogPayload> = (0..10).map(|seq| payload(0, seq)).collect();
+    for p in &sent {
+        sender.send_logs(p).expect("send_logs");
+    }
+    // No further send_logs, no flush: the failed epoch is re-sent by logsender alone.
+    let st = wait_stats(&sender, WAIT, "everything acknowledged", |s| {
+        s.acknowledged == 10
+    });
+    assert!(
+        st.epochs_failed >= 1,
+        "the sink did not fail the epoch: {st:#?}"
+    );
+    assert_acknowledged_by_sink(&sink, &ids(&sent));
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+// ---------------------------------------------------------------------------------
+// Row 13: gzip really compresses on the wire.
+// ---------------------------------------------------------------------------------
+
+/// 50 payloads of ~100 KB of log-like text.
+fn texty(seq: usize) -> LogPayload {
+    let mut p = payload(0, seq);
+    p.logs[0].message = (0..1500)
+        .map(|i| format!("GET /api/v1/items/{} 200 {}ms\n", i % 97, i % 13))
+        .collect();
+    p
+}
+
+/// Ships 50 texty payloads through a byte-counting proxy; returns their encoded size,
+/// the bytes on the wire, and the gRPC messages sent compressed and uncompressed.
+fn bytes_on_the_wire(compression: Compression, sink: &Sink) -> (u64, u64, (u64, u64)) {
+    let proxy = Proxy::start(sink.addr());
+    let config = fast_config(&proxy.addr())
+        .compression(compression)
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    let mut raw = 0u64;
+    for seq in 0..50 {
+        let p = texty(seq);
+        raw += logsender::wire::encode(&p).len() as u64;
+        tx.send(p).expect("queue");
+    }
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    drop(tx);
+    assert!(sender.close().is_empty());
+    (raw, proxy.upstream_bytes(), proxy.messages())
+}
+
+#[test]
+fn row13_gzip_compresses_on_the_wire_and_none_does_not() {
+    watch_panics();
+    let sink = Sink::start();
+    let (raw, gz, (compressed, plain)) = bytes_on_the_wire(Compression::Gzip, &sink);
+    println!("gzip: {raw} bytes of payloads, {gz} on the wire; messages {compressed} compressed, {plain} not");
+    assert!(
+        gz * 5 < raw,
+        "gzip sent {gz} bytes for {raw} bytes of text: not compressed"
+    );
+    assert!(
+        compressed >= 50 && plain == 0,
+        "{compressed} compressed, {plain} not"
+    );
+    let (raw, bytes, (compressed, plain)) = bytes_on_the_wire(Compression::None, &sink);
+    println!("none: {raw} bytes of payloads, {bytes} on the wire; messages {compressed} compressed, {plain} not");
+    assert!(bytes >= raw, "uncompressed yet {bytes} < {raw}");
+    assert!(
+        compressed == 0 && plain >= 50,
+        "{compressed} compressed, {plain} not"
+    );
+    assert_no_background_panic();
+}
+
+/// A collector that accepts no compressed message still gets everything: it rejects
+/// the first call with `UNIMPLEMENTED` ("Compression algorithm 'gzip' is disabled"),
+/// logsender rebuilds the channel without compression and re-sends; nothing is
+/// dead-lettered.
+#[test]
+fn row13_a_collector_without_gzip_still_gets_everything() {
+    watch_panics();
+    let sink = Sink::without_gzip();
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .compression(Compression::Gzip)
+        .event_handler(collector.clone())
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    let sent: Vec<LogPayload> = (0..20).map(texty).collect();
+    for p in &sent {
+        tx.send(p.clone()).expect("queue");
+    }
+    let left = sender.flush(WAIT);
+    let st = sender.stats();
+    println!("{st:#?}");
+    assert_eq!(left, 0, "{st:#?}");
+    assert!(
+        collector.dead_letters().is_empty(),
+        "{:?}",
+        collector.dead_letters()
+    );
+    assert_acknowledged_by_sink(&sink, &ids(&sent));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
