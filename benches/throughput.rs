@@ -122,6 +122,10 @@ enum Client {
     Logsender(DeliveryMode, usize),
     /// tonic + prost on a tokio runtime.
     Tonic,
+    /// logsender, at-least-once, this many workers, with the default gzip (level 6).
+    LogsenderGzip(usize),
+    /// tonic + prost with gzip (flate2's default level, 6).
+    TonicGzip,
 }
 
 impl Client {
@@ -133,6 +137,8 @@ impl Client {
             }
         }
         v.push(Client::Tonic);
+        v.push(Client::LogsenderGzip(4));
+        v.push(Client::TonicGzip);
         v
     }
 
@@ -142,6 +148,8 @@ impl Client {
             Client::Logsender(DeliveryMode::AtMostOnce, w) => format!("at-most-once/{w}"),
             Client::Logsender(_, w) => format!("at-least-once/{w}"),
             Client::Tonic => "tonic".into(),
+            Client::LogsenderGzip(w) => format!("at-least-once-gzip/{w}"),
+            Client::TonicGzip => "tonic-gzip".into(),
         }
     }
 
@@ -539,6 +547,8 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
 struct CellRun {
     n: usize,
     bytes: u64,
+    /// Bytes the client process wrote (sockets, almost all of it): what crossed the wire.
+    wire_bytes: u64,
     secs: f64,
     cpu: f64,
     timings: Timings,
@@ -563,6 +573,7 @@ impl CellRun {
         CellRun {
             n,
             bytes: 0,
+            wire_bytes: 0,
             secs,
             cpu,
             timings,
@@ -600,6 +611,7 @@ impl CellRun {
         let fields: Vec<(&str, f64)> = vec![
             ("n", self.n as f64),
             ("bytes", self.bytes as f64),
+            ("wire_bytes", self.wire_bytes as f64),
             ("secs", self.secs),
             ("cpu", self.cpu),
             ("rss_peak_mb", proc_status_kb("VmHWM") as f64 / 1024.0),
@@ -645,12 +657,30 @@ fn client_main(args: &[String]) {
         .map(|p| wire::encode(p).len() as u64)
         .collect();
     let bytes = (0..n).map(|i| lens[i % lens.len()]).sum();
+    let wire0 = proc_io_wchar();
     let run = match client {
         Client::Baseline => run_baseline(&templates, n, addr),
-        Client::Logsender(mode, workers) => run_logsender(templates, n, addr, mode, workers),
-        Client::Tonic => run_tonic(&templates, n, addr),
+        Client::Logsender(mode, workers) => {
+            run_logsender(templates, n, addr, mode, workers, Compression::None)
+        }
+        Client::LogsenderGzip(workers) => run_logsender(
+            templates,
+            n,
+            addr,
+            DeliveryMode::AtLeastOnce,
+            workers,
+            Compression::Gzip,
+        ),
+        Client::Tonic => run_tonic(&templates, n, addr, false),
+        Client::TonicGzip => run_tonic(&templates, n, addr, true),
     };
-    CellRun { bytes, ..run }.print();
+    let wire_bytes = proc_io_wchar().saturating_sub(wire0);
+    CellRun {
+        bytes,
+        wire_bytes,
+        ..run
+    }
+    .print();
 }
 
 /// The request side of `SubmitStream` as pre-encoded bytes, driven as a duplex call on
@@ -741,10 +771,11 @@ fn run_logsender(
     addr: &str,
     mode: DeliveryMode,
     workers: usize,
+    compression: Compression,
 ) -> CellRun {
     let config = Config::builder(addr)
         .plaintext()
-        .compression(Compression::None)
+        .compression(compression)
         .delivery(mode)
         .build()
         .expect("config");
@@ -782,6 +813,7 @@ fn run_logsender(
     CellRun {
         n,
         bytes: 0,
+        wire_bytes: 0,
         secs,
         cpu,
         timings,
@@ -807,7 +839,7 @@ fn wait_connected(sender: &LogSender) {
 /// Against a GoSight server (status OK, no message) `client_streaming` fails with
 /// `Internal: Missing response message.` although the server accepted everything, so
 /// tonic cells use the sink's second port, which answers an empty `LogResponse`.
-fn run_tonic(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
+fn run_tonic(templates: &[LogPayload], n: usize, addr: &str, gzip: bool) -> CellRun {
     let messages: Vec<prost_types::LogPayload> = templates.iter().map(prost_types::from).collect();
     for (m, p) in messages.iter().zip(templates) {
         assert_eq!(
@@ -839,6 +871,9 @@ fn run_tonic(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
             });
     let call = rt.spawn(async move {
         let mut grpc = tonic::client::Grpc::new(channel);
+        if gzip {
+            grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
         grpc.ready()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -1649,7 +1684,7 @@ fn parent_main(args: &[String]) {
         for rep in 0..reps {
             for cell in &mut cells {
                 let port = match cell.client {
-                    Client::Tonic => sink.answering_port,
+                    Client::Tonic | Client::TonicGzip => sink.answering_port,
                     _ => sink.gosight_port,
                 };
                 let n = scaled(cell.size.count());
@@ -1722,6 +1757,19 @@ fn parent_main(args: &[String]) {
     write_json(&cells, &backlog, reps, &filter, elapsed);
 }
 
+/// Bytes this process has written through `write`-family calls (`wchar` in
+/// /proc/self/io): for a bench client, what it sent on its sockets.
+fn proc_io_wchar() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A port that was free a moment ago (for a sink that starts later).
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -1762,10 +1810,10 @@ fn matrix_table(cells: &[Cell]) -> String {
     }
     let mut t = String::new();
     t.push_str(
-        "| size | client | payloads/s | MB/s | × base | enqueue p50 / p99 / max µs | \
+        "| size | client | payloads/s | MB/s | × base | wire MB | enqueue p50 / p99 / max µs | \
          p99 with room µs (room %) | enq→ack p50 / p99 / max ms | CPU s | peak RSS MB |\n",
     );
-    t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for cell in cells {
         let (pps, mbs) = cell.rates();
         let base = cells
@@ -1775,7 +1823,7 @@ fn matrix_table(cells: &[Cell]) -> String {
         let ratio = base.map_or(f64::NAN, |b| median(&pps) / b);
         let avg_kb = cell.med("bytes") / cell.med("n") / 1e3;
         t.push_str(&format!(
-            "| {} ({:.1} KB) | {} | {} ±{:.0}% | {:.1} | {} | {} / {} / {} | {} ({:.0}%) | {} / {} / {} | {:.2} | {:.0} |\n",
+            "| {} ({:.1} KB) | {} | {} ±{:.0}% | {:.1} | {} | {:.1} | {} / {} / {} | {} ({:.0}%) | {} / {} / {} | {:.2} | {:.0} |\n",
             cell.size.name(),
             avg_kb,
             cell.client.name(),
@@ -1783,6 +1831,7 @@ fn matrix_table(cells: &[Cell]) -> String {
             spread(&pps),
             median(&mbs),
             if ratio.is_finite() { format!("{ratio:.2}×") } else { "–".into() },
+            cell.med("wire_bytes") / 1e6,
             fmt_lat(cell.med("enq_p50_us")),
             fmt_lat(cell.med("enq_p99_us")),
             fmt_lat(cell.med("enq_max_us")),

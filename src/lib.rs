@@ -27,22 +27,32 @@
 //! `OK` status marks its payloads delivered. An epoch that fails is re-sent first on the
 //! next stream. **Duplicates are possible after a fault; loss is not**: a payload leaves
 //! logsender only acknowledged, dropped by the overflow policy you chose (counted and
-//! reported), dead-lettered for a permanent reason (reported), or handed back by
-//! [`LogSender::close`]. [`DeliveryMode::AtMostOnce`] counts a payload as sent when its
+//! reported), dead-lettered because the collector rejects it (reported with its status),
+//! or handed back by [`LogSender::close`]. The collector must read a stream to its end
+//! before it answers `OK`; an `OK` that arrives before logsender half-closed the stream
+//! acknowledges nothing. A payload the collector rejects is isolated (an empty probe
+//! call tells the collector's fault from the payloads'; a rejected epoch is then split
+//! in halves until the culprit travels alone) and dead-lettered, while the rest is
+//! delivered. [`DeliveryMode::AtMostOnce`] counts a payload as sent when its
 //! write completes, like the Go original.
 //!
 //! ## About threads
 //!
-//! - `LogSender::new` starts one supervisor thread (`logsender-sup`) and one grpcio
-//!   completion-queue thread (`logsender-cq-0`). The supervisor alone dials, opens, swaps,
-//!   half-closes and cancels calls.
+//! - `LogSender::new` starts one supervisor thread (`logsender-sup`), one background
+//!   writer (`logsender-wr`) and one grpcio completion-queue thread (`logsender-cq-0`).
+//!   The supervisor alone dials, opens, swaps, half-closes and cancels calls.
 //! - `start_worker_pool(rx, n)` starts `n` workers (`logsender-wN`) that block on `rx`.
 //!   A worker encodes a payload with no lock held, puts it in the bounded outbox (one
 //!   short `parking_lot` lock), then, if no one else is writing, takes the stream lock
 //!   and writes the outbox in batches. Only writes happen under the stream lock.
-//! - A write blocked by a stalled collector is released by the supervisor, which cancels
-//!   the call after `write_timeout`; nothing holds the stream lock forever.
-//! - Event handler methods run on logsender's threads with no lock held.
+//! - The background writer writes the outbox when woken (after a reconnect or a failed
+//!   epoch, for `flush` and `close`): your threads never write on the stream, except
+//!   `send_logs`, which writes its own payload and waits at most `send_timeout` for the
+//!   stream.
+//! - A write that makes no progress for `write_timeout` (a stalled collector) is released
+//!   by the supervisor, which cancels the call; nothing holds the stream lock forever.
+//! - Event handler methods run on logsender's threads with no lock held; a panic in one
+//!   is caught and logged.
 //! - `close` joins every thread; `Drop` closes with a short deadline.
 //!
 //! ## Errors
@@ -55,8 +65,10 @@
 //! ## Timeouts
 //!
 //! Every wait has a bound: `connect_timeout` per dial, exponential backoff with jitter
-//! between dials (1 s doubling to 15 min by default), `write_timeout` per write,
-//! `commit_timeout` for an epoch's final status, and the deadline given to `close`.
+//! between dials (1 s doubling to 15 min by default), `write_timeout` without progress
+//! per write, `send_timeout` for `send_logs` to get the stream, `commit_timeout` for an
+//! epoch's final status, and the deadline given to `flush` and `close`. Every duration
+//! may be as large as `Duration::MAX`: deadlines saturate.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

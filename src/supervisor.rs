@@ -675,7 +675,8 @@ impl Supervisor {
         };
         let for_good = retry == Retry::Never && classify(probe_code) == Retry::Never;
         let err = Error::Rpc(grpcio::Error::RpcFailure(trial.status.clone()));
-        match shared.ledger.lock().acquit(epoch, for_good) {
+        let acquitted = shared.ledger.lock().acquit(epoch, for_good);
+        match acquitted {
             Ok(n) => {
                 Counters::add(&shared.counters.retried, n as u64);
                 Counters::add(&shared.counters.resent_after_fault, n as u64);

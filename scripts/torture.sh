@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The torture loop: the chaos test and the fault matrix (tests/chaos.rs,
+# tests/fault_matrix.rs, tests/fault_races.rs), again and again, while busy loops keep
+# every core fully loaded. Prints a pass/fail line per round and the counts at the end;
+# exits non-zero if any round failed.
+#
+#   scripts/torture.sh [ROUNDS]     (default 20; CI runs 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+rounds="${1:-20}"
+tests=(--test chaos --test fault_matrix --test fault_races)
+
+cargo test --release --all-features "${tests[@]}" --no-run >/dev/null 2>&1 ||
+    cargo test --release --all-features "${tests[@]}" --no-run
+
+burners=()
+stop_burners() {
+    for pid in "${burners[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap stop_burners EXIT
+for _ in $(seq "$(nproc)"); do
+    (while :; do :; done) &
+    burners+=("$!")
+done
+
+log_dir="$(mktemp -d)"
+passed=0
+failed=0
+for round in $(seq "$rounds"); do
+    log="$log_dir/round-$round.log"
+    start=$(date +%s)
+    if cargo test --release --all-features "${tests[@]}" >"$log" 2>&1; then
+        passed=$((passed + 1))
+        echo "round $round: pass ($(($(date +%s) - start)) s)"
+    else
+        failed=$((failed + 1))
+        echo "round $round: FAIL ($(($(date +%s) - start)) s); log: $log"
+        grep -E "^test .* FAILED|panicked at" "$log" | head -20 || true
+    fi
+done
+echo "torture rounds: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
