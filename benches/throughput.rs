@@ -547,7 +547,7 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
 struct CellRun {
     n: usize,
     bytes: u64,
-    /// Bytes the client process wrote (sockets, almost all of it): what crossed the wire.
+    /// Bytes sent on the loopback interface during the cell: what crossed the wire.
     wire_bytes: u64,
     secs: f64,
     cpu: f64,
@@ -657,7 +657,7 @@ fn client_main(args: &[String]) {
         .map(|p| wire::encode(p).len() as u64)
         .collect();
     let bytes = (0..n).map(|i| lens[i % lens.len()]).sum();
-    let wire0 = proc_io_wchar();
+    let wire0 = loopback_bytes();
     let run = match client {
         Client::Baseline => run_baseline(&templates, n, addr),
         Client::Logsender(mode, workers) => {
@@ -674,7 +674,7 @@ fn client_main(args: &[String]) {
         Client::Tonic => run_tonic(&templates, n, addr, false),
         Client::TonicGzip => run_tonic(&templates, n, addr, true),
     };
-    let wire_bytes = proc_io_wchar().saturating_sub(wire0);
+    let wire_bytes = loopback_bytes().saturating_sub(wire0);
     CellRun {
         bytes,
         wire_bytes,
@@ -1757,15 +1757,23 @@ fn parent_main(args: &[String]) {
     write_json(&cells, &backlog, reps, &filter, elapsed);
 }
 
-/// Bytes this process has written through `write`-family calls (`wchar` in
-/// /proc/self/io): for a bench client, what it sent on its sockets.
-fn proc_io_wchar() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
+/// Bytes sent on the loopback interface so far (`lo` in /proc/net/dev, headers
+/// included): during a cell, what crossed the wire between client and sink (both
+/// directions; the sink's side is a few bytes per call). grpc core writes with
+/// `sendmsg`, which /proc/self/io does not count.
+fn loopback_bytes() -> u64 {
+    std::fs::read_to_string("/proc/net/dev")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|v| v.trim().parse().ok())
+            s.lines().find_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                if name.trim() != "lo" {
+                    return None;
+                }
+                // receive: bytes packets errs drop fifo frame compressed multicast,
+                // then transmit: bytes ...
+                rest.split_whitespace().nth(8)?.parse().ok()
+            })
         })
         .unwrap_or(0)
 }

@@ -98,14 +98,16 @@ fn row01_an_oversized_payload_is_isolated_and_the_rest_delivered() {
     assert_no_background_panic();
 }
 
-/// A collector whose handler rejects one particular payload with a permanent status
-/// (here `INVALID_ARGUMENT`, on the whole call that carried it): only that payload is
-/// dead-lettered, with that status; the others around it are acknowledged.
-#[test]
-fn row01_a_payload_rejected_for_good_is_isolated() {
-    watch_panics();
+/// `n` payloads of producer 0 to a sink that answers every call carrying `bad` with
+/// `code`; returns once a flush settled them all: the sink, the dead letters and the
+/// stats.
+fn one_payload_rejected(
+    bad: &str,
+    code: RpcStatusCode,
+    n: usize,
+) -> (Sink, Vec<support::collect::DeadLetter>, logsender::Stats) {
     let sink = Sink::start();
-    sink.reject_payload("0-7", RpcStatusCode::INVALID_ARGUMENT);
+    sink.reject_payload(bad, code);
     let collector = Collector::new();
     let config = fast_config(&sink.addr())
         .event_handler(collector.clone())
@@ -113,21 +115,32 @@ fn row01_a_payload_rejected_for_good_is_isolated() {
         .build()
         .expect("config");
     let (sender, tx) = sender_with_pool(config, 64, 2);
-    queue(&tx, 0, 0..30);
-    assert_eq!(sender.flush(WAIT), 0);
+    queue(&tx, 0, 0..n);
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
     let st = sender.stats();
-    assert_eq!((st.acknowledged, st.dead_lettered), (29, 1), "{st:#?}");
-    let dead = collector.dead_letters();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].id, "0-7");
-    assert_eq!(dead[0].code, Some(RpcStatusCode::INVALID_ARGUMENT));
-    let healthy: Vec<String> = expected_ids(0, 0..30)
-        .into_iter()
-        .filter(|id| id != "0-7")
-        .collect();
-    assert_acknowledged_by_sink(&sink, &healthy);
     drop(tx);
     assert!(sender.close().is_empty());
+    let healthy: Vec<String> = expected_ids(0, 0..n)
+        .into_iter()
+        .filter(|id| id != bad)
+        .collect();
+    assert_acknowledged_by_sink(&sink, &healthy);
+    assert_eq!(st.acknowledged, n as u64 - 1, "{st:#?}");
+    let dead = collector.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, bad);
+    assert_eq!(dead[0].code, Some(code));
+    (sink, dead, st)
+}
+
+/// A collector whose handler rejects one particular payload with a permanent status
+/// (here `INVALID_ARGUMENT`, on the whole call that carried it): only that payload is
+/// dead-lettered, with that status; the others around it are acknowledged.
+#[test]
+fn row01_a_payload_rejected_for_good_is_isolated() {
+    watch_panics();
+    let (_sink, _dead, st) = one_payload_rejected("0-7", RpcStatusCode::INVALID_ARGUMENT, 30);
+    assert_eq!(st.dead_lettered, 1, "{st:#?}");
     assert_no_background_panic();
 }
 
@@ -699,33 +712,16 @@ fn row10_transient_internal_and_unknown_are_retried() {
 #[test]
 fn row10_a_payload_that_always_causes_internal_is_dead_lettered_after_three_tries() {
     watch_panics();
-    let sink = Sink::start();
-    sink.reject_payload("0-3", RpcStatusCode::INTERNAL);
-    let collector = Collector::new();
-    let config = fast_config(&sink.addr())
-        .event_handler(collector.clone())
-        .commit_interval(Duration::from_millis(200))
-        .build()
-        .expect("config");
-    let (sender, tx) = sender_with_pool(config, 64, 1);
-    queue(&tx, 0, 0..16);
-    assert_eq!(sender.flush(WAIT), 0);
-    let dead = collector.dead_letters();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].id, "0-3");
-    assert_eq!(dead[0].code, Some(RpcStatusCode::INTERNAL));
-    let alone = sink
+    let (sink, _dead, _st) = one_payload_rejected("0-3", RpcStatusCode::INTERNAL, 16);
+    let attempts = sink
         .received()
         .iter()
         .filter(|p| p.host_id == "0-3")
         .count();
     assert!(
-        alone >= 3,
-        "dead-lettered after {alone} attempts; three alone are promised"
+        attempts >= 3,
+        "dead-lettered after {attempts} attempts; three alone are promised"
     );
-    assert_eq!(sender.stats().acknowledged, 15);
-    drop(tx);
-    assert!(sender.close().is_empty());
     assert_no_background_panic();
 }
 

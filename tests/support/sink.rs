@@ -197,28 +197,26 @@ impl Sink {
     /// grpc-go or C-core server with its default 4 MiB limit), ending streams the
     /// GoSight way.
     pub fn with_receive_limit(limit: usize) -> Sink {
-        let mut sink = Sink::start_with(0, Ending::OkNoMessage, None);
-        sink.stop();
-        sink.max_receive = Some(limit);
-        sink.restart();
-        sink
+        Sink::start_configured(|s| s.max_receive = Some(limit))
     }
 
     /// Starts a sink on a free port whose server accepts no compressed message (gzip
     /// disabled), ending streams the GoSight way.
     pub fn without_gzip() -> Sink {
-        let mut sink = Sink::start_with(0, Ending::OkNoMessage, None);
-        sink.stop();
-        sink.identity_only = true;
-        sink.restart();
-        sink
+        Sink::start_configured(|s| s.identity_only = true)
     }
 
     /// Starts a TLS sink on a free port, ending streams the GoSight way.
     pub fn start_tls(tls: TlsServer) -> Sink {
+        Sink::start_configured(|s| s.tls = Some(tls))
+    }
+
+    /// A GoSight-ending sink on a free port, its server set up by `configure` (the port
+    /// is bound once, then rebound with the settings).
+    fn start_configured(configure: impl FnOnce(&mut Sink)) -> Sink {
         let mut sink = Sink::start_with(0, Ending::OkNoMessage, None);
         sink.stop();
-        sink.tls = Some(tls);
+        configure(&mut sink);
         sink.restart();
         sink
     }
