@@ -89,19 +89,17 @@ pub fn wait_stats(
 }
 
 /// Waits until the sender has opened a stream to `sink` (a sink that never reads) and
-/// written to it, then 300 ms more, so that its writes run into HTTP/2 flow control.
+/// a write on it has made no progress for 200 ms (`Stats::write_stalled`): the writes
+/// really ran into HTTP/2 flow control.
 pub fn wait_writes_blocked(sink: &super::sink::Sink, sender: &LogSender, timeout: Duration) {
     assert!(
         sink.wait_calls(timeout, |c| c.opened >= 1),
         "the sender never opened a stream"
     );
-    // A write that blocks in flow control shows in no counter until it is released,
-    // and the first batch may already be larger than the window; so wait for the
-    // stream to be up with payloads held, then give the worker time to run into it.
-    wait_stats(sender, timeout, "the stream with payloads to write", |s| {
-        s.state == logsender::ConnectionState::Connected && s.unacked > 0
+    wait_stats(sender, timeout, "a write stuck for 200 ms", |s| {
+        s.write_stalled
+            .is_some_and(|d| d >= Duration::from_millis(200))
     });
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 /// The ids of `payloads`, in order.
