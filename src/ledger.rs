@@ -60,7 +60,30 @@ struct Epoch {
     /// For an epoch dedicated to one suspect group: what is still to be written on it.
     /// Normal epochs take from the outbox instead.
     unwritten: VecDeque<Item>,
-    dedicated: bool,
+    /// `Some(root)` for an epoch dedicated to a suspect group (see [`Group::root`]).
+    dedicated: Option<u64>,
+    /// Epochs with payloads committed when this one was opened.
+    opened_at: u64,
+}
+
+/// Payloads re-sent together, alone in an epoch, because an epoch that carried them
+/// was rejected.
+struct Group {
+    items: Vec<Item>,
+    /// How many epochs with payloads had been committed when the epoch this group
+    /// descends from was opened. A rejection of the group counts against its payloads
+    /// only if more have been committed since: proof that the collector took data from
+    /// others meanwhile (an empty probe only proves it takes calls).
+    root: u64,
+}
+
+/// A rejected epoch's payloads while a probe decides who is at fault.
+struct Trial {
+    items: Vec<Item>,
+    /// `Some(root)` if the epoch was dedicated to a suspect group.
+    dedicated: Option<u64>,
+    /// See [`Epoch::opened_at`].
+    opened_at: u64,
 }
 
 /// What a writer may take for an epoch.
@@ -80,6 +103,10 @@ pub(crate) enum Verdict {
     Split,
     /// A payload alone got another strike; it is re-sent alone.
     Strike,
+    /// No payload alone is proven at fault (no epoch with payloads was committed since
+    /// the trouble began: the collector may be refusing all data); the group waits at the
+    /// back, and the caller backs off.
+    Unproven,
     /// These payloads are rejected for good; the caller dead-letters them, then
     /// [`Ledger::forget_rejected`] them (they are held until then, so that a `flush`
     /// does not return before the dead-letter handler saw them).
@@ -95,9 +122,11 @@ pub(crate) struct Ledger {
     outbox: VecDeque<Item>,
     epochs: BTreeMap<u64, Epoch>,
     /// Groups to re-send, each alone in its own epoch, front first.
-    suspects: VecDeque<Vec<Item>>,
-    /// Groups whose epoch failed, by epoch id, while a probe decides who is at fault.
-    on_trial: BTreeMap<u64, (Vec<Item>, bool)>,
+    suspects: VecDeque<Group>,
+    /// Rejected epochs' payloads, by epoch id, while a probe decides who is at fault.
+    on_trial: BTreeMap<u64, Trial>,
+    /// Epochs with payloads committed so far.
+    data_commits: u64,
     outstanding: BTreeSet<Origin>,
     held: usize,
     held_bytes: usize,
@@ -116,6 +145,7 @@ impl Ledger {
             epochs: BTreeMap::new(),
             suspects: VecDeque::new(),
             on_trial: BTreeMap::new(),
+            data_commits: 0,
             outstanding: BTreeSet::new(),
             held: 0,
             held_bytes: 0,
@@ -271,7 +301,7 @@ impl Ledger {
     /// roughly `max_bytes`) from the front of the outbox.
     pub(crate) fn take_batch(&mut self, epoch: Option<u64>, max: usize, max_bytes: usize) -> Batch {
         if let Some(e) = epoch.and_then(|id| self.epochs.get_mut(&id)) {
-            if e.dedicated {
+            if e.dedicated.is_some() {
                 return if e.unwritten.is_empty() {
                     Batch::GroupWritten
                 } else {
@@ -299,7 +329,12 @@ impl Ledger {
 
     /// How many payloads wait to be written (outbox and suspect groups).
     pub(crate) fn outbox_len(&self) -> usize {
-        self.outbox.len() + self.suspects.iter().map(Vec::len).sum::<usize>()
+        self.outbox.len() + self.suspects.iter().map(|g| g.items.len()).sum::<usize>()
+    }
+
+    /// How many payloads wait in the outbox proper (what a normal epoch takes).
+    pub(crate) fn normal_len(&self) -> usize {
+        self.outbox.len()
     }
 
     /// Starts tracking epoch `id` (at-least-once). If a suspect group waits, the epoch is
@@ -308,12 +343,16 @@ impl Ledger {
         let epoch = match self.suspects.pop_front() {
             Some(group) => Epoch {
                 written: Vec::new(),
-                unwritten: group.into(),
-                dedicated: true,
+                unwritten: group.items.into(),
+                dedicated: Some(group.root),
+                opened_at: self.data_commits,
             },
-            None => Epoch::default(),
+            None => Epoch {
+                opened_at: self.data_commits,
+                ..Epoch::default()
+            },
         };
-        let dedicated = epoch.dedicated;
+        let dedicated = epoch.dedicated.is_some();
         self.epochs.insert(id, epoch);
         dedicated
     }
@@ -356,26 +395,16 @@ impl Ledger {
             Some(mut e) => {
                 // A dedicated group not entirely written is not delivered yet.
                 let rest: Vec<Item> = e.unwritten.drain(..).collect();
-                if !rest.is_empty() {
-                    self.suspects.push_front(rest);
+                if let (false, Some(root)) = (rest.is_empty(), e.dedicated) {
+                    self.suspects.push_front(Group { items: rest, root });
                 }
-                self.release(&e.written)
+                let n = self.release(&e.written);
+                if n > 0 {
+                    self.data_commits += 1;
+                }
+                n
             }
             None => 0,
-        }
-    }
-
-    /// Takes an epoch's payloads out of it (written and unwritten), and whether it was
-    /// dedicated to a suspect group.
-    fn take_epoch(&mut self, id: u64) -> (Vec<Item>, bool) {
-        match self.epochs.remove(&id) {
-            Some(e) => {
-                let mut items = e.written;
-                items.extend(e.unwritten);
-                items.sort_by_key(|i| i.seq);
-                (items, e.dedicated)
-            }
-            None => (Vec::new(), false),
         }
     }
 
@@ -383,28 +412,51 @@ impl Ledger {
     /// connection broke, a timeout): they are re-sent first. A suspect group stays a
     /// group. Returns how many.
     pub(crate) fn fail(&mut self, id: u64) -> usize {
-        let (items, dedicated) = self.take_epoch(id);
-        self.put_back(items, dedicated)
+        let Some(e) = self.epochs.remove(&id) else {
+            return 0;
+        };
+        let mut items = e.written;
+        items.extend(e.unwritten);
+        items.sort_by_key(|i| i.seq);
+        self.put_back(items, e.dedicated)
     }
 
-    fn put_back(&mut self, items: Vec<Item>, dedicated: bool) -> usize {
+    fn put_back(&mut self, items: Vec<Item>, dedicated: Option<u64>) -> usize {
         let n = items.len();
-        if dedicated && n > 0 {
-            self.suspects.push_front(mark_written(items));
-        } else {
-            self.requeue(items);
+        match dedicated {
+            Some(root) if n > 0 => self.suspects.push_front(Group {
+                items: mark_written(items),
+                root,
+            }),
+            _ => self.requeue(items),
         }
         n
     }
 
-    /// Epoch `id` was rejected by the collector: its payloads go on trial until a probe
-    /// tells whether the collector rejects everything (see [`Ledger::acquit`]) or these
-    /// payloads (see [`Ledger::convict`]). Returns how many.
+    /// Epoch `id` was rejected by the collector: what it carried goes on trial until a
+    /// probe tells whether the collector rejects every call (see [`Ledger::acquit`]) or
+    /// not (see [`Ledger::convict`]); what it never carried goes back to be sent. Returns
+    /// how many are on trial.
     pub(crate) fn try_epoch(&mut self, id: u64) -> usize {
-        let (items, dedicated) = self.take_epoch(id);
-        let n = items.len();
+        let Some(e) = self.epochs.remove(&id) else {
+            return 0;
+        };
+        let rest: Vec<Item> = e.unwritten.into_iter().collect();
+        if let (false, Some(root)) = (rest.is_empty(), e.dedicated) {
+            self.suspects.push_front(Group { items: rest, root });
+        }
+        let n = e.written.len();
         if n > 0 {
-            self.on_trial.insert(id, (items, dedicated));
+            let mut items = e.written;
+            items.sort_by_key(|i| i.seq);
+            self.on_trial.insert(
+                id,
+                Trial {
+                    items,
+                    dedicated: e.dedicated,
+                    opened_at: e.opened_at,
+                },
+            );
         }
         n
     }
@@ -414,27 +466,52 @@ impl Ledger {
     /// everything permanently: then they are returned, to be dead-lettered and then
     /// [`Ledger::forget_rejected`].
     pub(crate) fn acquit(&mut self, id: u64, for_good: bool) -> Result<usize, Vec<Item>> {
-        let Some((items, dedicated)) = self.on_trial.remove(&id) else {
+        let Some(trial) = self.on_trial.remove(&id) else {
             return Ok(0);
         };
         if for_good {
-            return Err(items);
+            return Err(trial.items);
         }
-        Ok(self.put_back(items, dedicated))
+        Ok(self.put_back(trial.items, trial.dedicated))
     }
 
     /// The collector accepted an empty call right after rejecting epoch `id`: something
-    /// in it is at fault. A group is split in two halves, each re-sent alone; a payload
-    /// alone is rejected for good when `permanent`, or gets a strike and is rejected at
-    /// [`MAX_STRIKES`].
+    /// in it may be at fault. A normal epoch's payloads are split in two groups, each
+    /// re-sent alone. A group's rejection counts only if epochs with payloads were
+    /// committed since its trouble began ([`Verdict::Unproven`] otherwise); then it is
+    /// split in halves, or, a payload alone, rejected for good when `permanent`, or given
+    /// a strike and rejected at [`MAX_STRIKES`].
     pub(crate) fn convict(&mut self, id: u64, permanent: bool) -> Verdict {
-        let Some((mut items, _)) = self.on_trial.remove(&id) else {
+        let Some(Trial {
+            mut items,
+            dedicated,
+            opened_at,
+        }) = self.on_trial.remove(&id)
+        else {
             return Verdict::Split;
         };
-        if items.len() > 1 {
+        let root = match dedicated {
+            // A normal epoch: isolating its payloads costs nothing but calls.
+            None => opened_at,
+            Some(root) if self.data_commits > root => root,
+            Some(root) => {
+                self.suspects.push_back(Group {
+                    items: mark_written(items),
+                    root,
+                });
+                return Verdict::Unproven;
+            }
+        };
+        if items.len() > 1 || dedicated.is_none() {
             let second = items.split_off(items.len() / 2);
-            self.suspects.push_front(mark_written(second));
-            self.suspects.push_front(mark_written(items));
+            for half in [second, items] {
+                if !half.is_empty() {
+                    self.suspects.push_front(Group {
+                        items: mark_written(half),
+                        root,
+                    });
+                }
+            }
             return Verdict::Split;
         }
         let mut items = mark_written(items);
@@ -444,7 +521,7 @@ impl Ledger {
         if permanent || items.iter().any(|i| i.strikes >= MAX_STRIKES) {
             return Verdict::Reject(items);
         }
-        self.suspects.push_front(items);
+        self.suspects.push_front(Group { items, root });
         Verdict::Strike
     }
 
@@ -486,11 +563,11 @@ impl Ledger {
             .flat_map(|e| e.written.into_iter().chain(e.unwritten))
             .collect();
         all.extend(self.outbox.drain(..));
-        all.extend(self.suspects.drain(..).flatten());
+        all.extend(self.suspects.drain(..).flat_map(|g| g.items));
         all.extend(
             std::mem::take(&mut self.on_trial)
                 .into_values()
-                .flat_map(|(items, _)| items),
+                .flat_map(|t| t.items),
         );
         all.sort_by_key(|i| i.seq);
         self.held = 0;

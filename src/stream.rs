@@ -166,7 +166,9 @@ impl Shared {
                 return;
             }
             drop(slot);
-            if self.ledger.lock().outbox_len() == 0 {
+            // Suspect groups wait for an epoch of their own: only the outbox proper
+            // is worth another pass.
+            if self.ledger.lock().normal_len() == 0 {
                 return;
             }
         }
@@ -251,11 +253,13 @@ impl Shared {
             if let Err(e) = self.write_batch(s, &batch) {
                 debug!("write on epoch {} failed: {e}", s.epoch);
                 s.broken = true;
-                Counters::add(&self.counters.retried, batch.len() as u64);
-                if s.dedicated {
-                    // Its epoch fails as a whole and puts the group back together.
+                if epoch.is_some() {
+                    // Some of the batch may have reached the collector before the call
+                    // ended: the epoch's final status decides for all of it (re-sent,
+                    // or put on trial with the rest).
                     self.ledger.lock().written(s.epoch, batch);
                 } else {
+                    Counters::add(&self.counters.retried, batch.len() as u64);
                     self.ledger.lock().requeue(batch);
                 }
                 let _ = self.events.send(Event::WriteFailed { epoch: s.epoch });

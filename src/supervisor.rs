@@ -10,11 +10,13 @@
 //! dead-letters that epoch's payloads accordingly.
 //!
 //! An epoch the collector rejects (any status but a broken connection or a timeout) is
-//! put on trial: a *probe*, an empty call, tells whether the collector rejects
-//! everything (overload, wrong credentials: the payloads are re-sent after the backoff,
-//! or dead-lettered for a permanent status) or accepts calls (the payloads are at fault:
-//! the group is split in halves, each re-sent alone, until the poison payload is alone
-//! and dead-lettered with the collector's status).
+//! put on trial: a *probe*, an empty call, tells whether the collector rejects every
+//! call (overload, wrong credentials: the payloads are re-sent after the backoff, or
+//! dead-lettered for a permanent status) or accepts calls. In that case the payloads may
+//! be at fault: the group is split in halves, each re-sent alone; a group's rejection
+//! counts only once the collector has committed other epochs with data since the
+//! trouble began (the ledger's proof that it takes data, not just calls), until the
+//! poison payload travels alone and is dead-lettered with the collector's status.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -75,6 +77,8 @@ struct Call {
     /// status arrives.
     half_closed: Arc<AtomicBool>,
     opened: Instant,
+    /// The epoch carries one suspect group alone.
+    dedicated: bool,
 }
 
 /// A half-closed call waiting for its final status.
@@ -107,6 +111,9 @@ pub(crate) struct Supervisor {
     shutting_down: bool,
     /// The collector refused gzip: channels are built without compression from now on.
     gzip_refused: bool,
+    /// When a struck payload waiting in the suspects gets its next epoch (the current
+    /// epoch is then rotated).
+    suspects_due: Option<Instant>,
 }
 
 /// The supervisor's longest sleep; bounds how late the write watchdog can notice a
@@ -146,6 +153,7 @@ impl Supervisor {
             connected_once: false,
             shutting_down: false,
             gzip_refused: false,
+            suspects_due: None,
         }
     }
 
@@ -389,6 +397,7 @@ impl Supervisor {
                 recv,
                 half_closed,
                 opened: Instant::now(),
+                dedicated,
             },
         ))
     }
@@ -491,8 +500,13 @@ impl Supervisor {
                 };
                 shared.ledger_cv.notify_all();
                 debug!("epoch {id} committed: {n} payloads");
-                self.backoff.reset();
-                if shared.ledger.lock().has_suspects() && self.current.is_some() {
+                if n > 0 {
+                    // The collector takes data: the next trouble starts from scratch.
+                    self.backoff.reset();
+                }
+                if self.current.as_ref().is_some_and(|c| !c.dedicated)
+                    && shared.ledger.lock().has_suspects()
+                {
                     // The next suspect group gets an epoch of its own now.
                     self.rotate();
                 }
@@ -598,6 +612,17 @@ impl Supervisor {
         self.after_failure(was_current, code, retry, &err);
     }
 
+    /// After a verdict that leaves the collector healthy: connect at once, or give the
+    /// next suspect group an epoch of its own (unless the current epoch already is one:
+    /// it rotates itself once its group is written).
+    fn go_on(&mut self) {
+        match &self.current {
+            None => self.retry_at = None,
+            Some(c) if !c.dedicated && self.shared.ledger.lock().has_suspects() => self.rotate(),
+            Some(_) => {}
+        }
+    }
+
     /// Whether `status` says the collector cannot decompress gzip (grpc-go, grpc-java
     /// and the C core answer `UNIMPLEMENTED` and say so).
     fn refuses_gzip(&self, status: &RpcStatus) -> bool {
@@ -645,12 +670,29 @@ impl Supervisor {
         let retry = classify(code);
         if accepted {
             let verdict = shared.ledger.lock().convict(epoch, retry == Retry::Never);
+            let err = Error::Rpc(grpcio::Error::RpcFailure(trial.status.clone()));
             match verdict {
                 Verdict::Split => {
-                    info!("epoch {epoch}: the collector accepts calls; re-sending its payloads in halves")
+                    info!("epoch {epoch}: the collector accepts calls; re-sending its payloads in halves");
+                    self.go_on();
                 }
                 Verdict::Strike => {
-                    info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try")
+                    info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try after the backoff");
+                    // Strikes are spaced by the backoff, so that a passing outage cannot
+                    // strike a payload out in a few round trips.
+                    if self.current.is_none() {
+                        self.schedule_retry(retry, &err);
+                    } else {
+                        let delay = self
+                            .backoff
+                            .next_backoff()
+                            .unwrap_or(shared.config.backoff_max);
+                        self.suspects_due = Some(after(Instant::now(), delay));
+                    }
+                }
+                Verdict::Unproven => {
+                    info!("epoch {epoch}: rejected ({code:?}) while no data was accepted since; backing off");
+                    self.after_failure(trial.was_current, code, retry, &err);
                 }
                 Verdict::Reject(items) => {
                     warn!(
@@ -658,13 +700,8 @@ impl Supervisor {
                         trial.status.message()
                     );
                     shared.dead_letter(items, &trial.status);
+                    self.go_on();
                 }
-            }
-            // The collector is fine: go on at once.
-            if self.current.is_none() {
-                self.retry_at = None;
-            } else if shared.ledger.lock().has_suspects() {
-                self.rotate();
             }
             return;
         }
@@ -718,6 +755,11 @@ impl Supervisor {
                 closing.recv.lock().cancel();
             }
         }
+        // A struck payload's next try is due.
+        if self.suspects_due.is_some_and(|t| now >= t) {
+            self.suspects_due = None;
+            self.go_on();
+        }
         // Commit at least every `commit_interval`.
         if self.shared.config.delivery == DeliveryMode::AtLeastOnce {
             let due = self.current.as_ref().is_some_and(|c| {
@@ -753,6 +795,7 @@ impl Supervisor {
                 .map(|c| self.bounded_by_close(c.deadline)),
         );
         timers.extend(self.shared.close_deadline());
+        timers.extend(self.suspects_due);
         if let Some(started) = self.shared.stream.last_progress() {
             timers.push(self.bounded_by_close(after(started, self.shared.config.write_timeout)));
         }

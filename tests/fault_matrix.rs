@@ -179,6 +179,51 @@ fn row01_a_real_overload_is_retried_not_bisected_into_dead_letters() {
     assert_no_background_panic();
 }
 
+/// A collector that takes calls but no data (its storage is down: every call that
+/// carries a payload fails, empty ones succeed) is not mistaken for a poison payload:
+/// nothing is dead-lettered, not even for a permanent-looking status, and everything
+/// is delivered once it takes data again.
+fn storage_outage(code: RpcStatusCode) {
+    watch_panics();
+    let sink = Sink::start();
+    sink.fail_next(u64::MAX, code);
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    queue(&tx, 0, 0..30);
+    wait_stats(&sender, WAIT, "many rejected epochs", |s| {
+        s.epochs_failed >= 10
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let st = sender.stats();
+    assert!(sink.calls().empty >= 5, "no probes: {:?}", sink.calls());
+    assert_eq!(st.dead_lettered, 0, "{:?}", collector.dead_letters());
+    assert_eq!(st.acknowledged, 0, "{st:#?}");
+
+    sink.fail_next(0, code);
+    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    assert_eq!(sender.stats().acknowledged, 30);
+    assert_eq!(sender.stats().dead_lettered, 0);
+    assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..30));
+    drop(tx);
+    assert!(sender.close().is_empty());
+    assert_no_background_panic();
+}
+
+#[test]
+fn row01_a_collector_that_takes_no_data_is_not_mistaken_for_poison() {
+    storage_outage(RpcStatusCode::INTERNAL);
+}
+
+#[test]
+fn row01_a_collector_that_takes_no_data_for_good_is_not_mistaken_for_poison() {
+    storage_outage(RpcStatusCode::FAILED_PRECONDITION);
+}
+
 // ---------------------------------------------------------------------------------
 // Row 2: an OK that arrives before our half-close acknowledges nothing.
 // ---------------------------------------------------------------------------------

@@ -242,6 +242,17 @@ impl Sink {
             let limit = self.max_receive.unwrap_or(64 << 20);
             let mut args = grpcio::ChannelBuilder::new(self.env.clone())
                 .max_receive_message_len(i32::try_from(limit).unwrap_or(i32::MAX));
+            if matches!(
+                *self.inner.ending.lock(),
+                Ending::StallReads | Ending::SlowReads(_)
+            ) {
+                // A fixed 64 KiB stream window (no BDP probing, which would grow it to
+                // megabytes): a collector that reads slowly or not at all holds the
+                // client's writes back at once, as a distant, busy one does.
+                args = args
+                    .raw_cfg_int(c"grpc.http2.bdp_probe".to_owned(), 0)
+                    .raw_cfg_int(c"grpc.http2.lookahead_bytes".to_owned(), 64 << 10);
+            }
             if self.identity_only {
                 // Bit 0 is "identity": no compression algorithm is enabled.
                 args =
