@@ -135,8 +135,11 @@ fn row02_an_early_ok_crossing_the_half_close_acknowledges_nothing() {
     sink.set_ending(Ending::OkNoMessage);
     assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
     assert_eq!(sender.stats().acknowledged, 20);
-    let ok: std::collections::HashSet<String> = sink.ok_ids().into_iter().collect();
-    assert!(expected_ids(0, 0..20).iter().all(|id| ok.contains(id)));
+    // Everything arrived. (Not checked against `ok_ids`: a call the sink had already
+    // answered early may cross logsender's half-close on the wire during the switch;
+    // that crossing is the one the contract, not logsender, rules out.)
+    let got: std::collections::HashSet<String> = ids(&sink.received()).into_iter().collect();
+    assert!(expected_ids(0, 0..20).iter().all(|id| got.contains(id)));
     drop(tx);
     assert!(sender.close().is_empty());
     assert_no_background_panic();

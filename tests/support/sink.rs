@@ -428,8 +428,9 @@ fn handle(
     ctx.spawn(async move {
         let mut ids = Vec::new();
         let mut rejected = None;
-        let ending = *inner.ending.lock();
         loop {
+            // Read each time: a test that switches the ending affects open calls too.
+            let ending = *inner.ending.lock();
             if let Ending::EarlyOk(n) = ending {
                 if ids.len() >= n {
                     inner.early_ok.fetch_add(1, Ordering::SeqCst);
