@@ -11,9 +11,6 @@ pub enum Point {
     /// A worker found no room in the buffer, checked that the sender is not closing,
     /// and is about to wait for room (the window of a lost wake-up at close).
     BeforeRoomWait,
-    /// A writer is about to write a batch on the stream (the window in which a
-    /// `flush` or `close` deadline must still be kept).
-    BeforeWrite,
     /// The supervisor is about to rotate an epoch that reached `commit_every` (the
     /// window in which the collector's status and logsender's half-close cross).
     BeforeRotate,
@@ -25,7 +22,7 @@ mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    const POINTS: usize = 3;
+    const POINTS: usize = 2;
     #[allow(clippy::declare_interior_mutable_const)] // only to initialise the arrays
     const ZERO: AtomicU64 = AtomicU64::new(0);
     static PAUSE_MICROS: [AtomicU64; POINTS] = [ZERO; POINTS];
@@ -34,8 +31,7 @@ mod imp {
     fn index(point: Point) -> usize {
         match point {
             Point::BeforeRoomWait => 0,
-            Point::BeforeWrite => 1,
-            Point::BeforeRotate => 2,
+            Point::BeforeRotate => 1,
         }
     }
 

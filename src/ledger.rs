@@ -392,12 +392,9 @@ impl Ledger {
     /// many.
     pub(crate) fn commit(&mut self, id: u64) -> usize {
         match self.epochs.remove(&id) {
-            Some(mut e) => {
+            Some(e) => {
                 // A dedicated group not entirely written is not delivered yet.
-                let rest: Vec<Item> = e.unwritten.drain(..).collect();
-                if let (false, Some(root)) = (rest.is_empty(), e.dedicated) {
-                    self.suspects.push_front(Group { items: rest, root });
-                }
+                self.put_back(e.unwritten.into(), e.dedicated);
                 let n = self.release(&e.written);
                 if n > 0 {
                     self.data_commits += 1;
@@ -421,6 +418,8 @@ impl Ledger {
         self.put_back(items, e.dedicated)
     }
 
+    /// Puts payloads back to be sent: as a suspect group if they came from an epoch
+    /// dedicated to one, else at the front of the outbox. Returns how many.
     fn put_back(&mut self, items: Vec<Item>, dedicated: Option<u64>) -> usize {
         let n = items.len();
         match dedicated {
@@ -441,10 +440,8 @@ impl Ledger {
         let Some(e) = self.epochs.remove(&id) else {
             return 0;
         };
-        let rest: Vec<Item> = e.unwritten.into_iter().collect();
-        if let (false, Some(root)) = (rest.is_empty(), e.dedicated) {
-            self.suspects.push_front(Group { items: rest, root });
-        }
+        // What a dedicated epoch never carried goes back to its group's place.
+        self.put_back(e.unwritten.into(), e.dedicated);
         let n = e.written.len();
         if n > 0 {
             let mut items = e.written;
@@ -608,6 +605,15 @@ mod tests {
         Ledger::admit(&mut l.lock(), &cv, it, policy, &|| {})
     }
 
+    /// A ledger (room for 100) holding payloads 0..n of 5 bytes in its outbox.
+    fn holding(n: u64) -> Ledger {
+        let m = Mutex::new(Ledger::new(100, 1 << 20));
+        for s in 0..n {
+            admit(&m, item(s, 5), OverflowPolicy::DropNewest);
+        }
+        m.into_inner()
+    }
+
     #[test]
     fn drop_newest_and_oldest_keep_the_bound() {
         let l = Mutex::new(Ledger::new(2, 1 << 20));
@@ -657,11 +663,7 @@ mod tests {
 
     #[test]
     fn epochs_commit_fail_and_late_writes() {
-        let m = Mutex::new(Ledger::new(100, 1 << 20));
-        for s in 0..4 {
-            admit(&m, item(s, 5), OverflowPolicy::DropNewest);
-        }
-        let mut l = m.into_inner();
+        let mut l = holding(4);
         assert!(!l.open_epoch(1));
         let Batch::Items(b) = l.take_batch(Some(1), 2, usize::MAX) else {
             panic!("expected items")
@@ -694,13 +696,7 @@ mod tests {
         let poison = 5;
         let mut rejected = Vec::new();
         let mut committed = 0;
-        let mut l = {
-            let m = Mutex::new(Ledger::new(100, 1 << 20));
-            for s in 0..8 {
-                admit(&m, item(s, 5), OverflowPolicy::DropNewest);
-            }
-            m.into_inner()
-        };
+        let mut l = holding(8);
         let mut id = 0;
         let mut epochs = 0;
         while l.held().0 > 0 {
@@ -731,11 +727,7 @@ mod tests {
 
     #[test]
     fn acquitted_groups_are_resent_whole() {
-        let m = Mutex::new(Ledger::new(100, 1 << 20));
-        for s in 0..4 {
-            admit(&m, item(s, 5), OverflowPolicy::DropNewest);
-        }
-        let mut l = m.into_inner();
+        let mut l = holding(4);
         l.open_epoch(1);
         let Batch::Items(b) = l.take_batch(Some(1), 100, usize::MAX) else {
             panic!()

@@ -164,9 +164,9 @@ impl Shared {
         FlushTarget { bounds }
     }
 
-    /// How many payloads of `target` are not settled yet: taken in and still held, or
-    /// still waiting in a queue.
-    fn outstanding(&self, target: &FlushTarget) -> usize {
+    /// How many payloads of `target` are not settled yet: taken in and still held, and
+    /// still waiting in a queue (not taken yet).
+    fn outstanding(&self, target: &FlushTarget) -> (usize, usize) {
         let intake = self.intake.lock();
         let mut not_taken = 0u64;
         for &(source, bound) in &target.bounds[1..] {
@@ -175,7 +175,7 @@ impl Shared {
             }
         }
         let held = self.ledger.lock().outstanding_before(&target.bounds);
-        held.saturating_add(usize::try_from(not_taken).unwrap_or(usize::MAX))
+        (held, usize::try_from(not_taken).unwrap_or(usize::MAX))
     }
 
     /// Encodes a payload and wraps it for the ledger, or explains why it cannot be sent.
@@ -557,21 +557,12 @@ impl LogSender {
         let deadline = crate::clock::deadline_in(timeout);
         let target = self.shared.flush_target();
         loop {
-            let outstanding = self.shared.outstanding(&target);
+            let (held, not_taken) = self.shared.outstanding(&target);
+            let outstanding = held.saturating_add(not_taken);
             if outstanding == 0 || Instant::now() >= deadline {
                 return outstanding;
             }
-            let all_taken = {
-                let intake = self.shared.intake.lock();
-                target.bounds[1..].iter().all(|&(source, bound)| {
-                    intake
-                        .queues
-                        .iter()
-                        .find(|q| q.source == source)
-                        .map_or(true, |q| q.taken >= bound)
-                })
-            };
-            self.shared.settle_step(all_taken, deadline);
+            self.shared.settle_step(not_taken == 0, deadline);
         }
     }
 

@@ -237,19 +237,19 @@ impl Shared {
                 self.ask_rotate(s);
                 return Pass::Blocked;
             }
-            let batch =
-                match self
-                    .ledger
-                    .lock()
-                    .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES)
-                {
-                    Batch::Items(batch) => batch,
-                    Batch::Empty => return Pass::Drained,
-                    Batch::GroupWritten => {
-                        self.ask_rotate(s);
-                        return Pass::Blocked;
-                    }
-                };
+            // Bound first: the ledger lock must not be held through the match.
+            let taken = self
+                .ledger
+                .lock()
+                .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES);
+            let batch = match taken {
+                Batch::Items(batch) => batch,
+                Batch::Empty => return Pass::Drained,
+                Batch::GroupWritten => {
+                    self.ask_rotate(s);
+                    return Pass::Blocked;
+                }
+            };
             if let Err(e) = self.write_batch(s, &batch) {
                 debug!("write on epoch {} failed: {e}", s.epoch);
                 s.broken = true;
@@ -273,7 +273,6 @@ impl Shared {
     /// message handed to the call counts as progress for the write watchdog, which
     /// times lack of progress, not the whole batch.
     fn write_batch(&self, slot: &mut Slot, batch: &[Item]) -> grpcio::Result<()> {
-        crate::hooks::pause(crate::hooks::Point::BeforeWrite);
         self.stream.progressed();
         let result = block_on(async {
             for (i, item) in batch.iter().enumerate() {

@@ -428,6 +428,14 @@ impl Supervisor {
         }
     }
 
+    /// Takes the current call, which has ended, out of service; returns its write half.
+    fn drop_current(&mut self) -> Option<Slot> {
+        let slot = self.swap_slot(None);
+        self.current = None;
+        self.shared.counters.set_state(ConnectionState::Connecting);
+        slot
+    }
+
     /// Takes the current call out of service and half-closes it.
     fn retire_current(&mut self) {
         let old_slot = self.swap_slot(None);
@@ -504,12 +512,7 @@ impl Supervisor {
                     // The collector takes data: the next trouble starts from scratch.
                     self.backoff.reset();
                 }
-                if self.current.as_ref().is_some_and(|c| !c.dedicated)
-                    && shared.ledger.lock().has_suspects()
-                {
-                    // The next suspect group gets an epoch of its own now.
-                    self.rotate();
-                }
+                self.rotate_for_suspects();
                 return;
             }
             Ok(()) => {
@@ -543,9 +546,7 @@ impl Supervisor {
                 Counters::add(&shared.counters.retried, n);
                 Counters::add(&shared.counters.resent_after_fault, n);
                 if was_current {
-                    self.swap_slot(None);
-                    self.current = None;
-                    shared.counters.set_state(ConnectionState::Connecting);
+                    self.drop_current();
                     self.retry_at = None;
                 } else if self.current.is_some() {
                     self.retire_current();
@@ -565,9 +566,7 @@ impl Supervisor {
         shared.counters.set_last_error(&err);
         Counters::add(&shared.counters.epochs_failed, 1);
         let old_slot = if was_current {
-            let slot = self.swap_slot(None);
-            self.current = None;
-            shared.counters.set_state(ConnectionState::Connecting);
+            let slot = self.drop_current();
             shared.handler(|h| h.on_disconnected(&err));
             slot
         } else {
@@ -616,10 +615,21 @@ impl Supervisor {
     /// next suspect group an epoch of its own (unless the current epoch already is one:
     /// it rotates itself once its group is written).
     fn go_on(&mut self) {
-        match &self.current {
-            None => self.retry_at = None,
-            Some(c) if !c.dedicated && self.shared.ledger.lock().has_suspects() => self.rotate(),
-            Some(_) => {}
+        if self.current.is_none() {
+            self.retry_at = None;
+        } else {
+            self.rotate_for_suspects();
+        }
+    }
+
+    /// Gives the next suspect group an epoch of its own now, by rotating the current
+    /// epoch, unless that one is dedicated already (it rotates itself once its group is
+    /// written).
+    fn rotate_for_suspects(&mut self) {
+        if self.current.as_ref().is_some_and(|c| !c.dedicated)
+            && self.shared.ledger.lock().has_suspects()
+        {
+            self.rotate();
         }
     }
 
