@@ -10,7 +10,6 @@
 //! held count and bytes cover all of them.
 
 use grpcio::GrpcSlice;
-use parking_lot::{Condvar, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::config::OverflowPolicy;
@@ -45,11 +44,12 @@ impl Item {
     }
 }
 
-/// What `admit` did with a payload.
-pub(crate) enum Admitted {
-    /// It is in the outbox. `evicted` were dropped to make room (`DropOldest`).
-    Queued { evicted: Vec<Item> },
-    /// It was not taken (and is not held); the caller reports it with this reason.
+/// Why [`Ledger::admit`] did not take a payload.
+pub(crate) enum Refused {
+    /// No room under the bounds and the policy says wait: the caller writes the outbox
+    /// out, waits for room (or for the stream to change) and offers the item again.
+    NoRoom(Item),
+    /// Not taken (and not held); the caller reports the payload with this reason.
     Dropped(DropReason),
 }
 
@@ -196,62 +196,47 @@ impl Ledger {
         self.closing
     }
 
-    /// Takes a new payload into the outbox, applying `policy` when the bounds are reached.
-    ///
-    /// Before waiting for room (`Block`, or `DropOldest` with nothing to evict), it runs
-    /// `write` with the lock released, so that a full buffer is written out whenever a
-    /// stream is up, and it does not wait if the stream changed meanwhile (see
-    /// [`Ledger::stream_changed`]). Once the sender is closing it admits
+    /// Takes a new payload into the outbox, applying `policy` when the bounds are reached:
+    /// `DropNewest` refuses it, `DropOldest` evicts from the front of the outbox into
+    /// `evicted` (the caller reports them), and `Block` (or `DropOldest` with nothing to
+    /// evict) answers [`Refused::NoRoom`]. Once the sender is closing it admits
     /// unconditionally, so that nothing in a worker's hands is lost: `close` hands it back.
     pub(crate) fn admit(
-        guard: &mut MutexGuard<'_, Ledger>,
-        cv: &Condvar,
+        &mut self,
         item: Item,
         policy: OverflowPolicy,
-        write: &dyn Fn(),
-    ) -> Admitted {
-        let mut evicted = Vec::new();
-        let block_deadline = match policy {
-            OverflowPolicy::Block {
-                timeout: Some(timeout),
-            } => Some(crate::clock::deadline_in(timeout)),
-            _ => None,
-        };
-        while !guard.has_room(item.len()) && !guard.closing {
+        evicted: &mut Vec<Item>,
+    ) -> Result<(), Refused> {
+        while !self.has_room(item.len()) && !self.closing {
             match policy {
-                OverflowPolicy::DropNewest => return Admitted::Dropped(DropReason::Newest),
-                OverflowPolicy::DropOldest if !guard.outbox.is_empty() => {
-                    if let Some(old) = guard.outbox.pop_front() {
-                        guard.release([&old]);
+                OverflowPolicy::DropNewest => return Err(Refused::Dropped(DropReason::Newest)),
+                OverflowPolicy::DropOldest if !self.outbox.is_empty() => {
+                    if let Some(old) = self.outbox.pop_front() {
+                        self.release([&old]);
                         evicted.push(old);
                     }
                 }
-                _ => {
-                    let generation = guard.generation;
-                    MutexGuard::unlocked(guard, write);
-                    if guard.generation != generation || guard.has_room(item.len()) || guard.closing
-                    {
-                        continue;
-                    }
-                    crate::hooks::pause(crate::hooks::Point::BeforeRoomWait);
-                    match block_deadline {
-                        Some(deadline) => {
-                            let timed_out = cv.wait_until(guard, deadline).timed_out();
-                            if timed_out && !guard.closing && !guard.has_room(item.len()) {
-                                return Admitted::Dropped(DropReason::BlockTimeout);
-                            }
-                        }
-                        None => cv.wait(guard),
-                    }
-                }
+                _ => return Err(Refused::NoRoom(item)),
             }
         }
-        guard.hold(&item);
-        guard.outbox.push_back(item);
-        Admitted::Queued { evicted }
+        self.hold(&item);
+        self.outbox.push_back(item);
+        Ok(())
     }
 
-    /// A new stream was installed: waiters in `admit` write before waiting again.
+    /// Whether a payload of `bytes` would fit now (or the sender is closing, when
+    /// everything is taken).
+    pub(crate) fn room_for(&self, bytes: usize) -> bool {
+        self.closing || self.has_room(bytes)
+    }
+
+    /// Counts stream installations: a waiter for room that sees it change writes before
+    /// it waits again.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A new stream was installed: waiters for room write before waiting again.
     pub(crate) fn stream_changed(&mut self) {
         self.generation += 1;
     }
@@ -584,8 +569,6 @@ fn mark_written(mut items: Vec<Item>) -> Vec<Item> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parking_lot::Mutex;
-    use std::time::Instant;
 
     fn item(seq: u64, len: usize) -> Item {
         Item {
@@ -600,65 +583,64 @@ mod tests {
         }
     }
 
-    fn admit(l: &Mutex<Ledger>, it: Item, policy: OverflowPolicy) -> Admitted {
-        let cv = Condvar::new();
-        Ledger::admit(&mut l.lock(), &cv, it, policy, &|| {})
+    /// Admits, or says why not; returns what was evicted.
+    fn admit(l: &mut Ledger, it: Item, policy: OverflowPolicy) -> Result<Vec<Item>, Refused> {
+        let mut evicted = Vec::new();
+        l.admit(it, policy, &mut evicted).map(|()| evicted)
     }
 
     /// A ledger (room for 100) holding payloads 0..n of 5 bytes in its outbox.
     fn holding(n: u64) -> Ledger {
-        let m = Mutex::new(Ledger::new(100, 1 << 20));
+        let mut l = Ledger::new(100, 1 << 20);
         for s in 0..n {
-            admit(&m, item(s, 5), OverflowPolicy::DropNewest);
+            assert!(admit(&mut l, item(s, 5), OverflowPolicy::DropNewest).is_ok());
         }
-        m.into_inner()
+        l
     }
 
     #[test]
     fn drop_newest_and_oldest_keep_the_bound() {
-        let l = Mutex::new(Ledger::new(2, 1 << 20));
+        let mut l = Ledger::new(2, 1 << 20);
         for s in 0..2 {
-            assert!(matches!(
-                admit(&l, item(s, 10), OverflowPolicy::DropNewest),
-                Admitted::Queued { .. }
-            ));
+            assert!(admit(&mut l, item(s, 10), OverflowPolicy::DropNewest).is_ok());
         }
-        match admit(&l, item(2, 10), OverflowPolicy::DropNewest) {
-            Admitted::Dropped(DropReason::Newest) => {}
-            _ => panic!("expected a drop"),
-        }
-        match admit(&l, item(3, 10), OverflowPolicy::DropOldest) {
-            Admitted::Queued { evicted } => {
+        assert!(matches!(
+            admit(&mut l, item(2, 10), OverflowPolicy::DropNewest),
+            Err(Refused::Dropped(DropReason::Newest))
+        ));
+        match admit(&mut l, item(3, 10), OverflowPolicy::DropOldest) {
+            Ok(evicted) => {
                 assert_eq!(evicted.iter().map(|i| i.seq).collect::<Vec<_>>(), vec![0])
             }
             _ => panic!("expected an eviction"),
         }
-        assert_eq!(l.lock().held(), (2, 20));
-        assert_eq!(l.lock().outstanding_before(&[(1, 10)]), 2);
+        assert_eq!(l.held(), (2, 20));
+        assert_eq!(l.outstanding_before(&[(1, 10)]), 2);
     }
 
     #[test]
-    fn block_with_timeout_drops_after_waiting() {
-        let l = Mutex::new(Ledger::new(1, 1 << 20));
-        admit(&l, item(0, 1), OverflowPolicy::DropNewest);
-        let policy = OverflowPolicy::Block {
-            timeout: Some(std::time::Duration::from_millis(20)),
-        };
-        let t = Instant::now();
-        assert!(matches!(
-            admit(&l, item(1, 1), policy),
-            Admitted::Dropped(DropReason::BlockTimeout)
-        ));
-        assert!(t.elapsed() >= std::time::Duration::from_millis(20));
-        // A huge timeout does not overflow; closing admits at once.
-        l.lock().start_closing();
+    fn block_answers_no_room_until_closing() {
+        let mut l = Ledger::new(1, 1 << 20);
+        assert!(admit(&mut l, item(0, 1), OverflowPolicy::DropNewest).is_ok());
         let policy = OverflowPolicy::Block {
             timeout: Some(std::time::Duration::MAX),
         };
+        match admit(&mut l, item(1, 1), policy) {
+            Err(Refused::NoRoom(back)) => assert_eq!(back.seq, 1),
+            _ => panic!("expected no room"),
+        }
+        // DropOldest with nothing to evict (the held payload is being written) waits too.
+        let Batch::Items(_in_hands) = l.take_batch(None, 1, usize::MAX) else {
+            panic!("expected items")
+        };
         assert!(matches!(
-            admit(&l, item(2, 1), policy),
-            Admitted::Queued { .. }
+            admit(&mut l, item(2, 1), OverflowPolicy::DropOldest),
+            Err(Refused::NoRoom(_))
         ));
+        // Closing admits at once.
+        l.start_closing();
+        assert!(l.room_for(1));
+        assert!(admit(&mut l, item(3, 1), policy).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! It owns the `grpcio::Environment` (one per sender, reused across rebuilds), the
 //! channel, and the *response* half of every open call, which is where a call is
 //! cancelled from (that is what releases a write blocked by a stalled collector).
-//! Each call's final status arrives as an [`Event::CallEnded`] from a small future on
+//! Each call's final status arrives as a [`Report::CallEnded`] from a small future on
 //! grpcio's completion-queue thread, together with whether our half-close had
 //! completed before it; the supervisor commits, re-queues, puts on trial or
 //! dead-letters that epoch's payloads accordingly.
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{select, Receiver};
 use futures_executor::block_on;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use grpcio::{
@@ -38,34 +38,14 @@ use grpcio::{
 use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
+use crate::call::{Slot, SUBMIT_STREAM};
 use crate::clock::after;
+use crate::command::{Command, Report};
 use crate::config::{Compression, DeliveryMode, Transport};
 use crate::error::{classify, Error, Retry};
 use crate::ledger::Verdict;
-use crate::sender::Shared;
+use crate::shared::Shared;
 use crate::stats::{ConnectionState, Counters};
-use crate::stream::{Slot, SUBMIT_STREAM};
-
-/// What the supervisor is told.
-pub(crate) enum Event {
-    /// A call's response side ended: `Ok` is status `OK`, `Err` carries the status.
-    /// `after_half_close`: logsender had half-closed the call when its status arrived
-    /// (read by the call's own watcher, not inferred from event order).
-    CallEnded {
-        id: u64,
-        result: grpcio::Result<()>,
-        after_half_close: bool,
-    },
-    /// The epoch reached `commit_every` payloads.
-    Rotate { epoch: u64 },
-    /// A write on this epoch failed; the call is unusable.
-    WriteFailed { epoch: u64 },
-    /// Commit the current epoch now if it carries anything (`flush`, `close`).
-    Commit,
-    /// Finish: half-close the current call, wait for open epochs until the close
-    /// deadline, cancel what is left.
-    Shutdown,
-}
 
 type Receiving = Arc<Mutex<ClientDuplexReceiver<Vec<u8>>>>;
 
@@ -97,8 +77,8 @@ struct Trial {
 
 pub(crate) struct Supervisor {
     shared: Arc<Shared>,
-    events: Receiver<Event>,
-    events_tx: Sender<Event>,
+    commands: Receiver<Command>,
+    reports: Receiver<Report>,
     env: Arc<Environment>,
     client: Option<Client>,
     current: Option<Call>,
@@ -126,8 +106,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 impl Supervisor {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        events: Receiver<Event>,
-        events_tx: Sender<Event>,
+        commands: Receiver<Command>,
+        reports: Receiver<Report>,
         env: Arc<Environment>,
     ) -> Self {
         let c = &shared.config;
@@ -140,8 +120,8 @@ impl Supervisor {
             .build();
         Supervisor {
             shared,
-            events,
-            events_tx,
+            commands,
+            reports,
             env,
             client: None,
             current: None,
@@ -183,35 +163,46 @@ impl Supervisor {
                 break;
             }
             let wait = self.next_wakeup(Instant::now());
-            match self.events.recv_timeout(wait) {
-                Ok(event) => self.handle(event),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
+            select! {
+                recv(self.reports) -> report => match report {
+                    Ok(report) => self.on_report(report),
+                    Err(_) => self.shutting_down = true,
+                },
+                recv(self.commands) -> command => match command {
+                    Ok(command) => self.on_command(command),
+                    Err(_) => self.shutting_down = true,
+                },
+                default(wait) => {}
             }
         }
         self.teardown();
     }
 
-    fn handle(&mut self, event: Event) {
-        match event {
-            Event::CallEnded {
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::CallEnded {
                 id,
                 result,
                 after_half_close,
             } => self.call_ended(id, result, after_half_close),
-            Event::Rotate { epoch } => {
-                crate::hooks::pause(crate::hooks::Point::BeforeRotate);
-                if self.current.as_ref().is_some_and(|c| c.id == epoch) {
-                    self.rotate();
-                }
-            }
-            Event::WriteFailed { epoch } => {
+            Report::WriteFailed { epoch } => {
                 // Make sure the call ends, so its status arrives and the epoch settles.
                 if let Some(c) = self.current.as_ref().filter(|c| c.id == epoch) {
                     c.recv.lock().cancel();
                 }
             }
-            Event::Commit => {
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Rotate { epoch } => {
+                crate::hooks::pause(crate::hooks::Point::BeforeRotate);
+                if self.current.as_ref().is_some_and(|c| c.id == epoch) {
+                    self.rotate();
+                }
+            }
+            Command::Commit => {
                 let carries = self
                     .current
                     .as_ref()
@@ -220,7 +211,7 @@ impl Supervisor {
                     self.rotate();
                 }
             }
-            Event::Shutdown => {
+            Command::Shutdown => {
                 self.shutting_down = true;
                 self.retire_current();
             }
@@ -336,7 +327,7 @@ impl Supervisor {
     }
 
     /// Opens a call on the channel with a watcher on its response side that reports
-    /// [`Event::CallEnded`]. Returns the write half, the response half and the
+    /// [`Report::CallEnded`]. Returns the write half, the response half and the
     /// half-close flag.
     fn start_call(
         &mut self,
@@ -356,7 +347,7 @@ impl Supervisor {
         let half_closed = Arc::new(AtomicBool::new(false));
         let watched = recv.clone();
         let flag = half_closed.clone();
-        let events = self.events_tx.clone();
+        let reports = self.shared.reports.clone();
         client.spawn(async move {
             let result = loop {
                 match poll_fn(|cx| watched.lock().poll_next_unpin(cx)).await {
@@ -373,7 +364,7 @@ impl Supervisor {
             // Read here, on the completion-queue thread, in the order grpc reported the
             // half-close and the status: not in the order the supervisor dequeues events.
             let after_half_close = flag.load(Ordering::Acquire);
-            let _ = events.send(Event::CallEnded {
+            let _ = reports.send(Report::CallEnded {
                 id,
                 result,
                 after_half_close,
@@ -451,7 +442,7 @@ impl Supervisor {
         let deadline =
             self.bounded_by_close(after(Instant::now(), self.shared.config.commit_timeout));
         match (slot, &self.client) {
-            (Some(slot), Some(client)) if !slot.is_broken() => {
+            (Some(slot), Some(client)) if !slot.broken => {
                 spawn_half_close(client, slot.sink, call.id, call.half_closed.clone());
             }
             _ => call.recv.lock().cancel(),
@@ -506,7 +497,7 @@ impl Supervisor {
                     Counters::add(&shared.counters.epochs_committed, 1);
                     n
                 };
-                shared.ledger_cv.notify_all();
+                shared.ledger_changed.notify_all();
                 debug!("epoch {id} committed: {n} payloads");
                 if n > 0 {
                     // The collector takes data: the next trouble starts from scratch.
@@ -574,7 +565,7 @@ impl Supervisor {
         };
         // At-most-once: a stream that carried payloads was working; the next outage
         // starts from the initial backoff again.
-        if old_slot.as_ref().is_some_and(|s| s.written() > 0)
+        if old_slot.as_ref().is_some_and(|s| s.written > 0)
             && shared.config.delivery == DeliveryMode::AtMostOnce
         {
             self.backoff.reset();

@@ -9,7 +9,7 @@ use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::{Message, MessageField};
 
 use crate::model::{LogEntry, LogMeta, LogPayload, Meta};
-use crate::Error;
+use crate::error::Error;
 
 /// Generated rust-protobuf types for `proto/*.proto`. You rarely need these.
 ///

@@ -1,0 +1,188 @@
+//! [`Shared`]: the state the handle, the workers, the background writer and the
+//! supervisor share, and the few operations every one of them needs (wake the writer,
+//! call the user's handler, report a payload that leaves without delivery).
+//!
+//! Locks, in the order they may be nested (never the other way round):
+//! `queues` → `ledger`, and `stream.slot` → `ledger`. `queues` and `stream.slot` are
+//! never held together. No user callback runs while any of them is held.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use log::{error, warn};
+use parking_lot::{Condvar, Mutex};
+
+use crate::call::Stream;
+use crate::command::{Command, Report};
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
+use crate::ledger::{Item, Ledger};
+use crate::model::LogPayload;
+use crate::queues::Queues;
+use crate::stats::Counters;
+use crate::wire;
+
+/// State shared by every logsender thread of one sender.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    /// Every payload held, from intake to its final state.
+    pub(crate) ledger: Mutex<Ledger>,
+    /// Signalled whenever the ledger frees room, settles payloads, or starts closing.
+    pub(crate) ledger_changed: Condvar,
+    /// The current call's write half, behind the stream lock.
+    pub(crate) stream: Stream,
+    /// The worker queues and how far each was read.
+    pub(crate) queues: Mutex<Queues>,
+    /// To the supervisor: what to do.
+    pub(crate) commands: Sender<Command>,
+    /// To the supervisor: what happened to a call.
+    pub(crate) reports: Sender<Report>,
+    /// One token wakes the background writer.
+    wake: Sender<()>,
+    /// A cheap copy of the ledger's closing flag, for loops that poll it.
+    closing: AtomicBool,
+    close_deadline: OnceLock<Instant>,
+    /// Global intake order of the next payload.
+    next_seq: AtomicU64,
+    /// `Origin::ord` of the next `send_logs` payload (source 0).
+    next_direct: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        commands: Sender<Command>,
+        reports: Sender<Report>,
+        wake: Sender<()>,
+    ) -> Self {
+        Shared {
+            counters: Counters::default(),
+            ledger: Mutex::new(Ledger::new(
+                config.max_buffered_payloads,
+                config.max_buffered_bytes,
+            )),
+            ledger_changed: Condvar::new(),
+            stream: Stream::new(),
+            queues: Mutex::new(Queues::default()),
+            commands,
+            reports,
+            wake,
+            closing: AtomicBool::new(false),
+            close_deadline: OnceLock::new(),
+            next_seq: AtomicU64::new(0),
+            next_direct: AtomicU64::new(0),
+            config,
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// The close deadline, once `close` began.
+    pub(crate) fn close_deadline(&self) -> Option<Instant> {
+        self.close_deadline.get().copied()
+    }
+
+    /// Starts closing: sets the deadline and the ledger's closing flag (under the
+    /// ledger lock, so that a worker between its "closing?" check and its wait for room
+    /// cannot miss the notification), then wakes every waiter.
+    pub(crate) fn start_closing(&self, deadline: Instant) {
+        let _ = self.close_deadline.set(deadline);
+        {
+            let mut ledger = self.ledger.lock();
+            ledger.start_closing();
+            self.closing.store(true, Ordering::Release);
+        }
+        self.ledger_changed.notify_all();
+    }
+
+    /// Numbers a payload in global intake order.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Numbers a `send_logs` payload within source 0.
+    pub(crate) fn next_direct(&self) -> u64 {
+        self.next_direct.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// How many payloads `send_logs` numbered so far.
+    pub(crate) fn direct_count(&self) -> u64 {
+        self.next_direct.load(Ordering::Acquire)
+    }
+
+    /// Wakes the background writer to write the outbox, and workers waiting for room
+    /// to write before they wait again.
+    pub(crate) fn wake_writer(&self) {
+        self.ledger.lock().stream_changed();
+        self.ledger_changed.notify_all();
+        let _ = self.wake.try_send(());
+    }
+
+    /// Calls the user's handler, if any, never with a lock held. A panic in the handler
+    /// is caught and logged: it must not kill a logsender thread.
+    pub(crate) fn handler(&self, f: impl FnOnce(&dyn EventHandler)) {
+        if let Some(h) = &self.config.handler {
+            let h: &dyn EventHandler = h.as_ref();
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(h))) {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".into());
+                Counters::add(&self.counters.handler_panics, 1);
+                error!("the EventHandler panicked ({what}); logsender goes on");
+            }
+        }
+    }
+
+    /// Counts and reports a dropped payload (`None` if it could not be decoded back).
+    pub(crate) fn dropped(&self, payload: Option<LogPayload>, reason: DropReason) {
+        let counter = match reason {
+            DropReason::Newest => Some(&self.counters.dropped_newest),
+            DropReason::Oldest => Some(&self.counters.dropped_oldest),
+            DropReason::BlockTimeout => Some(&self.counters.dropped_block_timeout),
+            // Logged in bulk by `Drop`; nobody can read the counters any more.
+            DropReason::SenderDropped => None,
+        };
+        if let Some(p) = payload {
+            self.handler(|h| h.on_dropped(DroppedEvent::new(p, reason)));
+        }
+        if let Some(counter) = counter {
+            Counters::add(counter, 1);
+            warn!("dropped a payload: buffer full ({reason:?})");
+        }
+    }
+
+    /// Hands payloads rejected for good (still held) to the dead-letter handler, each
+    /// with the collector's status, then counts them and lets them go: a `flush` that
+    /// sees them settled knows the handler has seen them.
+    pub(crate) fn dead_letter(&self, items: Vec<Item>, status: &grpcio::RpcStatus) {
+        for item in &items {
+            if let Some(p) = decode_item(item) {
+                let err = Error::Rpc(grpcio::Error::RpcFailure(status.clone()));
+                self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(p, err)));
+            }
+        }
+        Counters::add(&self.counters.dead_lettered, items.len() as u64);
+        self.ledger.lock().forget_rejected(&items);
+        self.ledger_changed.notify_all();
+    }
+}
+
+/// Decodes a held payload back (to hand it to the user).
+pub(crate) fn decode_item(item: &Item) -> Option<LogPayload> {
+    match wire::decode(item.bytes.as_slice()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            error!("cannot decode a held payload (this is a bug): {e}");
+            None
+        }
+    }
+}
