@@ -7,9 +7,12 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grpcio::{ClientDuplexSender, GrpcSlice, Marshaller, MessageReader, Method, MethodType};
+use grpcio::{
+    Client, ClientDuplexSender, GrpcSlice, Marshaller, MessageReader, Method, MethodType,
+};
 use parking_lot::Mutex;
 
 /// gRPC method path of the GoSight log stream.
@@ -58,7 +61,11 @@ fn de_bytes(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
 
 /// The write half of the current call.
 pub(crate) struct Slot {
-    pub(crate) sink: ClientDuplexSender<GrpcSlice>,
+    /// `None` only while a batch is being written on the completion-queue thread (or
+    /// if that thread went away with it: the call is over then).
+    pub(crate) sink: Option<ClientDuplexSender<GrpcSlice>>,
+    /// Runs futures on the channel's completion-queue thread.
+    pub(crate) client: Client,
     /// The call's id, which is also its epoch's.
     pub(crate) epoch: u64,
     /// The epoch carries one suspect group and nothing else (see the ledger).
@@ -72,9 +79,15 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
-    pub(crate) fn new(sink: ClientDuplexSender<GrpcSlice>, epoch: u64, dedicated: bool) -> Self {
+    pub(crate) fn new(
+        sink: ClientDuplexSender<GrpcSlice>,
+        client: Client,
+        epoch: u64,
+        dedicated: bool,
+    ) -> Self {
         Slot {
-            sink,
+            sink: Some(sink),
+            client,
             epoch,
             dedicated,
             written: 0,
@@ -87,39 +100,49 @@ impl Slot {
 /// The slot behind the stream lock, and the clock the write watchdog reads.
 pub(crate) struct Stream {
     pub(crate) slot: Mutex<Option<Slot>>,
-    /// Nanoseconds since `base` of the last progress of the write in progress (its start,
-    /// or the last message it handed to the call), plus one; 0 when no write is going on.
-    progress: AtomicU64,
-    base: Instant,
+    pub(crate) progress: Progress,
 }
 
 impl Stream {
     pub(crate) fn new() -> Self {
         Stream {
             slot: Mutex::new(None),
-            progress: AtomicU64::new(0),
-            base: Instant::now(),
+            progress: Progress {
+                at: Arc::new(AtomicU64::new(0)),
+                base: Instant::now(),
+            },
         }
     }
+}
 
+/// When the write in progress last made progress (its start, or the last message it
+/// handed to the call). Cloned into the future that writes a batch.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    /// Nanoseconds since `base`, plus one; 0 when no write is going on.
+    at: Arc<AtomicU64>,
+    base: Instant,
+}
+
+impl Progress {
     /// When the write in progress last made progress, if a write is going on.
-    pub(crate) fn last_progress(&self) -> Option<Instant> {
-        match self.progress.load(Ordering::Acquire) {
+    pub(crate) fn last(&self) -> Option<Instant> {
+        match self.at.load(Ordering::Acquire) {
             0 => None,
             n => Some(crate::clock::after(self.base, Duration::from_nanos(n - 1))),
         }
     }
 
     /// Records progress now (a write began, or one of its messages went out).
-    pub(crate) fn progressed(&self) {
+    pub(crate) fn mark(&self) {
         let n = u64::try_from(self.base.elapsed().as_nanos())
             .unwrap_or(u64::MAX - 1)
             .saturating_add(1);
-        self.progress.store(n, Ordering::Release);
+        self.at.store(n, Ordering::Release);
     }
 
     /// The write in progress is over.
-    pub(crate) fn end_write(&self) {
-        self.progress.store(0, Ordering::Release);
+    pub(crate) fn end(&self) {
+        self.at.store(0, Ordering::Release);
     }
 }

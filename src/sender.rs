@@ -301,7 +301,7 @@ impl LogSender {
             held as u64,
             bytes as u64,
         );
-        stats.write_stalled = self.shared.stream.last_progress().map(|t| t.elapsed());
+        stats.write_stalled = self.shared.stream.progress.last().map(|t| t.elapsed());
         stats
     }
 

@@ -376,13 +376,16 @@ impl Supervisor {
     /// Opens the next epoch's call and starts watching its response side.
     fn open_call(&mut self) -> grpcio::Result<(Slot, Call)> {
         let (id, sink, recv, half_closed) = self.start_call()?;
+        let Some(client) = self.client.clone() else {
+            return Err(grpcio::Error::RemoteStopped);
+        };
         let dedicated = self.shared.config.delivery == DeliveryMode::AtLeastOnce
             && self.shared.ledger.lock().open_epoch(id);
         if dedicated {
             debug!("epoch {id} carries a suspect group alone");
         }
         Ok((
-            Slot::new(sink, id, dedicated),
+            Slot::new(sink, client, id, dedicated),
             Call {
                 id,
                 recv,
@@ -442,8 +445,15 @@ impl Supervisor {
         let deadline =
             self.bounded_by_close(after(Instant::now(), self.shared.config.commit_timeout));
         match (slot, &self.client) {
-            (Some(slot), Some(client)) if !slot.broken => {
-                spawn_half_close(client, slot.sink, call.id, call.half_closed.clone());
+            (
+                Some(Slot {
+                    sink: Some(sink),
+                    broken: false,
+                    ..
+                }),
+                Some(client),
+            ) => {
+                spawn_half_close(client, sink, call.id, call.half_closed.clone());
             }
             _ => call.recv.lock().cancel(),
         }
@@ -797,7 +807,7 @@ impl Supervisor {
         );
         timers.extend(self.shared.close_deadline());
         timers.extend(self.suspects_due);
-        if let Some(started) = self.shared.stream.last_progress() {
+        if let Some(started) = self.shared.stream.progress.last() {
             timers.push(self.bounded_by_close(after(started, self.shared.config.write_timeout)));
         }
         if let Some(c) = &self.current {
@@ -833,7 +843,7 @@ impl Supervisor {
     /// released by cancelling the call it is on: always the current one, since the old
     /// call stays current until its slot has been swapped out.
     fn check_write_watchdog(&self, now: Instant) {
-        if let (Some(progress), Some(call)) = (self.shared.stream.last_progress(), &self.current) {
+        if let (Some(progress), Some(call)) = (self.shared.stream.progress.last(), &self.current) {
             let limit = self.bounded_by_close(after(progress, self.shared.config.write_timeout));
             if now >= limit {
                 warn!(

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::{Message, MessageField};
 
-use crate::model::{LogEntry, LogMeta, LogPayload, Meta};
 use crate::error::Error;
+use crate::model::{LogEntry, LogMeta, LogPayload, Meta};
 
 /// Generated rust-protobuf types for `proto/*.proto`. You rarely need these.
 ///

@@ -3,10 +3,11 @@
 //! batches, so encoders never wait on the wire; the background writer does it when no
 //! user thread should (after a reconnect, a failed epoch, for `flush` and `close`).
 
-use futures_executor::block_on;
-use futures_util::SinkExt;
-use grpcio::WriteFlags;
-use log::{debug, warn};
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, SinkExt};
+use grpcio::{GrpcSlice, WriteFlags};
+use log::{debug, error, warn};
 use parking_lot::MutexGuard;
 
 use crossbeam_channel::{select, Receiver};
@@ -159,23 +160,51 @@ fn write_outbox(shared: &Shared, slot: &mut MutexGuard<'_, Option<Slot>>) -> Pas
     }
 }
 
-/// One batch: every payload but the last with the buffer hint, then a flush. Each
-/// message handed to the call counts as progress for the write watchdog, which times
-/// lack of progress, not the whole batch.
+/// One batch: every payload but the last with the buffer hint, then a flush.
+///
+/// The batch is written by a future on the channel's completion-queue thread, which is
+/// where grpc reports each message's completion: the next message goes out from there
+/// at once, and this thread waits once per batch, not once per message. Each message
+/// handed to the call counts as progress for the write watchdog, which times lack of
+/// progress, not the whole batch; when it cancels the call, the pending send fails and
+/// the future returns.
 fn write_batch(shared: &Shared, slot: &mut Slot, batch: &[Item]) -> grpcio::Result<()> {
-    let stream = &shared.stream;
-    stream.progressed();
-    let result = block_on(async {
-        for (i, item) in batch.iter().enumerate() {
-            let last = i + 1 == batch.len();
-            let flags = WriteFlags::default().buffer_hint(!last);
-            slot.sink.feed((item.bytes.clone(), flags)).await?;
-            stream.progressed();
-        }
-        slot.sink.flush().await
+    let Some(mut sink) = slot.sink.take() else {
+        return Err(grpcio::Error::RemoteStopped);
+    };
+    let messages: Vec<GrpcSlice> = batch.iter().map(|i| i.bytes.clone()).collect();
+    let progress = shared.stream.progress.clone();
+    progress.mark();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    slot.client.spawn(async move {
+        let write = async {
+            let last = messages.len();
+            for (i, message) in messages.into_iter().enumerate() {
+                let flags = WriteFlags::default().buffer_hint(i + 1 < last);
+                sink.feed((message, flags)).await?;
+                progress.mark();
+            }
+            sink.flush().await
+        };
+        let result = match AssertUnwindSafe(write).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => {
+                error!("grpcio panicked while writing; the call is abandoned");
+                Err(grpcio::Error::RemoteStopped)
+            }
+        };
+        let _ = done_tx.send((sink, result));
     });
-    stream.end_write();
-    result
+    let outcome = done_rx.recv();
+    shared.stream.progress.end();
+    match outcome {
+        Ok((sink, result)) => {
+            slot.sink = Some(sink);
+            result
+        }
+        // The completion-queue thread dropped the future (it is shutting down).
+        Err(_) => Err(grpcio::Error::RemoteStopped),
+    }
 }
 
 fn record_written(shared: &Shared, slot: &mut Slot, batch: Vec<Item>) {
