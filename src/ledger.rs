@@ -373,20 +373,19 @@ impl Ledger {
         self.release(items)
     }
 
-    /// Epoch `id` ended `OK` after its half-close: its payloads are delivered. Returns how
-    /// many.
-    pub(crate) fn commit(&mut self, id: u64) -> usize {
+    /// Epoch `id` ended `OK` after its half-close: its payloads are delivered. Returns
+    /// them, so that the caller frees their buffers after it lets go of the lock.
+    pub(crate) fn commit(&mut self, id: u64) -> Vec<Item> {
         match self.epochs.remove(&id) {
             Some(e) => {
                 // A dedicated group not entirely written is not delivered yet.
                 self.put_back(e.unwritten.into(), e.dedicated);
-                let n = self.release(&e.written);
-                if n > 0 {
+                if self.release(&e.written) > 0 {
                     self.data_commits += 1;
                 }
-                n
+                e.written
             }
-            None => 0,
+            None => Vec::new(),
         }
     }
 
@@ -668,7 +667,7 @@ mod tests {
             panic!("expected items")
         };
         assert!(l.written(2, b));
-        assert_eq!(l.commit(2), 4);
+        assert_eq!(l.commit(2).len(), 4);
         assert_eq!(l.held(), (0, 0));
         assert_eq!(l.outstanding_before(&[(1, u64::MAX)]), 0);
     }
@@ -699,7 +698,7 @@ mod tests {
                     l.forget_rejected(&items);
                 }
             } else {
-                committed += l.commit(id);
+                committed += l.commit(id).len();
             }
         }
         assert_eq!(rejected, vec![poison]);

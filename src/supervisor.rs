@@ -100,6 +100,9 @@ pub(crate) struct Supervisor {
 /// stalled write.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How many bytes of hinted writes the HTTP/2 transport buffers per stream.
+const HTTP2_WRITE_BUFFER: i32 = 1 << 20;
+
 /// How long a probe (an empty call) may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -269,6 +272,9 @@ impl Supervisor {
             .max_receive_message_len(max)
             // Our own connection, so rebuilding the channel really redials.
             .use_local_subchannel_pool(true)
+            // A batch is written with buffer hints: let the transport take a whole batch
+            // before a send waits for the socket (grpc's default is 64 KiB).
+            .http2_write_buffer_size(HTTP2_WRITE_BUFFER)
             .initial_reconnect_backoff(c.backoff_initial)
             .max_reconnect_backoff(c.backoff_max);
         if c.compression == Compression::Gzip && !self.gzip_refused {
@@ -500,14 +506,17 @@ impl Supervisor {
         let err = match result {
             Ok(()) if after_half_close => {
                 // Count before anyone waiting on the ledger can see the payloads go.
-                let n = {
+                let delivered = {
                     let mut ledger = shared.ledger.lock();
-                    let n = ledger.commit(id);
-                    Counters::add(&shared.counters.acknowledged, n as u64);
+                    let delivered = ledger.commit(id);
+                    Counters::add(&shared.counters.acknowledged, delivered.len() as u64);
                     Counters::add(&shared.counters.epochs_committed, 1);
-                    n
+                    delivered
                 };
                 shared.ledger_changed.notify_all();
+                let n = delivered.len();
+                // Their buffers are freed here, with no lock held.
+                drop(delivered);
                 debug!("epoch {id} committed: {n} payloads");
                 if n > 0 {
                     // The collector takes data: the next trouble starts from scratch.
