@@ -1,0 +1,55 @@
+//! Process measurements: CPU clocks, RSS (`/proc/self/status`), loopback bytes
+//! (`/proc/net/dev`).
+
+/// CPU seconds (user + system) of this whole process so far, all threads, nanosecond
+/// resolution (`CLOCK_PROCESS_CPUTIME_ID`).
+pub fn cpu_secs() -> f64 {
+    clock_secs(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU seconds of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_secs() -> f64 {
+    clock_secs(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn clock_secs(clock: libc::clockid_t) -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock ids are the kernel's own.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// A `/proc/self/status` value in kB (`VmHWM` = peak RSS, `VmRSS` = current RSS).
+pub fn proc_status_kb(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes sent on the loopback interface so far (`lo` in /proc/net/dev, headers
+/// included): during a cell, what crossed the wire between client and sink (both
+/// directions; the sink's side is a few bytes per call), plus whatever else the machine
+/// sent on loopback. grpc core writes with `sendmsg`, which /proc/self/io does not count.
+pub fn loopback_bytes() -> u64 {
+    std::fs::read_to_string("/proc/net/dev")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                if name.trim() != "lo" {
+                    return None;
+                }
+                // receive: bytes packets errs drop fifo frame compressed multicast,
+                // then transmit: bytes ...
+                rest.split_whitespace().nth(8)?.parse().ok()
+            })
+        })
+        .unwrap_or(0)
+}
