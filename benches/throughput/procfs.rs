@@ -1,5 +1,5 @@
-//! Process measurements: CPU clocks, RSS (`/proc/self/status`), loopback bytes
-//! (`/proc/net/dev`).
+//! Process measurements: CPU clocks, RSS (`/proc/self/status`), bytes on the wire
+//! (`TCP_INFO` of this process's sockets, and `lo` in `/proc/net/dev`).
 
 /// CPU seconds (user + system) of this whole process so far, all threads, nanosecond
 /// resolution (`CLOCK_PROCESS_CPUTIME_ID`).
@@ -33,10 +33,43 @@ pub fn proc_status_kb(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// TCP payload bytes sent plus received so far on this process's open TCP sockets (the
+/// `TCP_INFO` of every socket in /proc/self/fd): this client's own traffic, HTTP/2
+/// framing included, IP/TCP headers not. Sockets already closed are not counted.
+pub fn tcp_bytes() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let target = std::fs::read_link(entry.path()).ok()?;
+        if !target.to_string_lossy().starts_with("socket:") {
+            return None;
+        }
+        let fd: libc::c_int = entry.file_name().to_str()?.parse().ok()?;
+        // SAFETY: tcp_info is plain integers: all-zero is a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `info`; on a socket that is
+        // not TCP (or a descriptor closed meanwhile) it fails and writes nothing.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| info.tcpi_bytes_sent + info.tcpi_bytes_received)
+    })
+    .sum()
+}
+
 /// Bytes sent on the loopback interface so far (`lo` in /proc/net/dev, headers
-/// included): during a cell, what crossed the wire between client and sink (both
-/// directions; the sink's side is a few bytes per call), plus whatever else the machine
-/// sent on loopback. grpc core writes with `sendmsg`, which /proc/self/io does not count.
+/// included): during a cell, both directions between client and sink plus whatever else
+/// the machine sent on loopback (another process's tests, say). grpc core writes with
+/// `sendmsg`, which /proc/self/io does not count.
 pub fn loopback_bytes() -> u64 {
     std::fs::read_to_string("/proc/net/dev")
         .ok()

@@ -18,7 +18,7 @@ use logsender::{wire, LogSender};
 use crate::matrix::{Client, Size};
 use crate::payloads::templates;
 use crate::print_result;
-use crate::procfs::{loopback_bytes, proc_status_kb};
+use crate::procfs::{cpu_secs, loopback_bytes, proc_status_kb, tcp_bytes};
 use crate::stats::pct;
 
 /// Capacity of the producer → sender queue (crossbeam for logsender, tokio mpsc for tonic).
@@ -28,9 +28,10 @@ pub const QUEUE_CAP: usize = 1024;
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(1);
 
 /// The one place that reads logsender's "acknowledged" count while a cell runs (the
-/// enq→ack sampler). `stats()` takes the ledger lock and the last-error lock and
-/// copies every counter (about a µs when idle, see `__costs`), hence the 1 ms period.
-/// Swap for a single atomic read if the library grows a cheaper accessor.
+/// enq→ack sampler). `stats()` takes three locks (ledger, intake, last error) and
+/// copies every counter: ~55 ns idle (`__costs`), more when it contends with the
+/// workers for the ledger lock; hence one read per `SAMPLE_EVERY`. Swap for a single
+/// atomic read if the library grows a cheaper accessor.
 pub fn acknowledged_now(sender: &LogSender) -> u64 {
     sender.stats().acknowledged
 }
@@ -48,7 +49,7 @@ pub fn client_main(args: &[String]) {
         .map(|p| wire::encode(p).len() as u64)
         .collect();
     let bytes = (0..n).map(|i| lens[i % lens.len()]).sum();
-    let wire0 = loopback_bytes();
+    let lo0 = loopback_bytes();
     let run = match client {
         Client::Baseline => raw::run_baseline(&templates, n, addr),
         Client::EncodeWrite => raw::run_encode_write(&templates, n, addr),
@@ -60,10 +61,10 @@ pub fn client_main(args: &[String]) {
         } => sender::run_workers(&templates, n, addr, mode, workers, gzip),
         Client::Tonic { gzip } => tonic_client::run_tonic(&templates, n, addr, gzip),
     };
-    let wire_bytes = loopback_bytes().saturating_sub(wire0);
+    let lo_bytes = loopback_bytes().saturating_sub(lo0);
     CellRun {
         bytes,
-        wire_bytes,
+        lo_bytes,
         ..run
     }
     .print();
@@ -76,6 +77,46 @@ pub fn watchdog(limit: Duration) {
         eprintln!("bench client: no result after {limit:?}; giving up");
         std::process::exit(3);
     });
+}
+
+/// The measured window: wall clock, this process's CPU time and TCP bytes.
+pub struct Window {
+    pub start: Instant,
+    cpu0: f64,
+    tcp0: u64,
+    rss_base_kb: u64,
+}
+
+/// What a window measured.
+pub struct Measured {
+    secs: f64,
+    cpu: f64,
+    tcp_bytes: u64,
+    rss_base_kb: u64,
+}
+
+impl Window {
+    /// Opens the window (after setup: connected, items pre-built).
+    pub fn open() -> Window {
+        let rss_base_kb = proc_status_kb("VmRSS");
+        let (cpu0, tcp0) = (cpu_secs(), tcp_bytes());
+        Window {
+            start: Instant::now(),
+            cpu0,
+            tcp0,
+            rss_base_kb,
+        }
+    }
+
+    /// Closes it; call while the client's connection is still open.
+    pub fn close(&self) -> Measured {
+        Measured {
+            secs: self.start.elapsed().as_secs_f64(),
+            cpu: cpu_secs() - self.cpu0,
+            tcp_bytes: tcp_bytes().saturating_sub(self.tcp0),
+            rss_base_kb: self.rss_base_kb,
+        }
+    }
 }
 
 /// Per-payload timings of one cell. Times are nanoseconds since the cell's start.
@@ -147,43 +188,47 @@ pub fn spawn_sampler(
 /// What one client process reports.
 pub struct CellRun {
     pub n: usize,
+    /// Encoded payload bytes of the cell (set by `client_main`).
     pub bytes: u64,
-    /// Bytes sent on the loopback interface during the cell: what crossed the wire.
-    pub wire_bytes: u64,
-    pub secs: f64,
-    pub cpu: f64,
+    /// Bytes on the loopback interface during the cell, whoever sent them.
+    pub lo_bytes: u64,
+    pub window: Measured,
     pub timings: Timings,
     pub ack_at: Vec<u64>,
     pub acked: u64,
     pub undelivered: u64,
-    pub rss_base_kb: u64,
     /// Extra metrics of one kind of client.
     pub extra: Vec<(&'static str, f64)>,
 }
 
 impl CellRun {
+    pub fn new(n: usize, window: Measured, timings: Timings, ack_at: Vec<u64>) -> CellRun {
+        CellRun {
+            n,
+            bytes: 0,
+            lo_bytes: 0,
+            window,
+            timings,
+            ack_at,
+            acked: 0,
+            undelivered: 0,
+            extra: Vec::new(),
+        }
+    }
+
     /// A cell that shipped everything on one call: all of it counts, or none (the
     /// call's final status is its only acknowledgement).
     pub fn one_call(
         n: usize,
-        (secs, cpu): (f64, f64),
+        window: Measured,
         timings: Timings,
         ack_at: Vec<u64>,
         ok: bool,
-        rss_base_kb: u64,
     ) -> CellRun {
         CellRun {
-            n,
-            bytes: 0,
-            wire_bytes: 0,
-            secs,
-            cpu,
-            timings,
-            ack_at,
             acked: if ok { n as u64 } else { 0 },
             undelivered: if ok { 0 } else { n as u64 },
-            rss_base_kb,
-            extra: Vec::new(),
+            ..CellRun::new(n, window, timings, ack_at)
         }
     }
 
@@ -214,11 +259,12 @@ impl CellRun {
         let mut fields: Vec<(&str, f64)> = vec![
             ("n", self.n as f64),
             ("bytes", self.bytes as f64),
-            ("wire_bytes", self.wire_bytes as f64),
-            ("secs", self.secs),
-            ("cpu", self.cpu),
+            ("wire_bytes", self.window.tcp_bytes as f64),
+            ("lo_bytes", self.lo_bytes as f64),
+            ("secs", self.window.secs),
+            ("cpu", self.window.cpu),
             ("rss_peak_mb", proc_status_kb("VmHWM") as f64 / 1024.0),
-            ("rss_base_mb", self.rss_base_kb as f64 / 1024.0),
+            ("rss_base_mb", self.window.rss_base_kb as f64 / 1024.0),
             ("enq_p50_us", us(pct(&all, 0.50))),
             ("enq_p99_us", us(pct(&all, 0.99))),
             ("enq_max_us", us(pct(&all, 1.0))),

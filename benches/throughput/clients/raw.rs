@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_executor::block_on;
 use futures_util::{SinkExt, TryStreamExt};
@@ -13,9 +13,8 @@ use grpcio::{
 };
 use logsender::{wire, LogPayload};
 
-use super::{produce, spawn_sampler, CellRun};
+use super::{produce, spawn_sampler, CellRun, Window};
 use crate::payloads::prebuild;
-use crate::procfs::{cpu_secs, proc_status_kb};
 use crate::protocol::RAW_METHOD;
 
 /// Writes per flush in `encode+write`, as logsender batches (stream.rs `MAX_BATCH`).
@@ -24,6 +23,8 @@ const HINT_BATCH: usize = 64;
 struct RawCall {
     sink: ClientDuplexSender<GrpcSlice>,
     recv: ClientDuplexReceiver<Vec<u8>>,
+    // Keeps the connection open until the window is measured.
+    _client: grpcio::Client,
     _env: Arc<Environment>,
 }
 
@@ -42,6 +43,7 @@ fn open(addr: &str, name: &str) -> RawCall {
     RawCall {
         sink,
         recv,
+        _client: client,
         _env: env,
     }
 }
@@ -69,21 +71,19 @@ pub fn run_baseline(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
     let items = prebuild(&slices, n);
     let written = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let rss_base_kb = proc_status_kb("VmRSS");
-    let cpu0 = cpu_secs();
-    let start = Instant::now();
+    let window = Window::open();
     let w = written.clone();
-    let sampler = spawn_sampler(n, start, stop.clone(), move || w.load(Relaxed));
-    let timings = produce(items.into_iter(), start, |slice| {
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || w.load(Relaxed));
+    let timings = produce(items.into_iter(), window.start, |slice| {
         block_on(call.sink.send((slice, WriteFlags::default()))).expect("baseline write");
         written.fetch_add(1, Relaxed);
         true
     });
     let ok = call.finish("baseline");
-    let window = (start.elapsed().as_secs_f64(), cpu_secs() - cpu0);
+    let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
-    CellRun::one_call(n, window, timings, ack_at, ok, rss_base_kb)
+    CellRun::one_call(n, measured, timings, ack_at, ok)
 }
 
 /// `encode+write`: the practical limit of one writer. One thread encodes each pre-built
@@ -95,13 +95,11 @@ pub fn run_encode_write(templates: &[LogPayload], n: usize, addr: &str) -> CellR
     let items = prebuild(templates, n);
     let written = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let rss_base_kb = proc_status_kb("VmRSS");
-    let cpu0 = cpu_secs();
-    let start = Instant::now();
+    let window = Window::open();
     let w = written.clone();
-    let sampler = spawn_sampler(n, start, stop.clone(), move || w.load(Relaxed));
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || w.load(Relaxed));
     let mut i = 0;
-    let timings = produce(items.into_iter(), start, |payload| {
+    let timings = produce(items.into_iter(), window.start, |payload| {
         let slice = GrpcSlice::from(wire::encode(&payload));
         drop(payload);
         i += 1;
@@ -115,8 +113,8 @@ pub fn run_encode_write(templates: &[LogPayload], n: usize, addr: &str) -> CellR
         true
     });
     let ok = call.finish("encode+write");
-    let window = (start.elapsed().as_secs_f64(), cpu_secs() - cpu0);
+    let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
-    CellRun::one_call(n, window, timings, ack_at, ok, rss_base_kb)
+    CellRun::one_call(n, measured, timings, ack_at, ok)
 }

@@ -3,16 +3,16 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use logsender::{Compression, Config, ConfigBuilder, DeliveryMode, LogPayload, LogSender};
 
 use super::{
-    acknowledged_now, produce, spawn_sampler, wait_connected, CellRun, Timings, QUEUE_CAP,
+    acknowledged_now, produce, spawn_sampler, wait_connected, CellRun, Measured, Timings, Window,
+    QUEUE_CAP,
 };
 use crate::matrix::Gzip;
 use crate::payloads::prebuild;
-use crate::procfs::{cpu_secs, proc_status_kb};
 
 /// Worker cells: producer thread (this one) → bounded crossbeam queue → `workers`
 /// workers. The timed call is crossbeam's `try_send` (then `send` when full): the
@@ -37,12 +37,10 @@ pub fn run_workers(
     wait_connected(&sender);
     let items = prebuild(templates, n);
     let stop = Arc::new(AtomicBool::new(false));
-    let rss_base_kb = proc_status_kb("VmRSS");
-    let cpu0 = cpu_secs();
-    let start = Instant::now();
+    let window = Window::open();
     let s = sender.clone();
-    let sampler = spawn_sampler(n, start, stop.clone(), move || acknowledged_now(&s));
-    let timings = produce(items.into_iter(), start, |p| match tx.try_send(p) {
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let timings = produce(items.into_iter(), window.start, |p| match tx.try_send(p) {
         Ok(()) => true,
         Err(crossbeam_channel::TrySendError::Full(p)) => {
             tx.send(p).expect("queue closed");
@@ -51,11 +49,11 @@ pub fn run_workers(
         Err(e) => panic!("queue: {e}"),
     });
     let outstanding = sender.flush(Duration::from_secs(60));
-    let window = (start.elapsed().as_secs_f64(), cpu_secs() - cpu0);
+    let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
     drop(tx);
-    finish(sender, n, window, timings, ack_at, outstanding, rss_base_kb)
+    finish(sender, n, measured, timings, ack_at, outstanding)
 }
 
 /// `send_logs`: the producer calls `LogSender::send_logs(&payload)` itself, no workers
@@ -71,13 +69,11 @@ pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun 
     wait_connected(&sender);
     let items = prebuild(templates, n);
     let stop = Arc::new(AtomicBool::new(false));
-    let rss_base_kb = proc_status_kb("VmRSS");
-    let cpu0 = cpu_secs();
-    let start = Instant::now();
+    let window = Window::open();
     let s = sender.clone();
-    let sampler = spawn_sampler(n, start, stop.clone(), move || acknowledged_now(&s));
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
     let (mut retries, mut last_error) = (0u64, None);
-    let timings = produce(items.iter(), start, |p| {
+    let timings = produce(items.iter(), window.start, |p| {
         while let Err(e) = sender.send_logs(p) {
             retries += 1;
             assert!(retries < 1_000_000, "send_logs keeps failing: {e}");
@@ -87,13 +83,13 @@ pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun 
         true
     });
     let outstanding = sender.flush(Duration::from_secs(60));
-    let window = (start.elapsed().as_secs_f64(), cpu_secs() - cpu0);
+    let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
     if let Some(e) = last_error {
         eprintln!("send_logs: {retries} calls failed and were retried (last: {e})");
     }
-    let mut run = finish(sender, n, window, timings, ack_at, outstanding, rss_base_kb);
+    let mut run = finish(sender, n, measured, timings, ack_at, outstanding);
     run.extra.push(("send_retries", retries as f64));
     run
 }
@@ -102,11 +98,10 @@ pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun 
 fn finish(
     sender: Arc<LogSender>,
     n: usize,
-    (secs, cpu): (f64, f64),
+    measured: Measured,
     timings: Timings,
     ack_at: Vec<u64>,
     outstanding: usize,
-    rss_base_kb: u64,
 ) -> CellRun {
     let acked = sender.stats().acknowledged;
     let sender = Arc::into_inner(sender).expect("sole owner of the sender");
@@ -115,16 +110,8 @@ fn finish(
         eprintln!("logsender: {outstanding} outstanding after flush, {undelivered} undelivered");
     }
     CellRun {
-        n,
-        bytes: 0,
-        wire_bytes: 0,
-        secs,
-        cpu,
-        timings,
-        ack_at,
         acked,
         undelivered: undelivered as u64,
-        rss_base_kb,
-        extra: Vec::new(),
+        ..CellRun::new(n, measured, timings, ack_at)
     }
 }

@@ -2,14 +2,12 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::StreamExt;
 use logsender::{wire, LogPayload};
 
-use super::{produce, spawn_sampler, CellRun, QUEUE_CAP};
+use super::{produce, spawn_sampler, CellRun, Window, QUEUE_CAP};
 use crate::payloads::prebuild;
-use crate::procfs::{cpu_secs, proc_status_kb};
 use crate::prost_mirror;
 use crate::protocol::PATH;
 
@@ -37,15 +35,14 @@ pub fn run_tonic(templates: &[LogPayload], n: usize, addr: &str, gzip: bool) -> 
         .expect("runtime");
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri");
     let channel = rt.block_on(endpoint.connect()).expect("tonic connect");
+    let _connection = channel.clone(); // keeps the connection open until the window is measured
     let (tx, rx) = tokio::sync::mpsc::channel::<prost_mirror::LogPayload>(QUEUE_CAP);
     let items = prebuild(&messages, n);
     let taken = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let rss_base_kb = proc_status_kb("VmRSS");
-    let cpu0 = cpu_secs();
-    let start = Instant::now();
+    let window = Window::open();
     let t = taken.clone();
-    let sampler = spawn_sampler(n, start, stop.clone(), move || t.load(Relaxed));
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || t.load(Relaxed));
     let t = taken.clone();
     let requests =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
@@ -70,7 +67,7 @@ pub fn run_tonic(templates: &[LogPayload], n: usize, addr: &str, gzip: bool) -> 
         )
         .await
     });
-    let timings = produce(items.into_iter(), start, |m| match tx.try_send(m) {
+    let timings = produce(items.into_iter(), window.start, |m| match tx.try_send(m) {
         Ok(()) => true,
         Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
             tx.blocking_send(m).expect("stream closed");
@@ -80,12 +77,12 @@ pub fn run_tonic(templates: &[LogPayload], n: usize, addr: &str, gzip: bool) -> 
     });
     drop(tx); // ends the request stream: tonic half-closes
     let result = rt.block_on(call).expect("join");
-    let window = (start.elapsed().as_secs_f64(), cpu_secs() - cpu0);
+    let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
     let ok = result.is_ok();
     if let Err(status) = &result {
         eprintln!("tonic: call ended with {status:?}");
     }
-    CellRun::one_call(n, window, timings, ack_at, ok, rss_base_kb)
+    CellRun::one_call(n, measured, timings, ack_at, ok)
 }
