@@ -1,0 +1,117 @@
+//! logsender's clients: the worker pool behind a crossbeam queue, and the producer
+//! calling `send_logs` itself.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use logsender::{Compression, Config, ConfigBuilder, DeliveryMode, LogPayload, LogSender};
+
+use super::{
+    acknowledged_now, produce, spawn_sampler, wait_connected, CellRun, Measured, Timings, Window,
+    QUEUE_CAP,
+};
+use crate::matrix::Gzip;
+use crate::payloads::prebuild;
+
+/// Worker cells: producer thread (this one) → bounded crossbeam queue → `workers`
+/// workers. The timed call is crossbeam's `try_send` (then `send` when full): the
+/// workers' own intake cost shows only in the process's CPU time.
+pub fn run_workers(
+    templates: &[LogPayload],
+    n: usize,
+    addr: &str,
+    mode: DeliveryMode,
+    workers: usize,
+    gzip: Gzip,
+) -> CellRun {
+    let builder = Config::builder(addr).plaintext().delivery(mode);
+    let builder = match gzip {
+        Gzip::Off => builder.compression(Compression::None),
+        Gzip::Default => builder, // the library's own compression and level
+        Gzip::Level(level) => builder.compression(Compression::Gzip).gzip_level(level),
+    };
+    let sender = Arc::new(LogSender::new(builder.build().expect("config")).expect("sender"));
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAP);
+    sender.start_worker_pool(rx, workers).expect("workers");
+    wait_connected(&sender);
+    let items = prebuild(templates, n);
+    let stop = Arc::new(AtomicBool::new(false));
+    let window = Window::open();
+    let s = sender.clone();
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let timings = produce(items.into_iter(), window.start, |p| match tx.try_send(p) {
+        Ok(()) => true,
+        Err(crossbeam_channel::TrySendError::Full(p)) => {
+            tx.send(p).expect("queue closed");
+            false
+        }
+        Err(e) => panic!("queue: {e}"),
+    });
+    let outstanding = sender.flush(Duration::from_secs(60));
+    let measured = window.close();
+    stop.store(true, Relaxed);
+    let ack_at = sampler.join().expect("sampler");
+    drop(tx);
+    finish(sender, n, measured, timings, ack_at, outstanding)
+}
+
+/// `send_logs`: the producer calls `LogSender::send_logs(&payload)` itself, no workers
+/// (at-least-once, uncompressed). The timed call is logsender's own intake: encode,
+/// hold, write one payload. A call that fails (no stream for a moment, buffer full) is
+/// retried after 100 µs; the time until success counts, and the retries are reported.
+pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun {
+    let config: ConfigBuilder = Config::builder(addr)
+        .plaintext()
+        .compression(Compression::None)
+        .delivery(DeliveryMode::AtLeastOnce);
+    let sender = Arc::new(LogSender::new(config.build().expect("config")).expect("sender"));
+    wait_connected(&sender);
+    let items = prebuild(templates, n);
+    let stop = Arc::new(AtomicBool::new(false));
+    let window = Window::open();
+    let s = sender.clone();
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let (mut retries, mut last_error) = (0u64, None);
+    let timings = produce(items.iter(), window.start, |p| {
+        while let Err(e) = sender.send_logs(p) {
+            retries += 1;
+            assert!(retries < 1_000_000, "send_logs keeps failing: {e}");
+            last_error = Some(e);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        true
+    });
+    let outstanding = sender.flush(Duration::from_secs(60));
+    let measured = window.close();
+    stop.store(true, Relaxed);
+    let ack_at = sampler.join().expect("sampler");
+    if let Some(e) = last_error {
+        eprintln!("send_logs: {retries} calls failed and were retried (last: {e})");
+    }
+    let mut run = finish(sender, n, measured, timings, ack_at, outstanding);
+    run.extra.push(("send_retries", retries as f64));
+    run
+}
+
+/// Closes the sender (untimed) and reports what it acknowledged.
+fn finish(
+    sender: Arc<LogSender>,
+    n: usize,
+    measured: Measured,
+    timings: Timings,
+    ack_at: Vec<u64>,
+    outstanding: usize,
+) -> CellRun {
+    let acked = sender.stats().acknowledged;
+    let sender = Arc::into_inner(sender).expect("sole owner of the sender");
+    let undelivered = sender.close().len();
+    if outstanding > 0 || undelivered > 0 {
+        eprintln!("logsender: {outstanding} outstanding after flush, {undelivered} undelivered");
+    }
+    CellRun {
+        acked,
+        undelivered: undelivered as u64,
+        ..CellRun::new(n, measured, timings, ack_at)
+    }
+}

@@ -1,0 +1,237 @@
+//! Throughput benchmark (`cargo bench`): logsender against the raw grpcio stream and
+//! against the usual async peer (tonic + prost), on loopback. See BENCHMARKS.md.
+//!
+//! One binary, several roles, picked by the first argument (`cargo bench` passes `--bench`
+//! and possibly a filter; anything that is not a role is the parent):
+//!
+//! - parent (this file): starts one long-lived sink process, runs a global warm-up, then
+//!   every selected task in a fresh process, rep-major (repetition 1 of every task, then
+//!   repetition 2, ...), and hands the samples to `report`.
+//! - `__sink [PORT]` (sink.rs): the collector; `__client SIZE CLIENT COUNT ADDR`
+//!   (clients/): one matrix cell; `__gzip SIZE` (gzip_levels.rs): the gzip level table;
+//!   `__backlog VARIANT PORT` (backlog.rs): the backlog scenario; `__costs` (payloads.rs):
+//!   a diagnostic, not part of `cargo bench`.
+//!
+//! Children report on stdout as one `RESULT k=v ...` line.
+
+mod backlog;
+mod clients;
+mod gzip_levels;
+mod matrix;
+mod payloads;
+mod procfs;
+mod prost_mirror;
+mod protocol;
+mod report;
+mod sink;
+mod stats;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use matrix::{env_or, scaled, Client, Kind, Sample, Size, Task};
+use sink::SinkProcess;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("__sink") => sink::sink_main(&args[1..]),
+        Some("__client") => clients::client_main(&args[1..]),
+        Some("__gzip") => gzip_levels::gzip_main(&args[1..]),
+        Some("__backlog") => backlog::backlog_main(&args[1..]),
+        Some("__costs") => payloads::costs_main(),
+        _ => parent_main(&args),
+    }
+}
+
+/// A child's report: one `RESULT` line on stdout.
+pub fn print_result<K: AsRef<str>>(fields: &[(K, f64)]) {
+    let line: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.as_ref()))
+        .collect();
+    println!("RESULT {}", line.join(" "));
+    let _ = std::io::stdout().flush();
+}
+
+/// What the parent knows about the whole run, for the report.
+pub struct Run {
+    pub reps: usize,
+    pub filter: String,
+    pub warmup_s: f64,
+    pub rep_s: Vec<f64>,
+    pub elapsed_s: f64,
+}
+
+fn parent_main(args: &[String]) {
+    let reps: usize = env_or("LOGSENDER_BENCH_REPS", 5).max(1);
+    let filter = std::env::var("LOGSENDER_BENCH_FILTER")
+        .ok()
+        .or_else(|| args.iter().find(|a| !a.starts_with('-')).cloned())
+        .unwrap_or_default();
+    let mut tasks = matrix::select(&filter);
+    eprintln!(
+        "bench: {} tasks x {reps} reps after a warm-up (LOGSENDER_BENCH_FILTER={filter:?}, \
+         LOGSENDER_BENCH_SCALE={})",
+        tasks.len(),
+        matrix::scale()
+    );
+    let began = Instant::now();
+    let mut sink = tasks
+        .iter()
+        .any(|t| matches!(t.kind, Kind::Cell(..)))
+        .then(|| SinkProcess::spawn(0));
+    if let Some(sink) = sink.as_mut() {
+        warm_up(sink, &tasks);
+    }
+    let warmup_s = began.elapsed().as_secs_f64();
+    let mut rep_s = Vec::new();
+    for rep in 0..reps {
+        let rep_began = Instant::now();
+        for task in &mut tasks {
+            let sample = match task.kind {
+                Kind::Cell(size, client) => run_cell(
+                    sink.as_mut().expect("sink"),
+                    size,
+                    client,
+                    scaled(size.count()),
+                ),
+                Kind::GzipLevels(size) => run_child(&["__gzip".into(), size.name().into()]),
+                Kind::Backlog(variant) => {
+                    run_child(&["__backlog".into(), variant.into(), free_port().to_string()])
+                }
+            };
+            if let Some(sample) = sample {
+                eprintln!(
+                    "bench: rep {}/{reps} {:<36} {}",
+                    rep + 1,
+                    task.kind.name(),
+                    report::progress(task.kind, &sample)
+                );
+                task.reps.push(sample);
+            }
+        }
+        rep_s.push(rep_began.elapsed().as_secs_f64());
+    }
+    drop(sink);
+    let run = Run {
+        reps,
+        filter,
+        warmup_s,
+        rep_s,
+        elapsed_s: began.elapsed().as_secs_f64(),
+    };
+    println!("{}", report::tables(&tasks, &run));
+    report::write_json(&tasks, &run);
+}
+
+/// One uncounted run of every selected client (on the first size it is selected for),
+/// with a fifth of the payloads: warms the sink's two servers, the page cache and the
+/// CPU before the first counted repetition.
+fn warm_up(sink: &mut SinkProcess, tasks: &[Task]) {
+    let began = Instant::now();
+    let mut seen: Vec<Client> = Vec::new();
+    for task in tasks {
+        if let Kind::Cell(size, client) = task.kind {
+            if !seen.contains(&client) {
+                seen.push(client);
+                let n = (scaled(size.count()) / 5).max(size.templates());
+                let _ = run_cell(sink, size, client, n);
+            }
+        }
+    }
+    eprintln!(
+        "bench: warm-up: {} runs, {:.1} s (not counted)",
+        seen.len(),
+        began.elapsed().as_secs_f64()
+    );
+}
+
+/// One cell: a client process against the shared sink, with the sink's counts and CPU
+/// around it, and the per-payload figures derived from them.
+fn run_cell(sink: &mut SinkProcess, size: Size, client: Client, n: usize) -> Option<Sample> {
+    let port = match client {
+        Client::Tonic { .. } => sink.answering_port,
+        _ => sink.gosight_port,
+    };
+    let before = sink.snapshot();
+    let began = Instant::now();
+    let result = run_child(&[
+        "__client".into(),
+        size.name().into(),
+        client.name(),
+        n.to_string(),
+        format!("127.0.0.1:{port}"),
+    ]);
+    let wall = began.elapsed().as_secs_f64();
+    let after = sink.snapshot();
+    let mut s = result?;
+    let messages = after.messages - before.messages;
+    if messages != n as u64 {
+        eprintln!(
+            "bench: WARNING {}/{}: sink counted {messages} messages, expected {n}",
+            size.name(),
+            client.name(),
+        );
+    }
+    let get = |s: &Sample, k: &str| s.get(k).copied().unwrap_or(f64::NAN);
+    let (acked, secs, bytes) = (get(&s, "acked"), get(&s, "secs"), get(&s, "bytes"));
+    let per_payload = |v: f64, count: f64| {
+        if count > 0.0 {
+            v * 1e6 / count
+        } else {
+            f64::NAN
+        }
+    };
+    let derived = [
+        ("sink_messages", messages as f64),
+        ("sink_bytes", (after.bytes - before.bytes) as f64),
+        (
+            "sink_streams",
+            (after.ok_streams - before.ok_streams) as f64,
+        ),
+        ("sink_cpu", after.cpu - before.cpu),
+        ("payloads_per_s", acked / secs),
+        ("mb_per_s", bytes * (acked / n as f64).min(1.0) / secs / 1e6),
+        ("client_cpu_us", per_payload(get(&s, "cpu"), acked)),
+        (
+            "sink_cpu_us",
+            per_payload(after.cpu - before.cpu, messages as f64),
+        ),
+        ("wall_s", wall),
+    ];
+    for (k, v) in derived {
+        s.insert(k.into(), v);
+    }
+    Some(s)
+}
+
+/// Runs this binary with `args` and parses its `RESULT` line.
+fn run_child(args: &[String]) -> Option<Sample> {
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("spawn child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("RESULT "));
+    if line.is_none() {
+        eprintln!("bench: {args:?} gave no result ({})", out.status);
+    }
+    Some(
+        line?
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(f64::NAN)))
+            .collect(),
+    )
+}
+
+/// A port that was free a moment ago (for a sink that starts later).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
