@@ -284,7 +284,12 @@ impl Supervisor {
                 // stored blocks); the level must be set for gzip to compress at all.
                 .raw_cfg_int(
                     c"grpc.gzip_compression_level".to_owned(),
-                    i32::try_from(c.gzip_level).unwrap_or(6),
+                    i32::try_from(c.gzip_level).unwrap_or(1),
+                )
+                // (sic: the C core's name for the setting.)
+                .raw_cfg_int(
+                    c"grpc.gprc_min_message_size_to_compress".to_owned(),
+                    i32::try_from(c.gzip_min_size).unwrap_or(i32::MAX),
                 );
         }
         let addr = c.addr.clone();

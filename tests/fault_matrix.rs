@@ -631,6 +631,7 @@ fn row08_nonsense_is_rejected_with_the_setting_named() {
     for (builder, field) in [
         (b().gzip_level(0), "gzip_level"),
         (b().gzip_level(10), "gzip_level"),
+        (b().gzip_min_size(usize::MAX), "gzip_min_size"),
         (b().thread_name(""), "thread_name"),
         (b().thread_name("a\0b"), "thread_name"),
         (b().send_timeout(Duration::ZERO), "send_timeout"),
@@ -876,15 +877,22 @@ fn texty(seq: usize) -> LogPayload {
 /// Ships 50 texty payloads through a byte-counting proxy; returns their encoded size,
 /// the bytes on the wire, and the gRPC messages sent compressed and uncompressed.
 fn bytes_on_the_wire(compression: Compression, sink: &Sink) -> (u64, u64, (u64, u64)) {
+    ship_through_proxy(|a| fast_config(a).compression(compression), sink, texty)
+}
+
+/// Ships 50 payloads made by `make` with the configuration `config` builds for a
+/// byte-counting proxy's address; returns what [`bytes_on_the_wire`] does.
+fn ship_through_proxy(
+    config: impl Fn(&str) -> logsender::ConfigBuilder,
+    sink: &Sink,
+    make: impl Fn(usize) -> LogPayload,
+) -> (u64, u64, (u64, u64)) {
     let proxy = Proxy::start(sink.addr());
-    let config = fast_config(&proxy.addr())
-        .compression(compression)
-        .build()
-        .expect("config");
+    let config = config(&proxy.addr()).build().expect("config");
     let (sender, tx) = sender_with_pool(config, 64, 2);
     let mut raw = 0u64;
     for seq in 0..50 {
-        let p = texty(seq);
+        let p = make(seq);
         raw += logsender::wire::encode(&p).len() as u64;
         tx.send(p).expect("queue");
     }
@@ -913,6 +921,46 @@ fn row13_gzip_compresses_on_the_wire_and_none_does_not() {
     assert!(bytes >= raw, "uncompressed yet {bytes} < {raw}");
     assert!(
         compressed == 0 && plain >= 50,
+        "{compressed} compressed, {plain} not"
+    );
+    assert_no_background_panic();
+}
+
+#[test]
+fn row13_messages_under_gzip_min_size_go_uncompressed() {
+    watch_panics();
+    let sink = Sink::start();
+    // Even payloads are texty (~100 KB), odd ones small (under 512 bytes encoded) but
+    // compressible: gRPC sends a message plain when gzip would not make it smaller.
+    let make = |seq: usize| {
+        if seq % 2 == 0 {
+            texty(seq)
+        } else {
+            let mut p = payload(0, seq);
+            p.logs.truncate(1);
+            p.logs[0].message = "GET /api/v1/items 200\n".repeat(8);
+            p
+        }
+    };
+    let tiny = logsender::wire::encode(&make(1)).len();
+    assert!(tiny < 512, "the tiny payload encodes to {tiny} bytes");
+    let config = |a: &str| fast_config(a).compression(Compression::Gzip);
+    let (_, _, (compressed, plain)) = ship_through_proxy(config, &sink, make);
+    println!("default gzip_min_size: {compressed} compressed, {plain} not");
+    assert!(
+        compressed >= 25 && plain >= 25,
+        "{compressed} compressed, {plain} not"
+    );
+    // 0 compresses every message.
+    let config = |a: &str| {
+        fast_config(a)
+            .compression(Compression::Gzip)
+            .gzip_min_size(0)
+    };
+    let (_, _, (compressed, plain)) = ship_through_proxy(config, &sink, make);
+    println!("gzip_min_size 0: {compressed} compressed, {plain} not");
+    assert!(
+        compressed >= 50 && plain == 0,
         "{compressed} compressed, {plain} not"
     );
     assert_no_background_panic();

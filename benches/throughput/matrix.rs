@@ -97,7 +97,8 @@ const LEVEL_ROWS: [u32; 3] = [1, 3, 6];
 /// `flate2::Compression::new(6)`, "FIXME: support customizing the compression level").
 pub const TONIC_GZIP_LEVEL: u32 = 6;
 
-/// Size on which the end-to-end level rows run when no filter is given.
+/// Size on which the end-to-end level rows run when no filter is given (except the row
+/// at tonic's level, which runs at every size).
 const LEVEL_ROWS_SIZE: Size = Size::Medium;
 
 impl Client {
@@ -185,27 +186,21 @@ impl Client {
     /// In the matrix that runs without a filter (level rows: one size only).
     fn in_default_matrix(self, size: Size) -> bool {
         match self {
+            // tonic's level runs at every size: the same-level comparison.
             Client::Workers {
-                gzip: Gzip::Level(_),
+                gzip: Gzip::Level(level),
                 ..
-            } => size == LEVEL_ROWS_SIZE,
+            } => size == LEVEL_ROWS_SIZE || level == TONIC_GZIP_LEVEL,
             _ => true,
         }
     }
 }
 
-/// `gzip_level`'s default, read from `Defaults::get` in src/config.rs at compile time
-/// (`Config` has no public getter; swap this for one if it gets one).
+/// The library's default `gzip_level`.
 pub fn default_gzip_level() -> u32 {
-    const CONFIG_RS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config.rs"));
-    let defaults = CONFIG_RS
-        .split_once("impl Defaults")
-        .map_or("", |(_, rest)| rest);
-    defaults
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("gzip_level:"))
-        .and_then(|v| v.trim().trim_end_matches(',').parse().ok())
-        .expect("no `gzip_level: N,` in `impl Defaults` of src/config.rs")
+    logsender::Config::builder("127.0.0.1:1")
+        .build()
+        .map_or(6, |c| c.gzip_level())
 }
 
 /// gzip levels of the compression table.
