@@ -18,6 +18,13 @@ use crate::shared::{decode_item, Shared};
 use crate::stats::Counters;
 use crate::{wire, write};
 
+/// Most payloads a worker takes off its queue at once: one lock for the lot, one write
+/// pass for the lot, and the others' share waits in the queue for the other workers.
+const TAKE_AT_ONCE: usize = 16;
+
+/// Payloads taken off a queue, each with its origin and global sequence number.
+type Taken = Vec<(Origin, u64, LogPayload)>;
+
 /// One worker's life: wait until its queue or the stop channel is ready, take without
 /// blocking, intake. Ends when the sender closes, after taking in what was queued before
 /// the close (bounded by the close deadline).
@@ -30,13 +37,12 @@ pub(crate) fn run_worker(
     let mut select = Select::new();
     let mut from_queue = Some(select.recv(queue));
     let from_stop = select.recv(stop);
+    let mut taken = Taken::with_capacity(TAKE_AT_ONCE);
     while !shared.is_closing() {
         let ready = select.ready();
         if Some(ready) == from_queue {
-            match take(shared, index) {
-                Ok(Some((origin, seq, payload))) => intake(shared, origin, seq, payload),
-                // Another worker was faster.
-                Ok(None) => {}
+            match take(shared, index, &mut taken) {
+                Ok(()) => intake(shared, &mut taken),
                 // Every producer is gone; wait for the stop signal.
                 Err(Gone) => {
                     select.remove(ready);
@@ -51,26 +57,39 @@ pub(crate) fn run_worker(
     // Closing: take in what was queued before the close, until the deadline.
     let deadline = shared.close_deadline();
     while deadline.map_or(true, |d| Instant::now() < d) {
-        match take(shared, index) {
-            Ok(Some((origin, seq, payload))) => intake(shared, origin, seq, payload),
-            _ => break,
+        if take(shared, index, &mut taken).is_err() || taken.is_empty() {
+            break;
         }
+        intake(shared, &mut taken);
     }
     shared.wake_writer();
 }
 
-/// Takes one payload off queue `index`, numbers it in global intake order and marks it
-/// outstanding, under the queues lock, so that `flush` reading the queues' positions
-/// sees it either still queued or already outstanding. `Ok(None)`: the queue is empty
-/// for now.
-fn take(shared: &Shared, index: usize) -> Result<Option<(Origin, u64, LogPayload)>, Gone> {
+/// Takes up to [`TAKE_AT_ONCE`] payloads off queue `index` (as many as the buffer has
+/// room for, at least one; none if another worker was faster), numbers them in global intake order and marks them outstanding, all under
+/// the queues lock, so that `flush` reading the queues' positions sees each either
+/// still queued or already outstanding. `Err` when the queue is empty and every
+/// producer is gone.
+fn take(shared: &Shared, index: usize, taken: &mut Taken) -> Result<(), Gone> {
     let mut queues = shared.queues.lock();
-    let Some((origin, payload)) = queues.take(index)? else {
-        return Ok(None);
-    };
-    let seq = shared.next_seq();
-    shared.ledger.lock().reserve(origin);
-    Ok(Some((origin, seq, payload)))
+    // No more than there is room for (but one, to wait for room with): a full buffer
+    // leaves the rest in the queue, where they hold back the producers.
+    let at_once = shared.ledger.lock().room().clamp(1, TAKE_AT_ONCE);
+    while taken.len() < at_once {
+        match queues.take(index) {
+            Ok(Some((origin, payload))) => taken.push((origin, shared.next_seq(), payload)),
+            Ok(None) => break,
+            Err(Gone) if taken.is_empty() => return Err(Gone),
+            Err(Gone) => break,
+        }
+    }
+    if !taken.is_empty() {
+        let mut ledger = shared.ledger.lock();
+        for (origin, _, _) in taken.iter() {
+            ledger.reserve(*origin);
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a payload and wraps it for the ledger, or explains why it cannot be sent.
@@ -97,32 +116,77 @@ pub(crate) fn encode(
     })
 }
 
-/// A worker's intake of a payload taken and reserved by [`take`]: encode outside any
-/// lock, admit under the overflow policy, then write the outbox if nobody else is.
-fn intake(shared: &Shared, origin: Origin, seq: u64, payload: LogPayload) {
-    Counters::add(&shared.counters.enqueued, 1);
-    let item = match encode(&shared.config, origin, seq, &payload) {
-        Ok(item) => item,
-        Err(e) => {
-            warn!("dead-lettering a payload: {e}");
-            shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
-            Counters::add(&shared.counters.dead_lettered, 1);
-            unreserve(shared, origin);
-            return;
-        }
-    };
-    match admit(shared, item) {
-        Ok(evicted) => {
-            for old in evicted {
-                shared.dropped(decode_item(&old), DropReason::Oldest);
+/// A worker's intake of payloads taken and reserved by [`take`]: encode them outside
+/// any lock, admit them under the overflow policy (all under one hold of the ledger lock
+/// while there is room), write the outbox if nobody else is, and only then free the
+/// payloads, off the path to the wire.
+fn intake(shared: &Shared, taken: &mut Taken) {
+    if taken.is_empty() {
+        return;
+    }
+    Counters::add(&shared.counters.enqueued, taken.len() as u64);
+    let mut encoded = Vec::with_capacity(taken.len());
+    for (origin, seq, payload) in taken.drain(..) {
+        match encode(&shared.config, origin, seq, &payload) {
+            Ok(item) => encoded.push((item, payload)),
+            Err(e) => {
+                warn!("dead-lettering a payload: {e}");
+                shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
+                Counters::add(&shared.counters.dead_lettered, 1);
+                unreserve(shared, origin);
             }
         }
-        Err(reason) => {
-            shared.dropped(Some(payload), reason);
-            unreserve(shared, origin);
+    }
+    let mut admitted = Vec::with_capacity(encoded.len());
+    let mut evicted = Vec::new();
+    let mut dropped = Vec::new();
+    let mut no_room = Vec::new();
+    {
+        let policy = shared.config.overflow;
+        let mut ledger = shared.ledger.lock();
+        for (item, payload) in encoded {
+            if !no_room.is_empty() {
+                // Keep their order: once one waits, the rest wait behind it.
+                no_room.push((item, payload));
+                continue;
+            }
+            let origin = item.origin;
+            match ledger.admit(item, policy, &mut evicted) {
+                Ok(()) => admitted.push(payload),
+                Err(Refused::NoRoom(item)) => no_room.push((item, payload)),
+                Err(Refused::Dropped(reason)) => {
+                    ledger.unreserve(origin);
+                    dropped.push((payload, reason));
+                }
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        shared.ledger_changed.notify_all();
+    }
+    for old in evicted {
+        shared.dropped(decode_item(&old), DropReason::Oldest);
+    }
+    for (payload, reason) in dropped {
+        shared.dropped(Some(payload), reason);
+    }
+    for (item, payload) in no_room {
+        let origin = item.origin;
+        match admit(shared, item) {
+            Ok(evicted) => {
+                for old in evicted {
+                    shared.dropped(decode_item(&old), DropReason::Oldest);
+                }
+                admitted.push(payload);
+            }
+            Err(reason) => {
+                shared.dropped(Some(payload), reason);
+                unreserve(shared, origin);
+            }
         }
     }
     write::pump(shared);
+    drop(admitted);
 }
 
 fn unreserve(shared: &Shared, origin: Origin) {

@@ -161,6 +161,11 @@ impl Ledger {
         (self.held, self.held_bytes)
     }
 
+    /// How many more payloads the bound on their number lets in now.
+    pub(crate) fn room(&self) -> usize {
+        self.max_held.saturating_sub(self.held)
+    }
+
     fn has_room(&self, bytes: usize) -> bool {
         self.held == 0
             || (self.held < self.max_held
