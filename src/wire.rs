@@ -1,5 +1,5 @@
 //! The bridge between the [`crate::model`] types and the bytes on the wire: protobuf
-//! encoding and decoding of [`LogPayload`] exactly as DESIGN.md §2 (GoSight) defines it.
+//! encoding and decoding of [`LogPayload`] exactly as the GoSight protocol defines it.
 
 use std::collections::HashMap;
 use std::io;
@@ -69,6 +69,22 @@ impl From<&LogPayload> for pb::log::LogPayload {
     }
 }
 
+/// Moves the strings and maps of `p` into the generated message instead of copying them.
+impl From<LogPayload> for pb::log::LogPayload {
+    fn from(p: LogPayload) -> Self {
+        pb::log::LogPayload {
+            agent_id: p.agent_id,
+            host_id: p.host_id,
+            hostname: p.hostname,
+            endpoint_id: p.endpoint_id,
+            timestamp: timestamp_field(p.timestamp),
+            logs: p.logs.into_iter().map(entry_into_pb).collect(),
+            meta: MessageField::from_option(p.meta.map(meta_into_pb)),
+            ..Default::default()
+        }
+    }
+}
+
 impl TryFrom<pb::log::LogPayload> for LogPayload {
     type Error = Error;
 
@@ -104,6 +120,21 @@ fn entry_to_pb(e: &LogEntry) -> pb::log::LogEntry {
     }
 }
 
+fn entry_into_pb(e: LogEntry) -> pb::log::LogEntry {
+    pb::log::LogEntry {
+        timestamp: timestamp_field(e.timestamp),
+        level: e.level,
+        message: e.message,
+        source: e.source,
+        category: e.category,
+        pid: e.pid,
+        fields: e.fields,
+        tags: e.tags,
+        meta: MessageField::from_option(e.meta.map(log_meta_into_pb)),
+        ..Default::default()
+    }
+}
+
 fn entry_from_pb(e: pb::log::LogEntry) -> Result<LogEntry, Error> {
     Ok(LogEntry {
         timestamp: timestamp_from_field(&e.timestamp)?,
@@ -132,6 +163,24 @@ fn log_meta_to_pb(m: &LogMeta) -> pb::log::LogMeta {
         executable: m.executable.clone(),
         path: m.path.clone(),
         extra: m.extra.clone(),
+        ..Default::default()
+    }
+}
+
+fn log_meta_into_pb(m: LogMeta) -> pb::log::LogMeta {
+    pb::log::LogMeta {
+        platform: m.platform,
+        app_name: m.app_name,
+        app_version: m.app_version,
+        container_id: m.container_id,
+        container_name: m.container_name,
+        unit: m.unit,
+        service: m.service,
+        event_id: m.event_id,
+        user: m.user,
+        executable: m.executable,
+        path: m.path,
+        extra: m.extra,
         ..Default::default()
     }
 }
@@ -204,6 +253,61 @@ fn meta_to_pb(m: &Meta) -> pb::meta::Meta {
         resource_id: m.resource_id.clone(),
         kind: m.kind.clone(),
         tags: m.tags.clone(),
+        ..Default::default()
+    }
+}
+
+fn meta_into_pb(m: Meta) -> pb::meta::Meta {
+    pb::meta::Meta {
+        hostname: m.hostname,
+        ip_address: m.ip_address,
+        os: m.os,
+        os_version: m.os_version,
+        kernel_version: m.kernel_version,
+        architecture: m.architecture,
+        cloud_provider: m.cloud_provider,
+        region: m.region,
+        availability_zone: m.availability_zone,
+        instance_id: m.instance_id,
+        instance_type: m.instance_type,
+        account_id: m.account_id,
+        project_id: m.project_id,
+        resource_group: m.resource_group,
+        vpc_id: m.vpc_id,
+        subnet_id: m.subnet_id,
+        image_id: m.image_id,
+        service_id: m.service_id,
+        container_id: m.container_id,
+        container_name: m.container_name,
+        pod_name: m.pod_name,
+        namespace: m.namespace,
+        cluster_name: m.cluster_name,
+        node_name: m.node_name,
+        container_image_name: m.container_image_name,
+        container_image_id: m.container_image_id,
+        application: m.application,
+        environment: m.environment,
+        service: m.service,
+        version: m.version,
+        deployment_id: m.deployment_id,
+        public_ip: m.public_ip,
+        private_ip: m.private_ip,
+        mac_address: m.mac_address,
+        network_interface: m.network_interface,
+        labels: m.labels,
+        endpoint_id: m.endpoint_id,
+        platform: m.platform,
+        platform_family: m.platform_family,
+        platform_version: m.platform_version,
+        kernel_architecture: m.kernel_architecture,
+        virtualization_system: m.virtualization_system,
+        virtualization_role: m.virtualization_role,
+        host_id: m.host_id,
+        agent_version: m.agent_version,
+        agent_id: m.agent_id,
+        resource_id: m.resource_id,
+        kind: m.kind,
+        tags: m.tags,
         ..Default::default()
     }
 }
