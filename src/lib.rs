@@ -42,9 +42,12 @@
 //!   writer (`logsender-wr`) and one grpcio completion-queue thread (`logsender-cq-0`).
 //!   The supervisor alone dials, opens, swaps, half-closes and cancels calls.
 //! - `start_worker_pool(rx, n)` starts `n` workers (`logsender-wN`) that block on `rx`.
-//!   A worker encodes a payload with no lock held, puts it in the bounded outbox (one
-//!   short `parking_lot` lock), then, if no one else is writing, takes the stream lock
-//!   and writes the outbox in batches. Only writes happen under the stream lock.
+//!   A worker takes up to 16 payloads at once, encodes them with no lock held, puts them
+//!   in the bounded outbox (one short `parking_lot` lock), then, if no one else is
+//!   writing, takes the stream lock and hands the outbox, in batches, to the
+//!   completion-queue thread, which writes each batch and then wakes it once. Only
+//!   writes happen under the stream lock. gzip compression, when on, runs on the
+//!   completion-queue thread (the gRPC core compresses each message as it is sent).
 //! - The background writer writes the outbox when woken (after a reconnect or a failed
 //!   epoch, for `flush` and `close`): your threads never write on the stream, except
 //!   `send_logs`, which writes its own payload and waits at most `send_timeout` for the

@@ -223,7 +223,8 @@ impl LogSender {
             source: 0,
             ord: shared.next_direct(),
         };
-        let item = intake::encode(&shared.config, origin, shared.next_seq(), payload)?;
+        let msg = crate::wire::pb::log::LogPayload::from(payload);
+        let item = intake::encode(&shared.config, origin, shared.next_seq(), &msg)?;
         {
             let mut ledger = self.shared.ledger.lock();
             if !ledger.try_hold(&item) {

@@ -37,12 +37,21 @@ pub mod pb {
 ///
 /// Copies the strings and maps of `payload` into the generated message first; a caller
 /// that owns the payload and is done with it saves that copy with [`encode_owned`].
+///
+/// # Panics
+///
+/// If the payload encodes to more than 2 GiB − 1 bytes, protobuf's limit for a message
+/// (logsender itself checks the size first and reports [`Error::PayloadTooLarge`]).
 pub fn encode(payload: &LogPayload) -> Vec<u8> {
     write(&pb::log::LogPayload::from(payload))
 }
 
 /// [`encode`] for a payload the caller gives up: its strings and maps move into the
 /// generated message instead of being copied. Same bytes as `encode(&payload)`.
+///
+/// # Panics
+///
+/// As [`encode`].
 pub fn encode_owned(payload: LogPayload) -> Vec<u8> {
     write(&pb::log::LogPayload::from(payload))
 }
@@ -52,6 +61,33 @@ pub fn encode_owned(payload: LogPayload) -> Vec<u8> {
 pub fn encoded_len(payload: &LogPayload) -> usize {
     let size = pb::log::LogPayload::from(payload).compute_size();
     usize::try_from(size).unwrap_or(usize::MAX)
+}
+
+/// The bytes of `msg`, if it encodes to at most `limit` bytes (checked before anything
+/// is written). Exactly sized, like [`write`].
+pub(crate) fn encode_within(msg: &pb::log::LogPayload, limit: usize) -> Result<Vec<u8>, Error> {
+    let size = msg.compute_size();
+    let limit = limit.min(i32::MAX as usize);
+    match usize::try_from(size) {
+        Ok(size) if size <= limit => {
+            let mut bytes = Vec::with_capacity(size);
+            let mut out = protobuf::CodedOutputStream::vec(&mut bytes);
+            msg.write_to_with_cached_sizes(&mut out)?;
+            out.flush()?;
+            drop(out);
+            Ok(bytes)
+        }
+        _ => Err(Error::PayloadTooLarge {
+            size: usize::try_from(size).unwrap_or(usize::MAX),
+            limit,
+        }),
+    }
+}
+
+/// The payload `msg` was converted from, moved back out (to hand it to the user after
+/// it could not be sent). `None` only for a timestamp the model cannot hold.
+pub(crate) fn into_payload(msg: pb::log::LogPayload) -> Option<LogPayload> {
+    LogPayload::try_from(msg).ok()
 }
 
 /// `write_to_bytes` computes the size first and allocates exactly that: a `Vec` whose
