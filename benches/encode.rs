@@ -1,24 +1,20 @@
-//! Encoder benchmark (`cargo bench --bench encode`): the two ways `wire` turns an owned
-//! `LogPayload` into the bytes of one message, single thread, on the payloads of the
-//! throughput bench:
+//! Encoder benchmark (`cargo bench --bench encode`): `wire::encode` against the
+//! rust-protobuf generated encoder, single thread, on the payloads of the throughput bench.
 //!
-//! - `b/encode_owned`: `wire::encode_owned(p)`, which moves the strings and maps of `p`
-//!   into the generated rust-protobuf message, writes it and drops it;
-//! - `c/encode`: `wire::encode(&p)`, which clones them first, then `p` is dropped.
+//! Three ways to turn an owned `LogPayload` into the bytes of one message:
 //!
-//! Each variant consumes clones built before the clock starts and frees the same strings
+//! - `a/wire::encode`: `wire::encode(&p)`, then `p` is dropped;
+//! - `b/pb-by-value`: `pb::log::LogPayload::from(p)` (moves the strings and maps), then
+//!   `write_to_bytes()`, then the generated message is dropped;
+//! - `c/pb-by-ref`: `pb::log::LogPayload::from(&p)` (clones), then `write_to_bytes()`,
+//!   then the generated message and `p` are dropped.
+//!
+//! Each variant consumes clones built before the clock starts, and frees the same strings
 //! and maps inside the timed region (its payload, or the message its payload moved into),
 //! plus the encoded bytes: what a worker does with a payload it owns. Every rep times each
 //! variant once over `count` payloads cycled from the templates; the order of the variants
 //! rotates from rep to rep. Prints the median and the interquartile range (p25–p75) of
 //! ns per payload and of MB/s (encoded bytes, 10⁶ per second).
-//!
-//! Up to commit b3487b2 `wire::encode` was a hand-written encoder (variant `a`); this
-//! bench measured it against the generated code there (`git checkout b3487b2 && cargo
-//! bench --bench encode` re-runs it). Over 9 runs on 2 shared cores it was 1.09–1.18×
-//! faster than `b` on small payloads, 1.22–1.31× on medium, 1.14–1.23× on large (one
-//! loaded run: 1.54×): not clearly (≥ 1.3× on every size) worth a third copy of the
-//! field numbers, so it went.
 //!
 //! `LOGSENDER_BENCH_FILTER` (comma-separated substrings, as for the throughput bench)
 //! selects sizes: `encode/small`, `encode/medium`, `encode/large`.
@@ -28,8 +24,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use logsender::wire;
+use logsender::wire::{self, pb};
 use logsender::{LogEntry, LogMeta, LogPayload, Meta};
+use protobuf::Message;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Size {
@@ -79,17 +76,19 @@ impl Size {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
+    Hand,
     ByValue,
     ByRef,
 }
 
 impl Variant {
-    const ALL: [Variant; 2] = [Variant::ByValue, Variant::ByRef];
+    const ALL: [Variant; 3] = [Variant::Hand, Variant::ByValue, Variant::ByRef];
 
     fn name(self) -> &'static str {
         match self {
-            Variant::ByValue => "b/encode_owned",
-            Variant::ByRef => "c/encode",
+            Variant::Hand => "a/wire::encode",
+            Variant::ByValue => "b/pb-by-value",
+            Variant::ByRef => "c/pb-by-ref",
         }
     }
 
@@ -99,16 +98,28 @@ impl Variant {
         let mut bytes = 0;
         let t0 = Instant::now();
         match self {
-            Variant::ByValue => {
+            Variant::Hand => {
                 for p in items {
-                    let b = wire::encode_owned(p);
+                    let b = wire::encode(&p);
                     bytes += b.len();
                     black_box(b);
+                    drop(p);
+                }
+            }
+            Variant::ByValue => {
+                for p in items {
+                    let m = pb::log::LogPayload::from(p);
+                    let b = m.write_to_bytes().expect("encode");
+                    bytes += b.len();
+                    black_box(b);
+                    drop(m);
                 }
             }
             Variant::ByRef => {
                 for p in items {
-                    let b = wire::encode(&p);
+                    let b = pb::log::LogPayload::from(&p)
+                        .write_to_bytes()
+                        .expect("encode");
                     bytes += b.len();
                     black_box(b);
                     drop(p);
@@ -377,21 +388,23 @@ fn main() {
     }
     let started = Instant::now();
     eprintln!("encode bench: single thread, 1 warm-up + {reps} timed reps per cell");
-    println!("| size | variant | ns/payload median | IQR (p25–p75) | MB/s median | IQR (p25–p75) | × b |");
+    println!("| size | variant | ns/payload median | IQR (p25–p75) | MB/s median | IQR (p25–p75) | × a |");
     println!("|---|---|---:|---|---:|---|---:|");
     for size in sizes {
         let templates: Vec<LogPayload> = (0..size.templates()).map(|v| payload(size, v)).collect();
-        // Both produce the same bytes (cloned maps iterate like the original), so the
-        // MB/s are comparable.
+        // The three produce the same bytes (moved and cloned maps iterate like the
+        // original), so the MB/s are comparable.
         for t in &templates {
-            assert!(
-                wire::encode(t) == wire::encode_owned(t.clone()),
-                "encoders disagree"
-            );
+            let hand = wire::encode(t);
+            let by_ref = pb::log::LogPayload::from(t).write_to_bytes().unwrap();
+            let by_value = pb::log::LogPayload::from(t.clone())
+                .write_to_bytes()
+                .unwrap();
+            assert!(hand == by_ref && hand == by_value, "encoders disagree");
         }
         let n = size.count();
-        let mut ns: [Vec<f64>; 2] = Default::default();
-        let mut mbs: [Vec<f64>; 2] = Default::default();
+        let mut ns: [Vec<f64>; 3] = Default::default();
+        let mut mbs: [Vec<f64>; 3] = Default::default();
         let mut encoded = 0;
         for rep in 0..=reps {
             for k in 0..Variant::ALL.len() {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use grpcio::GrpcSlice;
-use log::{error, warn};
+use log::warn;
 
 use crate::config::{Config, OverflowPolicy};
 use crate::error::Error;
@@ -16,8 +16,7 @@ use crate::model::LogPayload;
 use crate::queues::Gone;
 use crate::shared::{decode_item, Shared};
 use crate::stats::Counters;
-use crate::wire::{self, pb};
-use crate::write;
+use crate::{wire, write};
 
 /// Most payloads a worker takes off its queue at once: one lock for the lot, one write
 /// pass for the lot, and the others' share waits in the queue for the other workers.
@@ -93,15 +92,21 @@ fn take(shared: &Shared, index: usize, taken: &mut Taken) -> Result<(), Gone> {
     Ok(())
 }
 
-/// Encodes a payload and wraps it for the ledger, or explains why it cannot be sent
-/// (too large: checked before anything is written).
+/// Encodes a payload and wraps it for the ledger, or explains why it cannot be sent.
 pub(crate) fn encode(
     config: &Config,
     origin: Origin,
     seq: u64,
-    msg: &pb::log::LogPayload,
+    payload: &LogPayload,
 ) -> Result<Item, Error> {
-    let bytes = wire::encode_within(msg, config.max_message_size)?;
+    let bytes = wire::encode(payload);
+    let limit = config.max_message_size;
+    if bytes.len() > limit {
+        return Err(Error::PayloadTooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
     Ok(Item {
         seq,
         origin,
@@ -109,15 +114,6 @@ pub(crate) fn encode(
         written_before: false,
         strikes: 0,
     })
-}
-
-/// The payload behind `msg`, moved back out to hand to the user.
-fn payload_of(msg: pb::log::LogPayload) -> Option<LogPayload> {
-    let payload = wire::into_payload(msg);
-    if payload.is_none() {
-        error!("cannot convert a payload back from its message (this is a bug)");
-    }
-    payload
 }
 
 /// A worker's intake of payloads taken and reserved by [`take`]: encode them outside
@@ -131,16 +127,11 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     Counters::add(&shared.counters.enqueued, taken.len() as u64);
     let mut encoded = Vec::with_capacity(taken.len());
     for (origin, seq, payload) in taken.drain(..) {
-        // The worker owns the payload: its strings and maps move into the generated
-        // message rather than being copied, and move back only if it must be reported.
-        let msg = pb::log::LogPayload::from(payload);
-        match encode(&shared.config, origin, seq, &msg) {
-            Ok(item) => encoded.push((item, msg)),
+        match encode(&shared.config, origin, seq, &payload) {
+            Ok(item) => encoded.push((item, payload)),
             Err(e) => {
                 warn!("dead-lettering a payload: {e}");
-                if let Some(payload) = payload_of(msg) {
-                    shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
-                }
+                shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
                 Counters::add(&shared.counters.dead_lettered, 1);
                 unreserve(shared, origin);
             }
@@ -153,19 +144,19 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     {
         let policy = shared.config.overflow;
         let mut ledger = shared.ledger.lock();
-        for (item, msg) in encoded {
+        for (item, payload) in encoded {
             if !no_room.is_empty() {
                 // Keep their order: once one waits, the rest wait behind it.
-                no_room.push((item, msg));
+                no_room.push((item, payload));
                 continue;
             }
             let origin = item.origin;
             match ledger.admit(item, policy, &mut evicted) {
-                Ok(()) => admitted.push(msg),
-                Err(Refused::NoRoom(item)) => no_room.push((item, msg)),
+                Ok(()) => admitted.push(payload),
+                Err(Refused::NoRoom(item)) => no_room.push((item, payload)),
                 Err(Refused::Dropped(reason)) => {
                     ledger.unreserve(origin);
-                    dropped.push((msg, reason));
+                    dropped.push((payload, reason));
                 }
             }
         }
@@ -176,20 +167,20 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     for old in evicted {
         shared.dropped(decode_item(&old), DropReason::Oldest);
     }
-    for (msg, reason) in dropped {
-        shared.dropped(payload_of(msg), reason);
+    for (payload, reason) in dropped {
+        shared.dropped(Some(payload), reason);
     }
-    for (item, msg) in no_room {
+    for (item, payload) in no_room {
         let origin = item.origin;
         match admit(shared, item) {
             Ok(evicted) => {
                 for old in evicted {
                     shared.dropped(decode_item(&old), DropReason::Oldest);
                 }
-                admitted.push(msg);
+                admitted.push(payload);
             }
             Err(reason) => {
-                shared.dropped(payload_of(msg), reason);
+                shared.dropped(Some(payload), reason);
                 unreserve(shared, origin);
             }
         }

@@ -223,8 +223,7 @@ impl LogSender {
             source: 0,
             ord: shared.next_direct(),
         };
-        let msg = crate::wire::pb::log::LogPayload::from(payload);
-        let item = intake::encode(&shared.config, origin, shared.next_seq(), &msg)?;
+        let item = intake::encode(&shared.config, origin, shared.next_seq(), payload)?;
         {
             let mut ledger = self.shared.ledger.lock();
             if !ledger.try_hold(&item) {
