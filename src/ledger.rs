@@ -50,7 +50,7 @@ pub(crate) enum Refused {
     /// out, waits for room (or for the stream to change) and offers the item again.
     NoRoom(Item),
     /// Not taken (and not held); the caller reports the payload with this reason.
-    Dropped(DropReason),
+    Dropped(Item, DropReason),
 }
 
 /// Payloads written on one stream (at-least-once).
@@ -214,7 +214,9 @@ impl Ledger {
     ) -> Result<(), Refused> {
         while !self.has_room(item.len()) && !self.closing {
             match policy {
-                OverflowPolicy::DropNewest => return Err(Refused::Dropped(DropReason::Newest)),
+                OverflowPolicy::DropNewest => {
+                    return Err(Refused::Dropped(item, DropReason::Newest))
+                }
                 OverflowPolicy::DropOldest if !self.outbox.is_empty() => {
                     if let Some(old) = self.outbox.pop_front() {
                         self.release([&old]);
@@ -610,7 +612,7 @@ mod tests {
         }
         assert!(matches!(
             admit(&mut l, item(2, 10), OverflowPolicy::DropNewest),
-            Err(Refused::Dropped(DropReason::Newest))
+            Err(Refused::Dropped(_, DropReason::Newest))
         ));
         match admit(&mut l, item(3, 10), OverflowPolicy::DropOldest) {
             Ok(evicted) => {
