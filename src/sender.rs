@@ -305,6 +305,12 @@ impl LogSender {
         stats
     }
 
+    /// Payloads acknowledged so far ([`Stats::acknowledged`]), read with one atomic load:
+    /// cheap enough to poll often, where [`stats`](LogSender::stats) takes locks.
+    pub fn acknowledged(&self) -> u64 {
+        self.shared.counters.acknowledged()
+    }
+
     /// [`close_timeout`](LogSender::close_timeout) with the configured `close_timeout`
     /// (10 s by default).
     pub fn close(mut self) -> Vec<LogPayload> {

@@ -97,6 +97,10 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
+    pub(crate) fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Relaxed)
+    }
+
     pub(crate) fn set_state(&self, state: ConnectionState) {
         let v = match state {
             ConnectionState::Connecting => 0,

@@ -112,6 +112,8 @@ fn at_least_once_flush_returns_zero_only_after_the_collector_acknowledged() {
             calls.ok > round as u64,
             "round {round}: no epoch was answered OK: {calls:?}"
         );
+        // The one-load accessor agrees with the snapshot (nothing is in flight now).
+        assert_eq!(sender.acknowledged(), sender.stats().acknowledged);
     }
     drop(tx);
     assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());

@@ -297,7 +297,7 @@ pub fn costs_main() {
         assert_eq!(acked, 0);
     });
     println!(
-        "acknowledged_now (LogSender::stats), idle sender: {:.0} ns",
+        "acknowledged_now (LogSender::acknowledged), idle sender: {:.0} ns",
         reads.as_secs_f64() * 1e9 / N as f64
     );
 }
