@@ -2,7 +2,7 @@
 //!
 //! A race test makes a logsender thread stop at a named point for a while, so that the
 //! interleaving it tests really happens, and reads how often the point was reached to
-//! prove it. Without the feature, [`pause`] is an empty inline function.
+//! prove it. Without the feature, `pause` is an empty inline function.
 
 /// A place in logsender's code where a test can make a thread pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -430,7 +430,7 @@ impl LogSender {
 
 impl Drop for LogSender {
     /// Closes with a short deadline (at most 2 s). Payloads that could not be delivered
-    /// are reported to [`EventHandler::on_dropped`] as
+    /// are reported to [`EventHandler::on_dropped`](crate::EventHandler::on_dropped) as
     /// [`DropReason::SenderDropped`] and logged; call `close` to get them back instead.
     fn drop(&mut self) {
         let timeout = self.shared.config.close_timeout.min(Duration::from_secs(2));
