@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The torture loop: the chaos test and the fault matrix (tests/chaos.rs,
-# tests/fault_matrix.rs, tests/fault_races.rs), again and again, while busy loops keep
+# The torture loop: the chaos test, the fault matrix and the stall tests (tests/chaos.rs,
+# tests/fault_matrix.rs, tests/fault_races.rs, tests/grpcio_traps.rs, tests/stall.rs),
+# again and again, while busy loops keep
 # every core fully loaded. Prints a pass/fail line per round and the counts at the end;
 # exits non-zero if any round failed.
 #
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 rounds="${1:-20}"
-tests=(--test chaos --test fault_matrix --test fault_races)
+tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall)
 
 cargo test --release --all-features "${tests[@]}" --no-run >/dev/null 2>&1 ||
     cargo test --release --all-features "${tests[@]}" --no-run

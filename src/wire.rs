@@ -62,18 +62,10 @@ pub fn decode(bytes: &[u8]) -> Result<LogPayload, Error> {
     LogPayload::try_from(msg)
 }
 
+/// Copies the strings and maps of `p` (a clone, then the by-value conversion below).
 impl From<&LogPayload> for pb::log::LogPayload {
     fn from(p: &LogPayload) -> Self {
-        pb::log::LogPayload {
-            agent_id: p.agent_id.clone(),
-            host_id: p.host_id.clone(),
-            hostname: p.hostname.clone(),
-            endpoint_id: p.endpoint_id.clone(),
-            timestamp: timestamp_field(p.timestamp),
-            logs: p.logs.iter().map(entry_to_pb).collect(),
-            meta: MessageField::from_option(p.meta.as_ref().map(meta_to_pb)),
-            ..Default::default()
-        }
+        Self::from(p.clone())
     }
 }
 
@@ -113,21 +105,6 @@ impl TryFrom<pb::log::LogPayload> for LogPayload {
     }
 }
 
-fn entry_to_pb(e: &LogEntry) -> pb::log::LogEntry {
-    pb::log::LogEntry {
-        timestamp: timestamp_field(e.timestamp),
-        level: e.level.clone(),
-        message: e.message.clone(),
-        source: e.source.clone(),
-        category: e.category.clone(),
-        pid: e.pid,
-        fields: e.fields.clone(),
-        tags: e.tags.clone(),
-        meta: MessageField::from_option(e.meta.as_ref().map(log_meta_to_pb)),
-        ..Default::default()
-    }
-}
-
 fn entry_into_pb(e: LogEntry) -> pb::log::LogEntry {
     pb::log::LogEntry {
         timestamp: timestamp_field(e.timestamp),
@@ -155,24 +132,6 @@ fn entry_from_pb(e: pb::log::LogEntry) -> Result<LogEntry, Error> {
         tags: e.tags,
         meta: e.meta.into_option().map(log_meta_from_pb),
     })
-}
-
-fn log_meta_to_pb(m: &LogMeta) -> pb::log::LogMeta {
-    pb::log::LogMeta {
-        platform: m.platform.clone(),
-        app_name: m.app_name.clone(),
-        app_version: m.app_version.clone(),
-        container_id: m.container_id.clone(),
-        container_name: m.container_name.clone(),
-        unit: m.unit.clone(),
-        service: m.service.clone(),
-        event_id: m.event_id.clone(),
-        user: m.user.clone(),
-        executable: m.executable.clone(),
-        path: m.path.clone(),
-        extra: m.extra.clone(),
-        ..Default::default()
-    }
 }
 
 fn log_meta_into_pb(m: LogMeta) -> pb::log::LogMeta {
@@ -207,61 +166,6 @@ fn log_meta_from_pb(m: pb::log::LogMeta) -> LogMeta {
         executable: m.executable,
         path: m.path,
         extra: m.extra,
-    }
-}
-
-fn meta_to_pb(m: &Meta) -> pb::meta::Meta {
-    pb::meta::Meta {
-        hostname: m.hostname.clone(),
-        ip_address: m.ip_address.clone(),
-        os: m.os.clone(),
-        os_version: m.os_version.clone(),
-        kernel_version: m.kernel_version.clone(),
-        architecture: m.architecture.clone(),
-        cloud_provider: m.cloud_provider.clone(),
-        region: m.region.clone(),
-        availability_zone: m.availability_zone.clone(),
-        instance_id: m.instance_id.clone(),
-        instance_type: m.instance_type.clone(),
-        account_id: m.account_id.clone(),
-        project_id: m.project_id.clone(),
-        resource_group: m.resource_group.clone(),
-        vpc_id: m.vpc_id.clone(),
-        subnet_id: m.subnet_id.clone(),
-        image_id: m.image_id.clone(),
-        service_id: m.service_id.clone(),
-        container_id: m.container_id.clone(),
-        container_name: m.container_name.clone(),
-        pod_name: m.pod_name.clone(),
-        namespace: m.namespace.clone(),
-        cluster_name: m.cluster_name.clone(),
-        node_name: m.node_name.clone(),
-        container_image_name: m.container_image_name.clone(),
-        container_image_id: m.container_image_id.clone(),
-        application: m.application.clone(),
-        environment: m.environment.clone(),
-        service: m.service.clone(),
-        version: m.version.clone(),
-        deployment_id: m.deployment_id.clone(),
-        public_ip: m.public_ip.clone(),
-        private_ip: m.private_ip.clone(),
-        mac_address: m.mac_address.clone(),
-        network_interface: m.network_interface.clone(),
-        labels: m.labels.clone(),
-        endpoint_id: m.endpoint_id.clone(),
-        platform: m.platform.clone(),
-        platform_family: m.platform_family.clone(),
-        platform_version: m.platform_version.clone(),
-        kernel_architecture: m.kernel_architecture.clone(),
-        virtualization_system: m.virtualization_system.clone(),
-        virtualization_role: m.virtualization_role.clone(),
-        host_id: m.host_id.clone(),
-        agent_version: m.agent_version.clone(),
-        agent_id: m.agent_id.clone(),
-        resource_id: m.resource_id.clone(),
-        kind: m.kind.clone(),
-        tags: m.tags.clone(),
-        ..Default::default()
     }
 }
 

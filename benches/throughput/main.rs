@@ -16,6 +16,8 @@
 
 mod backlog;
 mod clients;
+#[path = "../common/generate.rs"]
+mod generate;
 mod gzip_levels;
 mod matrix;
 mod payloads;

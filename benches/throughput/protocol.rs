@@ -6,8 +6,8 @@ use grpcio::{GrpcSlice, Marshaller, MessageReader, Method, MethodType};
 pub const PATH: &str = "/proto.LogService/SubmitStream";
 
 /// The request side of `SubmitStream` as pre-encoded bytes, driven as a duplex call on
-/// the client (the GoSight ending would make grpcio's client-streaming receiver panic;
-/// see DESIGN.md §3). Same bytes on the wire as a client stream.
+/// the client (the GoSight ending, OK with no message, would make grpcio's
+/// client-streaming receiver panic). Same bytes on the wire as a client stream.
 pub const RAW_METHOD: Method<GrpcSlice, Vec<u8>> = Method {
     ty: MethodType::Duplex,
     name: PATH,
