@@ -105,6 +105,58 @@ impl TryFrom<pb::log::LogPayload> for LogPayload {
     }
 }
 
+/// Builds a `$to` from `$from`, moving each listed field (same name on both sides),
+/// then adds `$rest` (`..Default::default()` for a generated message's hidden fields).
+macro_rules! move_fields {
+    ($($to:ident)::+, $from:ident, [$($field:ident),*]; $($rest:tt)*) => {
+        $($to)::+ { $($field: $from.$field,)* $($rest)* }
+    };
+}
+
+/// Converts between the model's and the generated `LogMeta` (one list of field names
+/// serves both directions).
+macro_rules! convert_log_meta {
+    ($($to:ident)::+, $from:ident; $($rest:tt)*) => {
+        move_fields!($($to)::+, $from, [
+            platform, app_name, app_version, container_id, container_name, unit, service,
+            event_id, user, executable, path, extra
+        ]; $($rest)*)
+    };
+}
+
+/// Converts between the model's and the generated `Meta`, like [`convert_log_meta`].
+macro_rules! convert_meta {
+    ($($to:ident)::+, $from:ident; $($rest:tt)*) => {
+        move_fields!($($to)::+, $from, [
+            hostname, ip_address, os, os_version, kernel_version, architecture,
+            cloud_provider, region, availability_zone, instance_id, instance_type,
+            account_id, project_id, resource_group, vpc_id, subnet_id, image_id,
+            service_id, container_id, container_name, pod_name, namespace, cluster_name,
+            node_name, container_image_name, container_image_id, application, environment,
+            service, version, deployment_id, public_ip, private_ip, mac_address,
+            network_interface, labels, endpoint_id, platform, platform_family,
+            platform_version, kernel_architecture, virtualization_system,
+            virtualization_role, host_id, agent_version, agent_id, resource_id, kind, tags
+        ]; $($rest)*)
+    };
+}
+
+fn log_meta_into_pb(m: LogMeta) -> pb::log::LogMeta {
+    convert_log_meta!(pb::log::LogMeta, m; ..Default::default())
+}
+
+fn log_meta_from_pb(m: pb::log::LogMeta) -> LogMeta {
+    convert_log_meta!(LogMeta, m;)
+}
+
+fn meta_into_pb(m: Meta) -> pb::meta::Meta {
+    convert_meta!(pb::meta::Meta, m; ..Default::default())
+}
+
+fn meta_from_pb(m: pb::meta::Meta) -> Meta {
+    convert_meta!(Meta, m;)
+}
+
 fn entry_into_pb(e: LogEntry) -> pb::log::LogEntry {
     pb::log::LogEntry {
         timestamp: timestamp_field(e.timestamp),
@@ -132,150 +184,6 @@ fn entry_from_pb(e: pb::log::LogEntry) -> Result<LogEntry, Error> {
         tags: e.tags,
         meta: e.meta.into_option().map(log_meta_from_pb),
     })
-}
-
-fn log_meta_into_pb(m: LogMeta) -> pb::log::LogMeta {
-    pb::log::LogMeta {
-        platform: m.platform,
-        app_name: m.app_name,
-        app_version: m.app_version,
-        container_id: m.container_id,
-        container_name: m.container_name,
-        unit: m.unit,
-        service: m.service,
-        event_id: m.event_id,
-        user: m.user,
-        executable: m.executable,
-        path: m.path,
-        extra: m.extra,
-        ..Default::default()
-    }
-}
-
-fn log_meta_from_pb(m: pb::log::LogMeta) -> LogMeta {
-    LogMeta {
-        platform: m.platform,
-        app_name: m.app_name,
-        app_version: m.app_version,
-        container_id: m.container_id,
-        container_name: m.container_name,
-        unit: m.unit,
-        service: m.service,
-        event_id: m.event_id,
-        user: m.user,
-        executable: m.executable,
-        path: m.path,
-        extra: m.extra,
-    }
-}
-
-fn meta_into_pb(m: Meta) -> pb::meta::Meta {
-    pb::meta::Meta {
-        hostname: m.hostname,
-        ip_address: m.ip_address,
-        os: m.os,
-        os_version: m.os_version,
-        kernel_version: m.kernel_version,
-        architecture: m.architecture,
-        cloud_provider: m.cloud_provider,
-        region: m.region,
-        availability_zone: m.availability_zone,
-        instance_id: m.instance_id,
-        instance_type: m.instance_type,
-        account_id: m.account_id,
-        project_id: m.project_id,
-        resource_group: m.resource_group,
-        vpc_id: m.vpc_id,
-        subnet_id: m.subnet_id,
-        image_id: m.image_id,
-        service_id: m.service_id,
-        container_id: m.container_id,
-        container_name: m.container_name,
-        pod_name: m.pod_name,
-        namespace: m.namespace,
-        cluster_name: m.cluster_name,
-        node_name: m.node_name,
-        container_image_name: m.container_image_name,
-        container_image_id: m.container_image_id,
-        application: m.application,
-        environment: m.environment,
-        service: m.service,
-        version: m.version,
-        deployment_id: m.deployment_id,
-        public_ip: m.public_ip,
-        private_ip: m.private_ip,
-        mac_address: m.mac_address,
-        network_interface: m.network_interface,
-        labels: m.labels,
-        endpoint_id: m.endpoint_id,
-        platform: m.platform,
-        platform_family: m.platform_family,
-        platform_version: m.platform_version,
-        kernel_architecture: m.kernel_architecture,
-        virtualization_system: m.virtualization_system,
-        virtualization_role: m.virtualization_role,
-        host_id: m.host_id,
-        agent_version: m.agent_version,
-        agent_id: m.agent_id,
-        resource_id: m.resource_id,
-        kind: m.kind,
-        tags: m.tags,
-        ..Default::default()
-    }
-}
-
-fn meta_from_pb(m: pb::meta::Meta) -> Meta {
-    Meta {
-        hostname: m.hostname,
-        ip_address: m.ip_address,
-        os: m.os,
-        os_version: m.os_version,
-        kernel_version: m.kernel_version,
-        architecture: m.architecture,
-        cloud_provider: m.cloud_provider,
-        region: m.region,
-        availability_zone: m.availability_zone,
-        instance_id: m.instance_id,
-        instance_type: m.instance_type,
-        account_id: m.account_id,
-        project_id: m.project_id,
-        resource_group: m.resource_group,
-        vpc_id: m.vpc_id,
-        subnet_id: m.subnet_id,
-        image_id: m.image_id,
-        service_id: m.service_id,
-        container_id: m.container_id,
-        container_name: m.container_name,
-        pod_name: m.pod_name,
-        namespace: m.namespace,
-        cluster_name: m.cluster_name,
-        node_name: m.node_name,
-        container_image_name: m.container_image_name,
-        container_image_id: m.container_image_id,
-        application: m.application,
-        environment: m.environment,
-        service: m.service,
-        version: m.version,
-        deployment_id: m.deployment_id,
-        public_ip: m.public_ip,
-        private_ip: m.private_ip,
-        mac_address: m.mac_address,
-        network_interface: m.network_interface,
-        labels: m.labels,
-        endpoint_id: m.endpoint_id,
-        platform: m.platform,
-        platform_family: m.platform_family,
-        platform_version: m.platform_version,
-        kernel_architecture: m.kernel_architecture,
-        virtualization_system: m.virtualization_system,
-        virtualization_role: m.virtualization_role,
-        host_id: m.host_id,
-        agent_version: m.agent_version,
-        agent_id: m.agent_id,
-        resource_id: m.resource_id,
-        kind: m.kind,
-        tags: m.tags,
-    }
 }
 
 fn timestamp_field(t: Option<SystemTime>) -> MessageField<Timestamp> {
