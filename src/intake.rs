@@ -69,27 +69,26 @@ pub(crate) fn run_worker(
 }
 
 /// Takes up to [`TAKE_AT_ONCE`] payloads off queue `index` (as many as the buffer has
-/// room for, at least one; none if another worker was faster), numbers them in global intake order and marks them outstanding, all under
-/// the queues lock, so that `flush` reading the queues' positions sees each either
-/// still queued or already outstanding. `Err` when the queue is empty and every
+/// room for, at least one; none if another worker was faster), numbers them in global
+/// intake order and marks them outstanding, all under the queues lock (and one hold of
+/// the ledger lock inside it), so that `flush` reading the queues' positions sees each
+/// either still queued or already outstanding. `Err` when the queue is empty and every
 /// producer is gone.
 fn take(shared: &Shared, index: usize, taken: &mut Taken) -> Result<(), Gone> {
     let mut queues = shared.queues.lock();
+    let mut ledger = shared.ledger.lock();
     // No more than there is room for (but one, to wait for room with): a full buffer
     // leaves the rest in the queue, where they hold back the producers.
-    let at_once = shared.ledger.lock().room().clamp(1, TAKE_AT_ONCE);
+    let at_once = ledger.room().clamp(1, TAKE_AT_ONCE);
     while taken.len() < at_once {
         match queues.take(index) {
-            Ok(Some((origin, payload))) => taken.push((origin, shared.next_seq(), payload)),
+            Ok(Some((origin, payload))) => {
+                ledger.reserve(origin);
+                taken.push((origin, shared.next_seq(), payload));
+            }
             Ok(None) => break,
             Err(Gone) if taken.is_empty() => return Err(Gone),
             Err(Gone) => break,
-        }
-    }
-    if !taken.is_empty() {
-        let mut ledger = shared.ledger.lock();
-        for (origin, _, _) in taken.iter() {
-            ledger.reserve(*origin);
         }
     }
     Ok(())
@@ -173,9 +172,7 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     if !dropped.is_empty() {
         shared.ledger_changed.notify_all();
     }
-    for old in evicted {
-        shared.dropped(decode_item(&old), DropReason::Oldest);
-    }
+    report_evicted(shared, evicted);
     for (payload, reason) in dropped {
         shared.dropped(payload, reason);
     }
@@ -183,9 +180,7 @@ fn intake(shared: &Shared, taken: &mut Taken) {
         let origin = item.origin;
         match admit(shared, item) {
             Ok(evicted) => {
-                for old in evicted {
-                    shared.dropped(decode_item(&old), DropReason::Oldest);
-                }
+                report_evicted(shared, evicted);
                 admitted.push(payload);
             }
             Err((item, reason)) => {
@@ -196,6 +191,13 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     }
     write::pump(shared);
     drop(admitted);
+}
+
+/// Reports payloads `DropOldest` evicted to make room.
+fn report_evicted(shared: &Shared, evicted: Vec<Item>) {
+    for old in evicted {
+        shared.dropped(decode_item(&old), DropReason::Oldest);
+    }
 }
 
 fn unreserve(shared: &Shared, origin: Origin) {
