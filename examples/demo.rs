@@ -105,10 +105,10 @@ fn main() -> ExitCode {
     for p in producers {
         p.join().expect("producer thread");
     }
-    let left = sender.flush(Duration::from_secs(30));
+    let left = sender.flush(Duration::from_secs(30)).outstanding;
     let elapsed = started.elapsed();
     let stats = sender.stats();
-    let undelivered = sender.close();
+    let undelivered = sender.close().undelivered;
 
     let received = sink.received();
     let unique: HashSet<&str> = received.iter().map(|p| p.host_id.as_str()).collect();

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 pub use grpcio::{RpcStatus, RpcStatusCode};
 
@@ -49,6 +50,14 @@ pub enum Error {
         /// How long the call waited.
         waited: std::time::Duration,
     },
+    /// [`LogSender::wait_connected`](crate::LogSender::wait_connected) gave up: no
+    /// stream came up in time.
+    NotConnected {
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// The last connection error, if there was one (it names the cause).
+        last_error: Option<LastError>,
+    },
     /// The sender's buffers are at their configured bound.
     BufferFull {
         /// Payloads held (unacknowledged plus waiting to be written).
@@ -81,7 +90,10 @@ impl Error {
     /// Follows the OpenTelemetry exporter convention, see [`classify`].
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable | Error::Timeout { .. } | Error::BufferFull { .. } => true,
+            Error::Unavailable
+            | Error::Timeout { .. }
+            | Error::BufferFull { .. }
+            | Error::NotConnected { .. } => true,
             Error::Rpc(_) => match self.status() {
                 Some(s) => classify(s.code()) != Retry::Never,
                 None => true,
@@ -112,6 +124,13 @@ impl fmt::Display for Error {
                 f,
                 "the stream stayed busy for {waited:?} (the collector is slow or stalled)"
             ),
+            Error::NotConnected { waited, last_error } => {
+                write!(f, "not connected to the collector after {waited:?}")?;
+                match last_error {
+                    Some(e) => write!(f, ": {e}"),
+                    None => Ok(()),
+                }
+            }
             Error::BufferFull { payloads, bytes } => write!(
                 f,
                 "sender buffer is full ({payloads} payloads, {bytes} bytes held)"
@@ -150,6 +169,69 @@ impl From<grpcio::Error> for Error {
 impl From<protobuf::Error> for Error {
     fn from(e: protobuf::Error) -> Self {
         Error::Decode(e)
+    }
+}
+
+/// Why a dial failed, as far as the gRPC core's message tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DialCause {
+    /// Nothing listens at the address (TCP connection refused).
+    Refused,
+    /// The TLS handshake failed: a plaintext collector reached with TLS, an unknown
+    /// certificate authority, a name mismatch, a missing client certificate.
+    Tls,
+    /// The host name does not resolve.
+    NameResolution,
+    /// No connection within `connect_timeout` (a firewall dropping packets, a peer that
+    /// accepts TCP but never answers HTTP/2).
+    Timeout,
+    /// The connection came up but the stream could not be opened.
+    StreamRefused,
+    /// Anything else; the message says what.
+    Other,
+}
+
+impl DialCause {
+    /// Reads the cause out of a failed dial's message.
+    pub(crate) fn of(message: &str) -> DialCause {
+        let m = message.to_ascii_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| m.contains(w));
+        if any(&["ssl", "tls", "handshake", "certificate"]) {
+            DialCause::Tls
+        } else if any(&["connection refused"]) {
+            DialCause::Refused
+        } else if any(&["dns resolution", "name resolution", "domain name not found", "resolve"]) {
+            DialCause::NameResolution
+        } else if any(&["within", "timed out", "timeout", "deadline"]) {
+            DialCause::Timeout
+        } else {
+            DialCause::Other
+        }
+    }
+}
+
+/// The most recent error of the connection, in [`Stats::last_error`](crate::Stats::last_error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LastError {
+    /// What went wrong, in the gRPC core's words where it has them.
+    pub message: String,
+    /// When.
+    pub at: SystemTime,
+    /// Why, if it was a failed dial.
+    pub cause: Option<DialCause>,
+    /// When a stream came up after it: `Some` means the error is history.
+    pub recovered_at: Option<SystemTime>,
+}
+
+impl fmt::Display for LastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if self.recovered_at.is_some() {
+            f.write_str(" (recovered since)")?;
+        }
+        Ok(())
     }
 }
 

@@ -1,11 +1,15 @@
-//! Hooks for what the sender does in the background: drops, dead letters, connection changes.
+//! Hooks for what the sender does in the background: drops, dead letters, connection
+//! changes, failed dials, backpressure.
 
-use crate::error::Error;
+use std::time::Duration;
+
+use crate::error::{DialCause, Error};
 use crate::model::LogPayload;
 
 /// Receives the sender's background events. Every method has a no-op default.
 ///
-/// Methods are called from logsender's own threads (workers and the supervisor), never
+/// Methods are called from logsender's own threads (workers and the supervisor), and
+/// `on_backpressure` also from a producer's thread that starts or stops waiting; never
 /// while one of logsender's locks is held. Keep them short: a slow handler slows the
 /// thread that calls it.
 ///
@@ -44,6 +48,70 @@ pub trait EventHandler: Send + Sync {
     fn on_disconnected(&self, error: &Error) {
         let _ = error;
     }
+
+    /// A dial (or the opening of a stream after it) failed: why, and when the next
+    /// try is. Called once per failed attempt.
+    fn on_dial_failed(&self, event: &DialFailedEvent) {
+        let _ = event;
+    }
+
+    /// The sender's buffer filled up and producers started waiting for room, or room was
+    /// made and the last of them went on. A wait counts once it has lasted 10 ms:
+    /// shorter ones are the buffer doing its job. Events come in pairs with the same
+    /// episode number; two episodes' events may interleave when they race.
+    fn on_backpressure(&self, event: BackpressureEvent) {
+        let _ = event;
+    }
+}
+
+/// A failed dial, reported to [`EventHandler::on_dial_failed`].
+#[derive(Debug, Clone)]
+pub struct DialFailedEvent {
+    pub(crate) cause: DialCause,
+    pub(crate) message: String,
+    pub(crate) retry_in: Duration,
+    pub(crate) attempt: u32,
+}
+
+impl DialFailedEvent {
+    /// Why it failed.
+    pub fn cause(&self) -> DialCause {
+        self.cause
+    }
+
+    /// The failure in the gRPC core's words (also in [`Stats::last_error`](crate::Stats::last_error)).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// How long until the next attempt.
+    pub fn retry_in(&self) -> Duration {
+        self.retry_in
+    }
+
+    /// How many attempts in a row have failed, this one included.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// Producers waiting for room, reported to [`EventHandler::on_backpressure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackpressureEvent {
+    /// The buffer is full: a worker (and so the producers feeding its queue) or a
+    /// caller of [`EntrySender::log`](crate::EntrySender::log) started waiting for room.
+    Started {
+        /// Numbers episodes from 1.
+        episode: u64,
+    },
+    /// Nobody waits for room any more.
+    Ended {
+        /// The episode that ended.
+        episode: u64,
+        /// How long it lasted, from the first waiter to the last one going on.
+        lasted: Duration,
+    },
 }
 
 /// Why a payload was dropped.

@@ -14,7 +14,7 @@ use crate::events::{DeadLetterEvent, DropReason};
 use crate::ledger::{Item, Origin, Refused};
 use crate::model::LogPayload;
 use crate::queues::Gone;
-use crate::shared::{decode_item, Shared};
+use crate::shared::{decode_item, Shared, BACKPRESSURE_AFTER};
 use crate::stats::Counters;
 use crate::{wire, write};
 
@@ -30,12 +30,15 @@ type Taken = Vec<(Origin, u64, LogPayload)>;
 
 /// One worker's life: wait until its queue or the stop channel is ready, take without
 /// blocking, intake. Ends when the sender closes, after taking in what was queued before
-/// the close (bounded by the close deadline).
+/// the close (bounded by the close deadline). With `until_gone` (a queue logsender
+/// feeds itself, from an [`EntrySender`](crate::EntrySender)'s batcher), it also waits
+/// at close for the last payloads, until the queue's producer is gone.
 pub(crate) fn run_worker(
     shared: &Shared,
     queue: &Receiver<LogPayload>,
     index: usize,
     stop: &Receiver<()>,
+    until_gone: bool,
 ) {
     let mut select = Select::new();
     let mut from_queue = Some(select.recv(queue));
@@ -60,8 +63,21 @@ pub(crate) fn run_worker(
     // Closing: take in what was queued before the close, until the deadline.
     let deadline = shared.close_deadline();
     while deadline.map_or(true, |d| Instant::now() < d) {
-        if take(shared, index, &mut taken).is_err() || taken.is_empty() {
+        if take(shared, index, &mut taken).is_err() {
             break;
+        }
+        if taken.is_empty() {
+            if !until_gone {
+                break;
+            }
+            // Wait for the batcher's last payloads (or for it to go).
+            let mut ready = Select::new();
+            ready.recv(queue);
+            let _ = match deadline {
+                Some(d) => ready.ready_deadline(d).ok(),
+                None => Some(ready.ready()),
+            };
+            continue;
         }
         intake(shared, &mut taken);
     }
@@ -219,6 +235,9 @@ fn admit(shared: &Shared, mut item: Item) -> Result<Vec<Item>, (Item, DropReason
         _ => None,
     };
     let mut evicted = Vec::new();
+    // Declared before the ledger guard, so dropped after it: it may call the handler.
+    let mut waiting = None;
+    let mut first_wait: Option<Instant> = None;
     let mut ledger = shared.ledger.lock();
     loop {
         item = match ledger.admit(item, policy, &mut evicted) {
@@ -231,18 +250,28 @@ fn admit(shared: &Shared, mut item: Item) -> Result<Vec<Item>, (Item, DropReason
         if ledger.generation() != generation || ledger.room_for(item.len()) {
             continue;
         }
+        // A wait counts as backpressure once it has lasted `BACKPRESSURE_AFTER`.
+        let began = *first_wait.get_or_insert_with(Instant::now);
+        let counted_from = crate::clock::after(began, BACKPRESSURE_AFTER);
+        if waiting.is_none() && Instant::now() >= counted_from {
+            waiting = Some(parking_lot::MutexGuard::unlocked(&mut ledger, || {
+                shared.start_waiting(began)
+            }));
+            continue;
+        }
         crate::hooks::pause(crate::hooks::Point::BeforeRoomWait);
-        match block_deadline {
-            Some(deadline) => {
-                let timed_out = shared
-                    .ledger_changed
-                    .wait_until(&mut ledger, deadline)
-                    .timed_out();
-                if timed_out && !ledger.room_for(item.len()) {
-                    return Err((item, DropReason::BlockTimeout));
-                }
+        let until = match (waiting.is_none().then_some(counted_from), block_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match until {
+            Some(until) => {
+                shared.ledger_changed.wait_until(&mut ledger, until);
             }
             None => shared.ledger_changed.wait(&mut ledger),
+        }
+        if block_deadline.is_some_and(|d| Instant::now() >= d) && !ledger.room_for(item.len()) {
+            return Err((item, DropReason::BlockTimeout));
         }
     }
 }

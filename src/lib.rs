@@ -82,11 +82,13 @@ mod call;
 mod clock;
 mod command;
 mod config;
+mod entries;
 mod error;
 mod events;
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 #[doc(hidden)]
 pub mod hooks;
+mod host;
 mod intake;
 mod ledger;
 pub mod model;
@@ -100,8 +102,14 @@ mod write;
 
 pub use call::SUBMIT_STREAM_PATH;
 pub use config::{Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy};
-pub use error::{classify, Error, Retry, RpcStatus, RpcStatusCode};
-pub use events::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
-pub use model::{LogEntry, LogMeta, LogPayload, Meta};
-pub use sender::LogSender;
-pub use stats::{ConnectionState, Stats};
+pub use entries::{Batching, EntrySender, LogError};
+pub use error::{classify, DialCause, Error, LastError, Retry, RpcStatus, RpcStatusCode};
+pub use events::{
+    BackpressureEvent, DeadLetterEvent, DialFailedEvent, DropReason, DroppedEvent, EventHandler,
+};
+pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
+pub use sender::{LogSender, Shutdown};
+pub use stats::{ConnectionState, Report, Stats};
+/// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
+/// your `crossbeam_channel` is the same version as logsender's.
+pub use crossbeam_channel;

@@ -4,9 +4,19 @@
 //! round trip through [`crate::wire`].
 
 use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::SystemTime;
 
 /// One batch of log entries from one agent, the unit sent on the stream.
+///
+/// **Identity.** A GoSight server keys logs on `meta.endpoint_id` (tags, alert rules,
+/// storage) and labels them with `meta.host_id`, `meta.hostname` and `meta.agent_id`;
+/// the top-level `endpoint_id` routes live views and events, and the top-level
+/// `agent_id`, `host_id` and `hostname` go into event metadata. Always send `meta`,
+/// with those four set, and repeat them at the top level: the GoSight agent does, and
+/// some server paths fail on a payload without `meta`. [`LogPayload::from_host`] builds
+/// such a payload for this machine.
 ///
 /// ```
 /// use logsender::{LogEntry, LogPayload};
@@ -45,6 +55,16 @@ pub struct LogPayload {
 }
 
 /// One log line with its attributes.
+///
+/// ```
+/// use logsender::{Level, LogEntry};
+///
+/// let entry = LogEntry::new(Level::Warning, "disk 91% full")
+///     .with_field("mount", "/var")
+///     .with_tag("team", "storage");
+/// assert_eq!(entry.level, "warning");
+/// assert!(entry.timestamp.is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogEntry {
     /// When the event happened; `None` leaves the field off the wire.
@@ -197,4 +217,216 @@ pub struct Meta {
     pub kind: String,
     /// Free-form tags.
     pub tags: HashMap<String, String>,
+}
+
+/// Severity of a [`LogEntry`], spelled as GoSight spells it (`LogEntry::level` is a
+/// plain string on the wire).
+///
+/// The names are the syslog severities GoSight's server uses: `debug`, `info`, `notice`,
+/// `warning`, `error`, `critical`, `alert`, `emergency`. A GoSight server raises an event
+/// for `error` and `critical` entries; its rules compare the string exactly.
+///
+/// ```
+/// use logsender::Level;
+///
+/// assert_eq!(Level::from(log::Level::Warn).as_str(), "warning");
+/// assert_eq!(Level::from(log::Level::Trace), Level::Debug);
+/// assert_eq!("crit".parse::<Level>(), Ok(Level::Critical));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    /// `debug` (syslog 7). `log`'s `Trace` maps here too.
+    Debug,
+    /// `info` (syslog 6).
+    Info,
+    /// `notice` (syslog 5).
+    Notice,
+    /// `warning` (syslog 4).
+    Warning,
+    /// `error` (syslog 3).
+    Error,
+    /// `critical` (syslog 2).
+    Critical,
+    /// `alert` (syslog 1).
+    Alert,
+    /// `emergency` (syslog 0).
+    Emergency,
+}
+
+impl Level {
+    /// The string GoSight uses for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warning => "warning",
+            Level::Error => "error",
+            Level::Critical => "critical",
+            Level::Alert => "alert",
+            Level::Emergency => "emergency",
+        }
+    }
+
+    /// The level of a syslog severity (0 = emergency ..= 7 = debug); `None` above 7.
+    pub fn from_syslog(severity: u8) -> Option<Level> {
+        Some(match severity {
+            0 => Level::Emergency,
+            1 => Level::Alert,
+            2 => Level::Critical,
+            3 => Level::Error,
+            4 => Level::Warning,
+            5 => Level::Notice,
+            6 => Level::Info,
+            7 => Level::Debug,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<log::Level> for Level {
+    fn from(level: log::Level) -> Level {
+        match level {
+            log::Level::Error => Level::Error,
+            log::Level::Warn => Level::Warning,
+            log::Level::Info => Level::Info,
+            log::Level::Debug | log::Level::Trace => Level::Debug,
+        }
+    }
+}
+
+/// A string that names no [`Level`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownLevel(pub String);
+
+impl fmt::Display for UnknownLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown log level {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownLevel {}
+
+impl FromStr for Level {
+    type Err = UnknownLevel;
+
+    /// Accepts GoSight's names and the usual short forms (`warn`, `err`, `crit`,
+    /// `emerg`, `fatal`, `trace`), in any case.
+    fn from_str(s: &str) -> Result<Level, UnknownLevel> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "trace" | "debug" => Level::Debug,
+            "info" | "informational" => Level::Info,
+            "notice" => Level::Notice,
+            "warn" | "warning" => Level::Warning,
+            "err" | "error" => Level::Error,
+            "crit" | "critical" | "fatal" => Level::Critical,
+            "alert" => Level::Alert,
+            "emerg" | "emergency" | "panic" => Level::Emergency,
+            _ => return Err(UnknownLevel(s.to_string())),
+        })
+    }
+}
+
+impl LogEntry {
+    /// An entry with this level and message, timestamped now.
+    pub fn new(level: Level, message: impl Into<String>) -> LogEntry {
+        LogEntry {
+            timestamp: Some(SystemTime::now()),
+            level: level.as_str().to_string(),
+            message: message.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds a structured field (replacing one of the same name).
+    #[must_use]
+    pub fn with_field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds a tag (replacing one of the same name).
+    #[must_use]
+    pub fn with_tag(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets where the line came from (e.g. `journald`, a file path).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Sets the category.
+    #[must_use]
+    pub fn with_category(mut self, category: impl Into<String>) -> Self {
+        self.category = category.into();
+        self
+    }
+
+    /// Sets the process ID of the emitter.
+    #[must_use]
+    pub fn with_pid(mut self, pid: i32) -> Self {
+        self.pid = pid;
+        self
+    }
+
+    /// Sets when the event happened (`new` uses now).
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sets the per-entry metadata.
+    #[must_use]
+    pub fn with_meta(mut self, meta: LogMeta) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_round_trip_through_their_names() {
+        for severity in 0..8 {
+            let level = Level::from_syslog(severity).expect("0..8 are levels");
+            assert_eq!(level.as_str().parse::<Level>(), Ok(level));
+            assert_eq!(level.to_string(), level.as_str());
+        }
+        assert_eq!(Level::from_syslog(8), None);
+        assert_eq!("WARN".parse::<Level>(), Ok(Level::Warning));
+        assert_eq!("fatal".parse::<Level>(), Ok(Level::Critical));
+        assert!("verbose".parse::<Level>().is_err());
+        assert!(Level::Debug < Level::Emergency);
+    }
+
+    #[test]
+    fn builders_fill_what_they_name() {
+        let before = SystemTime::now();
+        let e = LogEntry::new(Level::Error, "boom")
+            .with_field("k", "v")
+            .with_tag("t", "u")
+            .with_source("app")
+            .with_category("c")
+            .with_pid(7);
+        assert!(e.timestamp.is_some_and(|t| t >= before));
+        assert_eq!(
+            (e.level.as_str(), e.message.as_str(), e.source.as_str(), e.category.as_str(), e.pid),
+            ("error", "boom", "app", "c", 7)
+        );
+        assert_eq!(e.fields["k"], "v");
+        assert_eq!(e.tags["t"], "u");
+    }
 }

@@ -94,15 +94,25 @@ impl Queues {
         self.queues.iter().map(|q| q.rx.len() as u64).sum()
     }
 
-    /// Takes back what still waits in the queues (for `close`), at most what was there
-    /// when it started, so that a producer that keeps sending cannot keep it going.
+    /// Takes back what still waits in the queues (for `close`), then lets the queues
+    /// go, which makes every producer's `send` fail from then on (handing it its
+    /// payload back). A producer that was waiting for room is woken by the taking and
+    /// completes its send: the queue is taken from again until it stays empty for a
+    /// moment (at most 50 rounds, so that producers that never stop cannot keep it
+    /// going). A payload sent in the instant the last receiver goes is lost with the
+    /// channel: producers should have been told to stop before `close`.
     pub(crate) fn drain(&mut self) -> Vec<LogPayload> {
-        self.queues
-            .drain(..)
-            .flat_map(|q| {
+        let mut back = Vec::new();
+        for q in self.queues.drain(..) {
+            for _ in 0..50 {
                 let n = q.rx.len();
-                q.rx.try_iter().take(n).collect::<Vec<_>>()
-            })
-            .collect()
+                back.extend(q.rx.try_iter().take(n));
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                if q.rx.is_empty() {
+                    break;
+                }
+            }
+        }
+        back
     }
 }

@@ -12,6 +12,7 @@ use log::{error, warn};
 use parking_lot::Mutex;
 
 use crate::command::Command;
+use crate::entries::{self, Batcher, Batching, EntrySender};
 use crate::config::{Config, DeliveryMode};
 use crate::error::Error;
 use crate::events::DropReason;
@@ -19,7 +20,7 @@ use crate::ledger::Origin;
 use crate::model::LogPayload;
 use crate::queues::FlushTarget;
 use crate::shared::{decode_item, Shared};
-use crate::stats::{ConnectionState, Counters, Stats};
+use crate::stats::{ConnectionState, Counters, Report, Stats};
 use crate::supervisor::Supervisor;
 use crate::{intake, write};
 
@@ -71,17 +72,40 @@ fn route_grpc_core_logs() {
 /// ```
 pub struct LogSender {
     shared: Arc<Shared>,
-    supervisor: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<()>>,
+    /// Taken by the first `shutdown`; a second one waits for it on this lock.
+    threads: Mutex<Threads>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The batchers of the entry handles.
+    batchers: Mutex<Vec<Batcher>>,
     next_worker: AtomicUsize,
-    /// Dropped at close: disconnects `stop_workers_rx`, which wakes idle workers.
-    stop_workers: Option<Sender<()>>,
     stop_workers_rx: Receiver<()>,
-    /// Dropped at the end of close: ends the background writer.
-    stop_writer: Option<Sender<()>>,
     /// gRPC completion-queue threads still running.
     grpc_threads: Arc<AtomicUsize>,
+}
+
+/// What `shutdown` stops, once.
+struct Threads {
+    supervisor: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    /// Dropped at close: disconnects `stop_workers_rx`, which wakes idle workers.
+    stop_workers: Option<Sender<()>>,
+    /// Dropped at the end of close: ends the background writer.
+    stop_writer: Option<Sender<()>>,
+    /// The first shutdown's outcome, for the ones after it.
+    done: Option<Stats>,
+}
+
+/// What [`LogSender::shutdown`] (and `close`) leaves you with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Shutdown {
+    /// Every payload that was not delivered, oldest first, to persist or retry.
+    pub undelivered: Vec<LogPayload>,
+    /// What became of payloads since the previous report; `handed_back` counts
+    /// `undelivered`.
+    pub report: Report,
+    /// The final counters.
+    pub stats: Stats,
 }
 
 impl LogSender {
@@ -135,13 +159,17 @@ impl LogSender {
         };
         Ok(LogSender {
             shared,
-            supervisor: Some(handle),
-            writer: Some(writer),
+            threads: Mutex::new(Threads {
+                supervisor: Some(handle),
+                writer: Some(writer),
+                stop_workers: Some(stop_workers),
+                stop_writer: Some(stop_writer),
+                done: None,
+            }),
             workers: Mutex::new(Vec::new()),
+            batchers: Mutex::new(Vec::new()),
             next_worker: AtomicUsize::new(0),
-            stop_workers: Some(stop_workers),
             stop_workers_rx,
-            stop_writer: Some(stop_writer),
             grpc_threads,
         })
     }
@@ -160,6 +188,64 @@ impl LogSender {
     /// [`Error::InvalidConfig`] for `n == 0`, [`Error::Closed`] after `close` began,
     /// [`Error::Spawn`] if a thread cannot be started.
     pub fn start_worker_pool(&self, receiver: Receiver<LogPayload>, n: usize) -> Result<(), Error> {
+        self.start_pool(receiver, n, false)
+    }
+
+    /// A handle that takes single [`LogEntry`](crate::LogEntry)s and ships them in
+    /// batches, as [`Batching`] says: a batcher thread (`{prefix}-bN`) and a worker pool
+    /// of its own. Cloneable and `Send + Sync`; make one per template.
+    ///
+    /// [`flush`](LogSender::flush) and [`shutdown`](LogSender::shutdown) cover its
+    /// entries too: they cut the open batch first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a setting of `batching` that makes no sense,
+    /// [`Error::Closed`] after shutdown began, [`Error::Spawn`] if a thread cannot be
+    /// started.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Batching, Config, Level, LogEntry, LogPayload, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?;
+    /// let sender = LogSender::new(config)?;
+    /// let log = sender.entry_sender(Batching::new(LogPayload::from_host("agent-1")))?;
+    /// for i in 0..3 {
+    ///     log.log(LogEntry::new(Level::Info, format!("line {i}")))?;
+    /// }
+    /// // No collector: the three entries come back in one payload.
+    /// let shutdown = sender.shutdown(Duration::from_millis(300));
+    /// assert_eq!(shutdown.undelivered.len(), 1);
+    /// assert_eq!(shutdown.undelivered[0].logs.len(), 3);
+    /// assert_eq!(shutdown.report.handed_back, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn entry_sender(&self, batching: Batching) -> Result<EntrySender, Error> {
+        let workers = batching.worker_count();
+        let (tx, rx) = crossbeam_channel::bounded(workers.saturating_mul(2));
+        let mut batchers = self.batchers.lock();
+        if self.shared.is_closing() {
+            return Err(Error::Closed);
+        }
+        let name = format!("{}-b{}", self.shared.config.thread_name, batchers.len());
+        let (handle, batcher) = entries::start(&self.shared, batching, tx, name)?;
+        batchers.push(batcher);
+        drop(batchers);
+        self.start_pool(rx, workers, true)?;
+        Ok(handle)
+    }
+
+    fn start_pool(
+        &self,
+        receiver: Receiver<LogPayload>,
+        n: usize,
+        until_gone: bool,
+    ) -> Result<(), Error> {
         if n == 0 {
             return Err(Error::InvalidConfig {
                 field: "workers",
@@ -178,7 +264,7 @@ impl LogSender {
             let stop = self.stop_workers_rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("{}-w{id}", self.shared.config.thread_name))
-                .spawn(move || intake::run_worker(&shared, &queue, index, &stop))
+                .spawn(move || intake::run_worker(&shared, &queue, index, &stop, until_gone))
                 .map_err(Error::Spawn)?;
             workers.push(handle);
         }
@@ -240,9 +326,14 @@ impl LogSender {
     }
 
     /// Waits until everything taken in before this call (including what was waiting in
-    /// the worker queues) is acknowledged (`AtLeastOnce`) or written (`AtMostOnce`), or
-    /// until `timeout` passes. Returns how many of those payloads are still outstanding
-    /// (0 means all done).
+    /// the worker queues, and the entries of every [`EntrySender`], whose open batches
+    /// are cut first) is acknowledged (`AtLeastOnce`) or written (`AtMostOnce`), or until
+    /// `timeout` passes.
+    ///
+    /// The [`Report`] says how many of those are still outstanding, and what became of
+    /// payloads since the previous report: check
+    /// [`all_delivered`](Report::all_delivered), not just `outstanding`, since a payload
+    /// that was dropped or dead-lettered is not outstanding either.
     ///
     /// # Examples
     ///
@@ -258,23 +349,82 @@ impl LogSender {
     /// sender.start_worker_pool(rx, 1)?;
     /// tx.send(LogPayload::default())?;
     /// // No collector: the payload is still outstanding when the timeout passes.
-    /// assert_eq!(sender.flush(Duration::from_millis(100)), 1);
+    /// let report = sender.flush(Duration::from_millis(100));
+    /// assert_eq!(report.outstanding, 1);
+    /// assert!(!report.all_delivered());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn flush(&self, timeout: Duration) -> usize {
+    pub fn flush(&self, timeout: Duration) -> Report {
         let deadline = crate::clock::deadline_in(timeout);
+        let entries_outstanding = self.cut_batches(deadline);
         let target = self
             .shared
             .queues
             .lock()
             .flush_target(self.shared.direct_count());
-        loop {
+        let outstanding = loop {
             let (held, not_taken) = self.outstanding(&target);
             let outstanding = held.saturating_add(not_taken);
             if outstanding == 0 || Instant::now() >= deadline {
-                return outstanding;
+                break outstanding;
             }
             self.settle_step(not_taken == 0, deadline);
+        };
+        Report {
+            outstanding: outstanding as u64,
+            entries_outstanding,
+            ..self.shared.counters.report()
+        }
+    }
+
+    /// Cuts every entry handle's open batch and waits (until `deadline`) for the
+    /// entries logged so far to be in payloads; returns how many are not.
+    fn cut_batches(&self, deadline: Instant) -> u64 {
+        let batchers = self.batchers.lock();
+        let marks: Vec<u64> = batchers.iter().map(Batcher::cut).collect();
+        batchers
+            .iter()
+            .zip(marks)
+            .map(|(b, accepted)| b.wait_passed(accepted, deadline))
+            .sum()
+    }
+
+    /// Waits until a stream to the collector is up, at most `timeout`. Returns at once
+    /// if one is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConnected`] with the last connection error (its cause named) when
+    /// none came up in time; [`Error::Closed`] once the sender is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Config, Error, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?;
+    /// let sender = LogSender::new(config)?;
+    /// match sender.wait_connected(Duration::from_millis(500)) {
+    ///     Err(Error::NotConnected { last_error: Some(e), .. }) => {
+    ///         assert!(e.message.contains("Connection refused"), "{e}");
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_connected(&self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        let deadline = crate::clock::after(started, timeout);
+        match self.shared.counters.wait_state(deadline) {
+            ConnectionState::Connected => Ok(()),
+            ConnectionState::Closed => Err(Error::Closed),
+            _ => Err(Error::NotConnected {
+                waited: started.elapsed(),
+                last_error: self.shared.counters.last_error(),
+            }),
         }
     }
 
@@ -311,17 +461,30 @@ impl LogSender {
         self.shared.counters.acknowledged()
     }
 
-    /// [`close_timeout`](LogSender::close_timeout) with the configured `close_timeout`
-    /// (10 s by default).
-    pub fn close(mut self) -> Vec<LogPayload> {
+    /// [`shutdown`](LogSender::shutdown) with the configured `close_timeout` (10 s by
+    /// default), consuming the sender.
+    pub fn close(self) -> Shutdown {
         let timeout = self.shared.config.close_timeout;
         self.shutdown(timeout)
     }
 
-    /// Stops intake, writes and commits what it holds (and what is still in the worker
-    /// queues) for up to `timeout`, stops every thread, and returns every payload that
-    /// was not delivered, oldest first, so the caller can persist it. Never takes much
-    /// longer than `timeout`.
+    /// [`shutdown`](LogSender::shutdown), consuming the sender.
+    pub fn close_timeout(self, timeout: Duration) -> Shutdown {
+        self.shutdown(timeout)
+    }
+
+    /// Stops intake, writes and commits what it holds (what is still in the worker
+    /// queues and the entry handles' batches included) for up to `timeout`, stops every
+    /// thread, and returns every payload that was not delivered, oldest first, with the
+    /// final report and counters. Never takes much longer than `timeout`. Works through
+    /// an `Arc`; calls after the first return at once, with nothing handed back.
+    ///
+    /// **Shutdown order.** Call this first, then stop and join your producers:
+    /// [`EntrySender::log`] returns [`LogError::Closed`](crate::LogError::Closed) from
+    /// the moment it begins (producers waiting for room are released), and a worker
+    /// queue's `send` fails once this has returned (the queue's receivers are dropped;
+    /// keep no clone of them). Joining producers first can hang: with the collector
+    /// down, they wait for room that only this makes.
     ///
     /// # Examples
     ///
@@ -339,13 +502,93 @@ impl LogSender {
     ///     tx.send(LogPayload { host_id: format!("h{i}"), ..Default::default() })?;
     /// }
     /// // The collector never came: everything is handed back, oldest first.
-    /// let back = sender.close_timeout(Duration::from_millis(200));
-    /// let ids: Vec<_> = back.iter().map(|p| p.host_id.as_str()).collect();
+    /// let shutdown = sender.shutdown(Duration::from_millis(200));
+    /// let ids: Vec<_> = shutdown.undelivered.iter().map(|p| p.host_id.as_str()).collect();
     /// assert_eq!(ids, ["h0", "h1", "h2"]);
+    /// assert_eq!(shutdown.report.handed_back, 3);
+    /// assert!(tx.send(LogPayload::default()).is_err()); // intake is gone
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn close_timeout(mut self, timeout: Duration) -> Vec<LogPayload> {
-        self.shutdown(timeout)
+    pub fn shutdown(&self, timeout: Duration) -> Shutdown {
+        let mut threads = self.threads.lock();
+        let Some(supervisor) = threads.supervisor.take() else {
+            let stats = threads.done.clone().unwrap_or_else(|| self.stats());
+            return Shutdown {
+                undelivered: Vec::new(),
+                report: Report::default(),
+                stats,
+            };
+        };
+        let deadline = crate::clock::deadline_in(timeout);
+        self.shared.start_closing(deadline);
+        // Batchers refuse new entries and pass on their last ones, which the workers
+        // (closing, so no longer waiting for room) take in until the deadline.
+        let mut batchers = std::mem::take(&mut *self.batchers.lock());
+        for batcher in &mut batchers {
+            batcher.stop();
+        }
+        // Idle workers wake up when the stop channel disconnects.
+        threads.stop_workers.take();
+        let mut undelivered: Vec<LogPayload> = Vec::new();
+        for batcher in &mut batchers {
+            undelivered.extend(batcher.join());
+        }
+        drop(batchers);
+        for worker in self.workers.lock().drain(..) {
+            if worker.join().is_err() {
+                error!("a logsender worker panicked");
+            }
+        }
+        // Write and commit what is held, until done or the deadline.
+        // (The workers are joined, so everything wanted is taken in.)
+        while self.shared.ledger.lock().held().0 > 0 && Instant::now() < deadline {
+            self.settle_step(true, deadline);
+        }
+        let _ = self.shared.commands.send(Command::Shutdown);
+        if supervisor.join().is_err() {
+            error!("the logsender supervisor panicked");
+        }
+        // The supervisor cancelled every call, so the writer is not stuck in a write.
+        threads.stop_writer.take();
+        if let Some(writer) = threads.writer.take() {
+            if writer.join().is_err() {
+                error!("the logsender writer panicked");
+            }
+        }
+        let shared = &self.shared;
+        // Oldest first: what is held, what is still queued (never taken in), what the
+        // batchers kept (never queued).
+        let mut kept = std::mem::take(&mut undelivered);
+        undelivered.extend(
+            shared
+                .ledger
+                .lock()
+                .drain_all()
+                .iter()
+                .filter_map(decode_item),
+        );
+        undelivered.extend(shared.queues.lock().drain());
+        undelivered.append(&mut kept);
+        // The grpc poll thread ends once the environment's last channel is gone.
+        let grpc_deadline =
+            crate::clock::after(deadline.max(Instant::now()), Duration::from_millis(100));
+        while self.grpc_threads.load(Ordering::Acquire) > 0 && Instant::now() < grpc_deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !undelivered.is_empty() {
+            warn!("closing with {} undelivered payloads", undelivered.len());
+        }
+        let report = Report {
+            handed_back: undelivered.len() as u64,
+            ..shared.counters.report()
+        };
+        let stats = self.stats();
+        threads.done = Some(stats.clone());
+        Shutdown {
+            undelivered,
+            report,
+            stats,
+        }
     }
 
     /// How many payloads of `target` are not settled yet: taken in and still held, and
@@ -375,57 +618,6 @@ impl LogSender {
         let wake = crate::clock::deadline_in(Duration::from_millis(20)).min(deadline);
         shared.ledger_changed.wait_until(&mut ledger, wake);
     }
-
-    fn shutdown(&mut self, timeout: Duration) -> Vec<LogPayload> {
-        let Some(supervisor) = self.supervisor.take() else {
-            return Vec::new();
-        };
-        let deadline = crate::clock::deadline_in(timeout);
-        self.shared.start_closing(deadline);
-        // Idle workers wake up when the stop channel disconnects.
-        self.stop_workers.take();
-        for worker in self.workers.lock().drain(..) {
-            if worker.join().is_err() {
-                error!("a logsender worker panicked");
-            }
-        }
-        // Write and commit what is held, until done or the deadline.
-        // (The workers are joined, so everything wanted is taken in.)
-        while self.shared.ledger.lock().held().0 > 0 && Instant::now() < deadline {
-            self.settle_step(true, deadline);
-        }
-        let _ = self.shared.commands.send(Command::Shutdown);
-        if supervisor.join().is_err() {
-            error!("the logsender supervisor panicked");
-        }
-        // The supervisor cancelled every call, so the writer is not stuck in a write.
-        self.stop_writer.take();
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                error!("the logsender writer panicked");
-            }
-        }
-        let shared = &self.shared;
-        let mut undelivered: Vec<LogPayload> = shared
-            .ledger
-            .lock()
-            .drain_all()
-            .iter()
-            .filter_map(decode_item)
-            .collect();
-        // What is still queued was never taken in: hand it back too.
-        undelivered.extend(shared.queues.lock().drain());
-        // The grpc poll thread ends once the environment's last channel is gone.
-        let grpc_deadline =
-            crate::clock::after(deadline.max(Instant::now()), Duration::from_millis(100));
-        while self.grpc_threads.load(Ordering::Acquire) > 0 && Instant::now() < grpc_deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if !undelivered.is_empty() {
-            warn!("closing with {} undelivered payloads", undelivered.len());
-        }
-        undelivered
-    }
 }
 
 impl Drop for LogSender {
@@ -434,7 +626,7 @@ impl Drop for LogSender {
     /// [`DropReason::SenderDropped`] and logged; call `close` to get them back instead.
     fn drop(&mut self) {
         let timeout = self.shared.config.close_timeout.min(Duration::from_secs(2));
-        let lost = self.shutdown(timeout);
+        let lost = self.shutdown(timeout).undelivered;
         if !lost.is_empty() {
             error!(
                 "LogSender dropped without close: {} payloads undelivered",

@@ -12,14 +12,14 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use log::{error, warn};
+use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use crate::call::Stream;
 use crate::command::{Command, Report};
 use crate::config::Config;
 use crate::error::Error;
-use crate::events::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
+use crate::events::{BackpressureEvent, DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
 use crate::ledger::{Item, Ledger};
 use crate::model::LogPayload;
 use crate::queues::Queues;
@@ -142,6 +142,20 @@ impl Shared {
         }
     }
 
+    /// Counts this thread as waiting for room since `began` until the returned guard
+    /// is dropped, and reports the start of a backpressure episode. Drop the guard with
+    /// no lock held: it may report the episode's end.
+    pub(crate) fn start_waiting(&self, began: Instant) -> Waiting<'_> {
+        if let Some(event) = self.counters.start_waiting(began) {
+            warn!("the buffer is full: intake waits for room");
+            self.handler(|h| h.on_backpressure(event));
+        }
+        Waiting {
+            shared: self,
+            began,
+        }
+    }
+
     /// Counts and reports a dropped payload (`None` if it could not be decoded back).
     pub(crate) fn dropped(&self, payload: Option<LogPayload>, reason: DropReason) {
         let counter = match reason {
@@ -173,6 +187,27 @@ impl Shared {
         Counters::add(&self.counters.dead_lettered, items.len() as u64);
         self.ledger.lock().forget_rejected(&items);
         self.ledger_changed.notify_all();
+    }
+}
+
+/// How long a thread waits for room before it counts as backpressure (an event, and
+/// time in `Stats::blocked`): shorter waits are the buffer working, not backing up.
+pub(crate) const BACKPRESSURE_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A thread waiting for room (see [`Shared::start_waiting`]).
+pub(crate) struct Waiting<'a> {
+    shared: &'a Shared,
+    began: Instant,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(event) = self.shared.counters.stop_waiting(self.began) {
+            if let BackpressureEvent::Ended { lasted, .. } = event {
+                info!("room in the buffer again, after {lasted:?}");
+            }
+            self.shared.handler(|h| h.on_backpressure(event));
+        }
     }
 }
 

@@ -1,8 +1,12 @@
 //! Counters: cheap atomics updated on the hot path, read as a [`Stats`] snapshot.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{DialCause, LastError};
+use crate::events::BackpressureEvent;
 
 /// The state of the connection to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +64,61 @@ pub struct Stats {
     pub unacked_bytes: u64,
     /// The connection state right now.
     pub state: ConnectionState,
-    /// The most recent error, as text.
-    pub last_error: Option<String>,
+    /// The most recent connection or stream error, with its time; marked recovered
+    /// once a stream came up after it.
+    pub last_error: Option<LastError>,
+    /// Time threads spent waiting for room in the buffer, summed over threads: workers
+    /// (whose producers then wait on their queues) and callers of
+    /// [`EntrySender::log`](crate::EntrySender::log). Waits shorter than 10 ms are
+    /// not counted (see [`EventHandler::on_backpressure`](crate::EventHandler::on_backpressure)).
+    pub blocked: Duration,
+    /// Backpressure episodes so far (see
+    /// [`EventHandler::on_backpressure`](crate::EventHandler::on_backpressure)).
+    pub backpressure_episodes: u64,
 }
 
 impl Stats {
     /// All payloads dropped, whatever the reason.
     pub fn dropped(&self) -> u64 {
         self.dropped_newest + self.dropped_oldest + self.dropped_block_timeout
+    }
+}
+
+/// What became of payloads, as [`LogSender::flush`](crate::LogSender::flush) and
+/// [`LogSender::shutdown`](crate::LogSender::shutdown) report it.
+///
+/// The counts cover what happened since the previous report (or since the sender was
+/// created), so a payload is counted in one report only; `outstanding` and
+/// `entries_outstanding` are what the call was still waiting for when it returned.
+/// Only [`all_delivered`](Report::all_delivered) means that nothing was lost or is
+/// still on its way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Payloads taken in before the call that were not settled when it returned
+    /// (`flush` timed out); 0 from `shutdown`, which hands them back instead.
+    pub outstanding: u64,
+    /// Entries logged before the call that were not in a payload yet when it returned.
+    pub entries_outstanding: u64,
+    /// Payloads acknowledged by the collector (at least once) or written (at most once).
+    pub acknowledged: u64,
+    /// Payloads dropped by the overflow policy (see [`EventHandler::on_dropped`](crate::EventHandler::on_dropped)).
+    pub dropped: u64,
+    /// Payloads given up for good (see [`EventHandler::on_dead_letter`](crate::EventHandler::on_dead_letter)).
+    pub dead_lettered: u64,
+    /// Payloads handed back undelivered by `shutdown`/`close`.
+    pub handed_back: u64,
+}
+
+impl Report {
+    /// Nothing outstanding, dropped, dead-lettered or handed back: everything this
+    /// report covers was delivered.
+    pub fn all_delivered(&self) -> bool {
+        self.outstanding == 0
+            && self.entries_outstanding == 0
+            && self.dropped == 0
+            && self.dead_lettered == 0
+            && self.handed_back == 0
     }
 }
 
@@ -89,7 +140,56 @@ pub(crate) struct Counters {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
     state: AtomicU8,
-    last_error: Mutex<Option<String>>,
+    /// Guards nothing but the state's condvar: `set_state` notifies under it.
+    state_lock: Mutex<()>,
+    state_changed: Condvar,
+    last_error: Mutex<Option<LastError>>,
+    /// Counts of the last [`Report`]: the next one reports what happened since.
+    reported: Mutex<Report>,
+    backpressure_episodes: AtomicU64,
+    /// Threads waiting for room now, and the time they waited.
+    waiting: Mutex<Waiting>,
+}
+
+/// Who waits for room, for [`Stats::blocked`] and the backpressure events.
+#[derive(Debug)]
+struct Waiting {
+    /// Threads waiting now.
+    now: u64,
+    /// When the current episode began.
+    since: Option<Instant>,
+    /// The sum of the start times of the threads waiting now, in nanoseconds after
+    /// `epoch`: their time so far is `now × (t − epoch) − starts`.
+    starts: u128,
+    /// Time spent waiting by threads that went on.
+    done: Duration,
+    epoch: Instant,
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            now: 0,
+            since: None,
+            starts: 0,
+            done: Duration::ZERO,
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Waiting {
+    fn nanos_since_epoch(&self, t: Instant) -> u128 {
+        t.saturating_duration_since(self.epoch).as_nanos()
+    }
+
+    /// Time spent waiting so far, by every thread, those still waiting included.
+    fn blocked(&self) -> Duration {
+        let at = self.nanos_since_epoch(Instant::now());
+        let ongoing = (u128::from(self.now) * at).saturating_sub(self.starts);
+        let ongoing = Duration::from_nanos(u64::try_from(ongoing).unwrap_or(u64::MAX));
+        self.done.saturating_add(ongoing)
+    }
 }
 
 impl Counters {
@@ -107,7 +207,22 @@ impl Counters {
             ConnectionState::Connected => 1,
             ConnectionState::Closed => 2,
         };
+        let _guard = self.state_lock.lock();
         self.state.store(v, Relaxed);
+        self.state_changed.notify_all();
+    }
+
+    /// Waits until the state is not `Connecting` or `deadline` passes; returns the state.
+    pub(crate) fn wait_state(&self, deadline: Instant) -> ConnectionState {
+        let mut guard = self.state_lock.lock();
+        loop {
+            let state = self.state();
+            if state != ConnectionState::Connecting
+                || self.state_changed.wait_until(&mut guard, deadline).timed_out()
+            {
+                return self.state();
+            }
+        }
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -118,8 +233,74 @@ impl Counters {
         }
     }
 
-    pub(crate) fn set_last_error(&self, error: &dyn std::fmt::Display) {
-        *self.last_error.lock() = Some(error.to_string());
+    pub(crate) fn set_last_error(&self, error: &dyn std::fmt::Display, cause: Option<DialCause>) {
+        *self.last_error.lock() = Some(LastError {
+            message: error.to_string(),
+            at: SystemTime::now(),
+            cause,
+            recovered_at: None,
+        });
+    }
+
+    /// A stream is up: the last error, if any, is history.
+    pub(crate) fn recovered(&self) {
+        if let Some(e) = self.last_error.lock().as_mut() {
+            e.recovered_at.get_or_insert_with(SystemTime::now);
+        }
+    }
+
+    pub(crate) fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().clone()
+    }
+
+    /// A thread starts waiting for room at `began`; `Started` if it is the first.
+    pub(crate) fn start_waiting(&self, began: Instant) -> Option<BackpressureEvent> {
+        let mut waiting = self.waiting.lock();
+        waiting.now += 1;
+        waiting.starts += waiting.nanos_since_epoch(began);
+        if waiting.now > 1 {
+            return None;
+        }
+        waiting.since = Some(began);
+        let episode = self.backpressure_episodes.fetch_add(1, Relaxed) + 1;
+        Some(BackpressureEvent::Started { episode })
+    }
+
+    /// A thread that waited since `began` goes on; `Ended` if it was the last.
+    pub(crate) fn stop_waiting(&self, began: Instant) -> Option<BackpressureEvent> {
+        let mut waiting = self.waiting.lock();
+        let start = waiting.nanos_since_epoch(began);
+        waiting.starts = waiting.starts.saturating_sub(start);
+        waiting.done = waiting.done.saturating_add(began.elapsed());
+        waiting.now = waiting.now.saturating_sub(1);
+        if waiting.now > 0 {
+            return None;
+        }
+        let lasted = waiting.since.take().map(|t| t.elapsed()).unwrap_or_default();
+        let episode = self.backpressure_episodes.load(Relaxed);
+        Some(BackpressureEvent::Ended { episode, lasted })
+    }
+
+    /// The counts since the previous report; `outstanding` and the rest are the
+    /// caller's to fill.
+    pub(crate) fn report(&self) -> Report {
+        let now = Report {
+            acknowledged: self.acknowledged.load(Relaxed),
+            dropped: self.dropped_newest.load(Relaxed)
+                + self.dropped_oldest.load(Relaxed)
+                + self.dropped_block_timeout.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            ..Report::default()
+        };
+        let mut reported = self.reported.lock();
+        let since = Report {
+            acknowledged: now.acknowledged.saturating_sub(reported.acknowledged),
+            dropped: now.dropped.saturating_sub(reported.dropped),
+            dead_lettered: now.dead_lettered.saturating_sub(reported.dead_lettered),
+            ..Report::default()
+        };
+        *reported = now;
+        since
     }
 
     pub(crate) fn snapshot(&self, queue_depth: u64, unacked: u64, unacked_bytes: u64) -> Stats {
@@ -143,7 +324,9 @@ impl Counters {
             unacked,
             unacked_bytes,
             state: self.state(),
-            last_error: self.last_error.lock().clone(),
+            last_error: self.last_error(),
+            blocked: self.waiting.lock().blocked(),
+            backpressure_episodes: self.backpressure_episodes.load(Relaxed),
         }
     }
 }

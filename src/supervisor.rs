@@ -42,7 +42,8 @@ use crate::call::{Slot, SUBMIT_STREAM};
 use crate::clock::after;
 use crate::command::{Command, Report};
 use crate::config::{Compression, DeliveryMode, Transport};
-use crate::error::{classify, Error, Retry};
+use crate::error::{classify, DialCause, Error, Retry};
+use crate::events::DialFailedEvent;
 use crate::ledger::Verdict;
 use crate::shared::Shared;
 use crate::stats::{ConnectionState, Counters};
@@ -88,6 +89,8 @@ pub(crate) struct Supervisor {
     backoff: ExponentialBackoff,
     retry_at: Option<Instant>,
     connected_once: bool,
+    /// Failed attempts to connect since the last stream came up.
+    failed_dials: u32,
     shutting_down: bool,
     /// The collector refused gzip: channels are built without compression from now on.
     gzip_refused: bool,
@@ -134,6 +137,7 @@ impl Supervisor {
             backoff,
             retry_at: None,
             connected_once: false,
+            failed_dials: 0,
             shutting_down: false,
             gzip_refused: false,
             suspects_due: None,
@@ -227,8 +231,7 @@ impl Supervisor {
             match self.dial() {
                 Ok(channel) => self.client = Some(Client::new(channel)),
                 Err(reason) => {
-                    self.shared.counters.set_last_error(&reason);
-                    self.schedule_retry(Retry::Backoff, &reason);
+                    self.dial_failed(DialCause::of(&reason), reason);
                     return;
                 }
             }
@@ -241,6 +244,8 @@ impl Supervisor {
                 );
                 self.current = Some(call);
                 self.swap_slot(Some(slot));
+                self.failed_dials = 0;
+                self.shared.counters.recovered();
                 self.shared.counters.set_state(ConnectionState::Connected);
                 if self.connected_once {
                     Counters::add(&self.shared.counters.reconnects, 1);
@@ -252,10 +257,23 @@ impl Supervisor {
             Err(e) => {
                 self.client = None;
                 let reason = format!("cannot open SubmitStream: {e}");
-                self.shared.counters.set_last_error(&reason);
-                self.schedule_retry(Retry::Backoff, &reason);
+                self.dial_failed(DialCause::StreamRefused, reason);
             }
         }
+    }
+
+    /// Records a failed attempt to connect, schedules the next and reports both.
+    fn dial_failed(&mut self, cause: DialCause, message: String) {
+        self.failed_dials = self.failed_dials.saturating_add(1);
+        self.shared.counters.set_last_error(&message, Some(cause));
+        let retry_in = self.schedule_retry(Retry::Backoff, &message);
+        let event = DialFailedEvent {
+            cause,
+            message,
+            retry_in,
+            attempt: self.failed_dials,
+        };
+        self.shared.handler(|h| h.on_dial_failed(&event));
     }
 
     /// Builds a channel and waits until it is ready, failing fast on a refused dial.
@@ -578,7 +596,7 @@ impl Supervisor {
         let code = status.code();
         let retry = classify(code);
         let err = Error::Rpc(err);
-        shared.counters.set_last_error(&err);
+        shared.counters.set_last_error(&err, None);
         Counters::add(&shared.counters.epochs_failed, 1);
         let old_slot = if was_current {
             let slot = self.drop_current();
@@ -758,7 +776,8 @@ impl Supervisor {
         self.after_failure(trial.was_current, code, retry, &err);
     }
 
-    fn schedule_retry(&mut self, retry: Retry, why: &dyn std::fmt::Display) {
+    /// Schedules the next connection attempt after the backoff; returns the delay.
+    fn schedule_retry(&mut self, retry: Retry, why: &dyn std::fmt::Display) -> Duration {
         let max = self.shared.config.backoff_max;
         let mut delay = self.backoff.next_backoff().unwrap_or(max);
         if retry == Retry::Slowly {
@@ -769,6 +788,7 @@ impl Supervisor {
             self.shared.config.addr
         );
         self.retry_at = Some(after(Instant::now(), delay));
+        delay
     }
 
     fn check_timers(&mut self, now: Instant) {

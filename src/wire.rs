@@ -258,6 +258,12 @@ pub fn encoded_len(payload: &LogPayload) -> usize {
     payload_size(payload, &mut Sizes::new())
 }
 
+/// How many bytes `entry` adds to an encoded `LogPayload` (its field 6 record).
+pub fn entry_len(entry: &LogEntry) -> usize {
+    let (len, _) = entry_sizes(entry);
+    nested_size(6, len)
+}
+
 /// The sizes of the nested messages (entries, their `LogMeta`, the `Meta`), in the
 /// order the encoder meets them: computed once by `payload_size`, read back by
 /// `put_payload` instead of being recomputed at every level.
@@ -321,8 +327,14 @@ fn log_meta_size(m: &LogMeta) -> usize {
 }
 
 fn entry_size(e: &LogEntry, sizes: &mut Sizes) -> usize {
-    let slot = sizes.len();
-    sizes.push(0);
+    let (n, meta) = entry_sizes(e);
+    sizes.push(n);
+    sizes.extend(meta);
+    n
+}
+
+/// An entry's encoded size and its `LogMeta`'s, if it has one.
+fn entry_sizes(e: &LogEntry) -> (usize, Option<usize>) {
     let mut n = 0;
     if let Some(t) = e.timestamp {
         n += nested_size(1, timestamp_size(&timestamp_to_pb(t)));
@@ -333,13 +345,11 @@ fn entry_size(e: &LogEntry, sizes: &mut Sizes) -> usize {
         n += 1 + varint_size(i64::from(e.pid) as u64);
     }
     n += map_size(7, &e.fields) + map_size(8, &e.tags);
-    if let Some(m) = &e.meta {
-        let len = log_meta_size(m);
-        sizes.push(len);
+    let meta = e.meta.as_ref().map(log_meta_size);
+    if let Some(len) = meta {
         n += nested_size(9, len);
     }
-    sizes[slot] = n;
-    n
+    (n, meta)
 }
 
 fn meta_size(m: &Meta) -> usize {

@@ -202,7 +202,7 @@ fn no_payload_is_lost_while_the_collector_is_killed_and_restarted() {
     let stats = sender.stats();
     println!("chaos: final stats {stats:#?}");
     let close_started = Instant::now();
-    let undelivered = sender.close_timeout(Duration::from_secs(60));
+    let undelivered = sender.close_timeout(Duration::from_secs(60)).undelivered;
     println!(
         "chaos: close_timeout returned {} payloads in {:?}",
         undelivered.len(),

@@ -70,7 +70,7 @@ fn close_with_server_down(mode: DeliveryMode) {
     );
 
     let undelivered = within(BOUND, "close_timeout", move || {
-        sender.close_timeout(Duration::from_millis(500))
+        sender.close_timeout(Duration::from_millis(500)).undelivered
     });
     assert_eq!(
         ids(&undelivered),

@@ -22,7 +22,7 @@ fn close_in_time(sender: LogSender) -> Vec<LogPayload> {
         "close_timeout",
         move || {
             let t = Instant::now();
-            let back = sender.close_timeout(DEADLINE);
+            let back = sender.close_timeout(DEADLINE).undelivered;
             (back, t.elapsed())
         },
     );

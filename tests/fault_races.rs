@@ -66,7 +66,7 @@ fn close_while_a_worker_waits_for_room(timeout: Option<Duration>) {
     let back = within(
         Duration::from_secs(10),
         "close during the wake-up window",
-        move || sender.close_timeout(Duration::from_millis(500)),
+        move || sender.close_timeout(Duration::from_millis(500)).undelivered,
     );
     let took = t.elapsed();
     drop(pause);
@@ -133,7 +133,7 @@ fn row02_an_early_ok_crossing_the_half_close_acknowledges_nothing() {
     );
     drop(pause);
     sink.set_ending(Ending::OkNoMessage);
-    assert_eq!(sender.flush(WAIT), 0, "{:#?}", sender.stats());
+    assert_eq!(sender.flush(WAIT).outstanding, 0, "{:#?}", sender.stats());
     assert_eq!(sender.stats().acknowledged, 20);
     // Everything arrived. (Not checked against `ok_ids`: a call the sink had already
     // answered early may cross logsender's half-close on the wire during the switch;
@@ -141,6 +141,6 @@ fn row02_an_early_ok_crossing_the_half_close_acknowledges_nothing() {
     let got: std::collections::HashSet<String> = ids(&sink.received()).into_iter().collect();
     assert!(expected_ids(0, 0..20).iter().all(|id| got.contains(id)));
     drop(tx);
-    assert!(sender.close().is_empty());
+    assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
 }

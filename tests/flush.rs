@@ -88,7 +88,7 @@ fn at_least_once_flush_returns_zero_only_after_the_collector_acknowledged() {
             send_now(&sender, &p);
             submitted.push(support::id_of(&p));
         }
-        let left = sender.flush(WAIT);
+        let left = sender.flush(WAIT).outstanding;
         // Read what the collector has and what the sender counts at that very moment.
         let got = ids(&sink.received());
         let st = sender.stats();
@@ -116,7 +116,7 @@ fn at_least_once_flush_returns_zero_only_after_the_collector_acknowledged() {
         assert_eq!(sender.acknowledged(), sender.stats().acknowledged);
     }
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
+    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn at_most_once_flush_returns_zero_once_written() {
     });
 
     queue(&tx, 0, 0..300);
-    let left = sender.flush(WAIT);
+    let left = sender.flush(WAIT).outstanding;
     let st = sender.stats();
     assert_eq!(left, 0, "{st:#?}");
     assert!(
@@ -145,7 +145,7 @@ fn at_most_once_flush_returns_zero_once_written() {
     let want = expected_ids(0, 0..300);
     assert_none_missing(&want, &ids(&sink.received()));
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
+    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
 }
 
 #[test]
@@ -158,10 +158,10 @@ fn collector_down_flush_returns_the_number_outstanding() {
     queue(&tx, 0, 0..N);
     let timeout = Duration::from_millis(300);
     let t = Instant::now();
-    let left = sender.flush(timeout);
+    let left = sender.flush(timeout).outstanding;
     let took = t.elapsed();
     assert_eq!(
-        left, N,
+        left, N as u64,
         "flush with the collector down must report all {N} as outstanding"
     );
     assert!(took >= timeout, "flush gave up early: {took:?}");
@@ -171,10 +171,10 @@ fn collector_down_flush_returns_the_number_outstanding() {
     );
     // And again, once everything sits in the sender's buffer.
     wait_stats(&sender, WAIT, "the queue drained", |s| s.queue_depth == 0);
-    assert_eq!(sender.flush(timeout), N);
+    assert_eq!(sender.flush(timeout).outstanding, N as u64);
     drop(tx);
     assert_eq!(
-        ids(&sender.close_timeout(Duration::from_millis(300))),
+        ids(&sender.close_timeout(Duration::from_millis(300)).undelivered),
         expected_ids(0, 0..N)
     );
 }
@@ -189,13 +189,13 @@ fn flush_counts_a_payload_a_worker_is_still_encoding() {
         .expect("config");
     let sender = LogSender::new(config).expect("sender");
     let tx = start_busy_worker(&sender, N);
-    let left = sender.flush(Duration::from_millis(300));
+    let left = sender.flush(Duration::from_millis(300)).outstanding;
     assert_eq!(
-        left, N,
+        left, N as u64,
         "flush lost track of the payload in the worker's hands"
     );
     drop(tx);
-    let back = sender.close_timeout(Duration::from_millis(300));
+    let back = sender.close_timeout(Duration::from_millis(300)).undelivered;
     assert_eq!(ids(&back), expected_ids(0, 0..N));
 }
 
@@ -211,7 +211,7 @@ fn flush_waits_for_a_payload_a_worker_is_still_encoding() {
         s.state == ConnectionState::Connected
     });
     let tx = start_busy_worker(&sender, N);
-    let left = sender.flush(Duration::from_secs(30));
+    let left = sender.flush(Duration::from_secs(30)).outstanding;
     let got = ids(&sink.received());
     let st = sender.stats();
     assert_eq!(left, 0, "{st:#?}");
@@ -223,5 +223,5 @@ fn flush_waits_for_a_payload_a_worker_is_still_encoding() {
     );
     assert!(st.acknowledged >= N as u64, "{st:#?}");
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
+    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
 }

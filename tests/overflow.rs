@@ -64,7 +64,7 @@ fn settle(sender: &LogSender, dropped: impl Fn(&Stats) -> u64) -> Stats {
 /// Closing with the collector down hands back exactly `kept`, oldest first.
 fn close_hands_back(sender: LogSender, kept: &[String]) {
     let t = Instant::now();
-    let back = sender.close_timeout(Duration::from_millis(500));
+    let back = sender.close_timeout(Duration::from_millis(500)).undelivered;
     assert!(t.elapsed() < Duration::from_millis(500) + Duration::from_millis(1_500));
     assert_eq!(
         ids(&back),
@@ -180,7 +180,7 @@ fn block_without_timeout_holds_back_then_delivers_everything() {
     let want = expected_ids(0, 0..total);
     assert_none_missing(&want, &got);
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).is_empty());
+    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
 }
 
 /// Closing while a worker waits for room (and more wait in the queue) hands back all of

@@ -64,7 +64,7 @@ fn answer_again_and_deliver(
 
 fn close(sender: Arc<LogSender>) -> Vec<LogPayload> {
     let sender = Arc::try_unwrap(sender).expect("no other handle left");
-    sender.close_timeout(Duration::from_secs(10))
+    sender.close_timeout(Duration::from_secs(10)).undelivered
 }
 
 #[test]

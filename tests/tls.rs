@@ -44,8 +44,8 @@ fn tls_sink(mutual: bool) -> Sink {
 fn ship_and_check(sink: &Sink, config: Config) {
     let (sender, tx) = sender_with_pool(config, 64, 2);
     queue(&tx, 0, 0..50);
-    assert_eq!(sender.flush(Duration::from_secs(10)), 0);
-    assert!(sender.close().is_empty());
+    assert_eq!(sender.flush(Duration::from_secs(10)).outstanding, 0);
+    assert!(sender.close().undelivered.is_empty());
     let mut ids: Vec<String> = sink.received().iter().map(id_of).collect();
     ids.sort();
     ids.dedup();
@@ -87,7 +87,7 @@ fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost() {
     let (tx, rx) = crossbeam_channel::bounded(8);
     sender.start_worker_pool(rx, 1).unwrap();
     tx.send(payload(0, 2)).unwrap();
-    let back = sender.close_timeout(Duration::from_millis(500));
+    let back = sender.close_timeout(Duration::from_millis(500)).undelivered;
     assert_eq!(back.iter().map(id_of).collect::<Vec<_>>(), vec!["0-2"]);
     assert_eq!(sink.count(), 0);
 }
@@ -104,8 +104,10 @@ fn the_wrong_ca_never_connects_and_says_why() {
     let stats = sender.stats();
     assert_eq!(stats.state, ConnectionState::Connecting);
     let last = stats.last_error.expect("a connection error is recorded");
-    assert!(last.contains(&sink.addr()), "{last}");
-    assert!(sender.close().is_empty());
+    assert!(last.message.contains(&sink.addr()), "{last}");
+    assert_eq!(last.cause, Some(logsender::DialCause::Tls), "{last:?}");
+    assert!(last.recovered_at.is_none());
+    assert!(sender.close().undelivered.is_empty());
     assert_eq!(sink.count(), 0);
 }
 
@@ -114,7 +116,7 @@ fn plaintext_client_against_a_tls_server_does_not_connect() {
     let sink = tls_sink(false);
     let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
     assert!(!wait_connected(&sender, Duration::from_millis(800)));
-    assert!(sender.close().is_empty());
+    assert!(sender.close().undelivered.is_empty());
 }
 
 #[test]

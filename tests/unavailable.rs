@@ -20,7 +20,7 @@ const AT_ONCE: Duration = Duration::from_secs(2);
 
 fn close(sender: Arc<LogSender>) -> Vec<LogPayload> {
     let sender = Arc::try_unwrap(sender).expect("the sender is still shared");
-    within(BOUND, "close", move || sender.close())
+    within(BOUND, "close", move || sender.close().undelivered)
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn refused_send_logs_is_not_counted_as_taken_in() {
         s.enqueued, 0,
         "3 payloads refused with Unavailable were counted as enqueued: {s:?}"
     );
-    assert!(sender.close().is_empty());
+    assert!(sender.close().undelivered.is_empty());
 }
 
 /// A payload whose encoding is exactly `len` bytes long (searching message and source
@@ -160,7 +160,7 @@ fn payload_larger_than_max_message_size_is_refused_with_the_real_numbers() {
     let s = sender.stats();
     assert_eq!(s.sent, 1, "{s:?}");
 
-    let undelivered = within(BOUND, "close", move || sender.close());
+    let undelivered = within(BOUND, "close", move || sender.close().undelivered);
     assert!(undelivered.is_empty());
     assert_eq!(
         sink.received(),

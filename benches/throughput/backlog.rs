@@ -99,19 +99,19 @@ pub fn backlog_main(args: &[String]) {
     while sender.stats().sent == 0 {
         if up.elapsed() >= STALL_WAIT {
             stalled = true;
-            let _ = sender.flush(Duration::from_millis(1));
+            let _ = sender.flush(Duration::from_millis(1)).outstanding;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     let unstuck = up.elapsed();
     producer.join().expect("producer");
-    let outstanding = sender.flush(Duration::from_secs(120));
+    let outstanding = sender.flush(Duration::from_secs(120)).outstanding;
     let done = Instant::now();
     stop.store(true, Relaxed);
     let (max_held, max_held_bytes, first_ack) = sampler.join().expect("sampler");
     let stats = sender.stats();
     let sender = Arc::into_inner(sender).expect("sole owner");
-    let undelivered = sender.close().len();
+    let undelivered = sender.close().undelivered.len();
     let seen = sink.snapshot();
     let backlog = held_at_down_end.unacked + held_at_down_end.queue_depth;
     let first_ack = first_ack.unwrap_or(done);

@@ -54,7 +54,7 @@ pub fn print_result<K: AsRef<str>>(fields: &[(K, f64)]) {
         .map(|(k, v)| format!("{}={v}", k.as_ref()))
         .collect();
     println!("RESULT {}", line.join(" "));
-    let _ = std::io::stdout().flush();
+    let _ = std::io::stdout().flush().outstanding;
 }
 
 /// What the parent knows about the whole run, for the report.

@@ -75,7 +75,7 @@ pub fn assert_delivered(sink: &Sink, sender: &LogSender, n: usize, timeout: Dura
 /// `close` handed nothing back.
 pub fn assert_close_returns_nothing(sender: LogSender, timeout: Duration) {
     let before = sender.stats();
-    let undelivered = within(timeout, "close", move || sender.close());
+    let undelivered = within(timeout, "close", move || sender.close().undelivered);
     assert!(
         undelivered.is_empty(),
         "close returned {} payloads (stats before close: {before:?})",

@@ -1,0 +1,449 @@
+//! The entry level: `EntrySender` batching by count, bytes and time; `try_log` when full;
+//! backpressure events; the shutdown order with the collector down and producers blocked;
+//! honest reports from `flush` and `shutdown`.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use logsender::{
+    wire, BackpressureEvent, Batching, EventHandler, Level, LogEntry, LogError, LogPayload,
+    LogSender, OverflowPolicy,
+};
+use support::collect::wait_stats;
+use support::helpers::{free_port, unserved_addr, wait_until, watch_panics, within};
+use support::sink::{Ending, Sink};
+use support::{fast_config, payload};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn template() -> LogPayload {
+    let mut t = LogPayload::from_host("agent-entries");
+    t.host_id = "host-under-test".into();
+    t
+}
+
+fn entry(i: usize) -> LogEntry {
+    LogEntry::new(Level::Info, format!("entry {i}")).with_field("i", i.to_string())
+}
+
+fn messages(payloads: &[LogPayload]) -> Vec<String> {
+    payloads
+        .iter()
+        .flat_map(|p| p.logs.iter().map(|e| e.message.clone()))
+        .collect()
+}
+
+#[test]
+fn batches_are_cut_by_count_and_the_rest_by_flush() {
+    watch_panics();
+    let sink = Sink::start();
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let log = sender
+        .entry_sender(
+            Batching::new(template())
+                .max_entries(5)
+                .linger(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    for i in 0..23 {
+        log.log(entry(i)).unwrap();
+    }
+    assert!(sink.wait_for(4, WAIT), "4 full batches: {}", sink.count());
+    // The open batch of 3 waits: no count reached, linger an hour away.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.count(), 4);
+    let report = sender.flush(WAIT);
+    assert!(report.all_delivered(), "{report:?}");
+    assert_eq!(report.acknowledged, 5);
+    let got = sink.received();
+    let sizes: Vec<usize> = got.iter().map(|p| p.logs.len()).collect();
+    assert_eq!(sizes, [5, 5, 5, 5, 3]);
+    let want: Vec<String> = (0..23).map(|i| format!("entry {i}")).collect();
+    assert_eq!(messages(&got), want, "in order, each once");
+    for p in &got {
+        assert_eq!(p.agent_id, "agent-entries");
+        assert_eq!(p.host_id, "host-under-test");
+        assert!(p.timestamp.is_some(), "stamped when cut");
+        assert_eq!(p.meta, template().meta);
+        assert!(p.logs.iter().all(|e| e.timestamp.is_some() && e.level == "info"));
+    }
+    assert!(sender.close().report.all_delivered());
+}
+
+#[test]
+fn batches_are_cut_by_bytes() {
+    watch_panics();
+    let sink = Sink::start();
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let big = |i: usize| LogEntry::new(Level::Warning, format!("{i:04}:{}", "x".repeat(1000)));
+    let mut stamped = template();
+    stamped.timestamp = Some(std::time::SystemTime::now());
+    let limit = wire::encoded_len(&stamped) + 3 * wire::entry_len(&big(0)) + 10;
+    let log = sender
+        .entry_sender(
+            Batching::new(template())
+                .max_bytes(limit)
+                .linger(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    for i in 0..10 {
+        log.log(big(i)).unwrap();
+    }
+    assert!(sender.flush(WAIT).all_delivered());
+    let got = sink.received();
+    let sizes: Vec<usize> = got.iter().map(|p| p.logs.len()).collect();
+    assert_eq!(sizes, [3, 3, 3, 1], "three entries fit under {limit} bytes");
+    for p in &got {
+        assert!(wire::encoded_len(p) <= limit, "{} > {limit}", wire::encoded_len(p));
+    }
+    assert_eq!(messages(&got).len(), 10);
+    sender.close();
+}
+
+#[test]
+fn a_batch_is_cut_after_linger_without_flush() {
+    watch_panics();
+    let sink = Sink::start();
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let linger = Duration::from_millis(150);
+    let log = sender
+        .entry_sender(Batching::new(template()).max_entries(1000).linger(linger))
+        .unwrap();
+    let first = Instant::now();
+    for i in 0..3 {
+        log.log(entry(i)).unwrap();
+    }
+    assert!(sink.wait_for(1, WAIT), "the lingering batch never left");
+    let waited = first.elapsed();
+    assert!(waited >= linger, "cut after {waited:?}, before linger");
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].logs.len(), 3);
+    sender.close();
+}
+
+#[test]
+fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
+    let sender = LogSender::new(
+        fast_config(&unserved_addr())
+            .max_message_size(4096)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let log = sender.entry_sender(Batching::new(template()).max_bytes(4096)).unwrap();
+    let huge = LogEntry::new(Level::Error, "y".repeat(5000));
+    match log.log(huge.clone()) {
+        Err(LogError::TooLarge { entry, size, limit }) => {
+            assert_eq!(*entry, huge);
+            assert!(size > limit && limit == 4096, "{size} {limit}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Bad settings are typed errors.
+    for (batching, field) in [
+        (Batching::new(template()).max_entries(0), "max_entries"),
+        (Batching::new(template()).max_bytes(1 << 30), "max_bytes"),
+        (Batching::new(template()).linger(Duration::ZERO), "linger"),
+        (Batching::new(payload(0, 0)).max_bytes(4096), "template"),
+    ] {
+        match sender.entry_sender(batching) {
+            Err(logsender::Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    sender.close_timeout(Duration::from_millis(100));
+}
+
+/// A sender whose buffer holds one payload, with the collector down: the entry handle
+/// backs up after a handful of entries.
+fn backed_up(addr: &str, handler: Arc<dyn EventHandler>) -> (LogSender, logsender::EntrySender) {
+    let config = fast_config(addr)
+        .max_buffered_payloads(1)
+        .overflow(OverflowPolicy::Block { timeout: None })
+        .event_handler(handler)
+        .close_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    let log = sender
+        .entry_sender(
+            Batching::new(template())
+                .max_entries(1)
+                .capacity(4)
+                .workers(1),
+        )
+        .unwrap();
+    (sender, log)
+}
+
+#[derive(Default)]
+struct Events {
+    backpressure: Mutex<Vec<BackpressureEvent>>,
+}
+
+impl EventHandler for Events {
+    fn on_backpressure(&self, event: BackpressureEvent) {
+        self.backpressure.lock().unwrap().push(event);
+    }
+}
+
+#[test]
+fn try_log_hands_the_entry_back_when_full() {
+    watch_panics();
+    let (sender, log) = backed_up(&unserved_addr(), Arc::new(Events::default()));
+    let mut accepted = 0;
+    let full = loop {
+        match log.try_log(entry(accepted)) {
+            Ok(()) => accepted += 1,
+            Err(LogError::Full(back)) => break back,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(accepted < 100, "never full");
+    };
+    assert_eq!(full.message, format!("entry {accepted}"), "the same entry, handed back");
+    // Every accepted entry is handed back at shutdown, each once, in order.
+    let shutdown = sender.shutdown(Duration::from_millis(300));
+    let back = messages(&shutdown.undelivered);
+    let want: Vec<String> = (0..accepted).map(|i| format!("entry {i}")).collect();
+    assert_eq!(back, want);
+    assert_eq!(shutdown.report.handed_back, accepted as u64);
+    assert!(matches!(log.try_log(entry(0)), Err(LogError::Closed(_))));
+}
+
+#[test]
+fn producers_blocked_on_a_full_buffer_raise_backpressure_events() {
+    watch_panics();
+    let port = free_port();
+    let events = Arc::new(Events::default());
+    let (sender, log) = backed_up(&format!("127.0.0.1:{port}"), events.clone());
+    let producer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                log.log(entry(i)).unwrap();
+            }
+        })
+    };
+    assert!(
+        wait_until(WAIT, || !events.backpressure.lock().unwrap().is_empty()),
+        "no backpressure event"
+    );
+    assert_eq!(
+        events.backpressure.lock().unwrap()[0],
+        BackpressureEvent::Started { episode: 1 }
+    );
+    let before = sender.stats().blocked;
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(sender.stats().blocked > before, "blocked time does not grow");
+    assert!(!producer.is_finished(), "the producer should be waiting");
+    // The collector comes: room is made, the producer goes on, the episode ends.
+    let sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    within(WAIT, "the producer", move || producer.join().unwrap());
+    assert!(sender.flush(WAIT).all_delivered());
+    assert_eq!(messages(&sink.received()).len(), 40);
+    let seen = events.backpressure.lock().unwrap().clone();
+    let ended: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            BackpressureEvent::Ended { episode, lasted } => Some((*episode, *lasted)),
+            _ => None,
+        })
+        .collect();
+    let started = seen.len() - ended.len();
+    assert_eq!(started, ended.len(), "events come in pairs: {seen:?}");
+    assert_eq!(ended[0].0, 1);
+    assert!(ended[0].1 >= Duration::from_millis(200), "{seen:?}");
+    let stats = sender.stats();
+    assert_eq!(stats.backpressure_episodes, started as u64);
+    assert!(stats.blocked >= Duration::from_millis(200), "{stats:?}");
+    sender.close();
+}
+
+/// The hang: the collector is down, producers wait for room, and the program
+/// shuts down. `shutdown` through an `Arc`, first, returns within its deadline and
+/// releases the producers; nothing they logged is lost.
+#[test]
+fn shutdown_first_releases_blocked_producers_and_loses_nothing() {
+    watch_panics();
+    let events = Arc::new(Events::default());
+    let (sender, log) = backed_up(&unserved_addr(), events.clone());
+    let sender = Arc::new(sender);
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused = Arc::new(AtomicU64::new(0));
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let (log, stop, accepted, refused) =
+                (log.clone(), stop.clone(), accepted.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let message = format!("p{p}-{i}");
+                    match log.log(LogEntry::new(Level::Info, message.clone())) {
+                        Ok(()) => accepted.lock().unwrap().push(message),
+                        Err(LogError::Closed(e)) => {
+                            assert_eq!(e.message, message, "handed back");
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    // Every producer is stuck: backpressure started and nothing moves for a while.
+    assert!(wait_until(WAIT, || !events.backpressure.lock().unwrap().is_empty()));
+    let count = || accepted.lock().unwrap().len();
+    assert!(wait_until(WAIT, || {
+        let before = count();
+        std::thread::sleep(Duration::from_millis(300));
+        count() == before
+    }));
+    assert!(producers.iter().all(|p| !p.is_finished()));
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let closer = sender.clone();
+    let shutdown = within(WAIT, "shutdown", move || closer.shutdown(timeout));
+    let took = started.elapsed();
+    assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
+    stop.store(true, Ordering::Relaxed);
+    within(WAIT, "producers", move || {
+        for p in producers {
+            p.join().unwrap();
+        }
+    });
+    let accepted = accepted.lock().unwrap().clone();
+    let back = messages(&shutdown.undelivered);
+    let unique: HashSet<&String> = back.iter().collect();
+    assert_eq!(unique.len(), back.len(), "handed back twice");
+    assert_eq!(
+        unique,
+        accepted.iter().collect::<HashSet<_>>(),
+        "every entry a producer logged is handed back"
+    );
+    assert_eq!(shutdown.stats.acknowledged, 0);
+    assert_eq!(refused.load(Ordering::Relaxed), 4, "each producer was refused once");
+    assert_eq!(shutdown.report.handed_back, shutdown.undelivered.len() as u64);
+    // A second shutdown returns at once, with the final stats.
+    let again = sender.shutdown(Duration::from_secs(5));
+    assert!(again.undelivered.is_empty());
+    assert_eq!(again.stats, shutdown.stats);
+}
+
+/// The same order at the payload level: producers are told to stop, and those blocked
+/// in `send` on their queue are released by `shutdown` (their payload handed back by
+/// `send`, or taken and handed back by `shutdown`).
+#[test]
+fn shutdown_first_releases_producers_blocked_on_a_worker_queue() {
+    watch_panics();
+    let config = fast_config(&unserved_addr())
+        .max_buffered_payloads(2)
+        .build()
+        .unwrap();
+    let sender = Arc::new(LogSender::new(config).unwrap());
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    sender.start_worker_pool(rx, 1).unwrap();
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..3)
+        .map(|p| {
+            let (tx, sent, stop) = (tx.clone(), sent.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let payload = payload(p, i);
+                    let id = payload.host_id.clone();
+                    if tx.send(payload).is_err() {
+                        return;
+                    }
+                    sent.lock().unwrap().push(id);
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    wait_stats(&sender, WAIT, "a full buffer", |s| s.unacked == 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(producers.iter().all(|p| !p.is_finished()), "producers wait");
+    stop.store(true, Ordering::Relaxed);
+    let closer = sender.clone();
+    let shutdown = within(WAIT, "shutdown", move || {
+        closer.shutdown(Duration::from_millis(300))
+    });
+    within(WAIT, "producers", move || {
+        for p in producers {
+            p.join().unwrap();
+        }
+    });
+    let back: HashSet<String> = shutdown.undelivered.iter().map(|p| p.host_id.clone()).collect();
+    let sent: HashSet<String> = sent.lock().unwrap().iter().cloned().collect();
+    assert_eq!(back, sent, "every payload sent is handed back");
+    assert_eq!(back.len(), shutdown.undelivered.len());
+}
+
+#[test]
+fn reports_name_dead_letters_and_count_them_once() {
+    watch_panics();
+    let sink = Sink::start();
+    let config = fast_config(&sink.addr())
+        .max_message_size(8 << 10)
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    sender.start_worker_pool(rx, 1).unwrap();
+    for i in 0..5 {
+        tx.send(payload(0, i)).unwrap();
+    }
+    let mut too_big = payload(0, 5);
+    too_big.logs[0].message = "z".repeat(10 << 10);
+    tx.send(too_big).unwrap();
+    let report = sender.flush(WAIT);
+    assert_eq!(report.outstanding, 0, "nothing outstanding...");
+    assert!(!report.all_delivered(), "...but not all delivered: {report:?}");
+    assert_eq!((report.acknowledged, report.dead_lettered), (5, 1));
+    // Counted once: the next report starts from here.
+    tx.send(payload(0, 6)).unwrap();
+    let report = sender.flush(WAIT);
+    assert!(report.all_delivered(), "{report:?}");
+    assert_eq!(report.acknowledged, 1);
+    drop(tx);
+    let shutdown = sender.close();
+    assert_eq!(shutdown.report, logsender::Report::default());
+    assert_eq!(shutdown.stats.dead_lettered, 1);
+    assert_eq!(shutdown.stats.acknowledged, 6);
+}
+
+#[test]
+fn reports_name_drops_and_what_was_handed_back() {
+    watch_panics();
+    let config = fast_config(&unserved_addr())
+        .max_buffered_payloads(2)
+        .overflow(OverflowPolicy::DropNewest)
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    sender.start_worker_pool(rx, 1).unwrap();
+    for i in 0..5 {
+        tx.send(payload(0, i)).unwrap();
+    }
+    wait_stats(&sender, WAIT, "the drops", |s| s.dropped() == 3);
+    let report = sender.flush(Duration::from_millis(200));
+    assert_eq!((report.outstanding, report.dropped), (2, 3), "{report:?}");
+    drop(tx);
+    let shutdown = sender.close_timeout(Duration::from_millis(200));
+    assert_eq!(shutdown.report.handed_back, 2);
+    assert_eq!(shutdown.report.dropped, 0, "counted in the flush report already");
+    assert!(!shutdown.report.all_delivered());
+    assert_eq!(shutdown.stats.dropped(), 3);
+}
