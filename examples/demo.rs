@@ -1,10 +1,11 @@
 //! The logsender demo: starts an embedded GoSight-compatible sink on 127.0.0.1, ships a
 //! few thousand realistic log payloads through a worker pool from plain producer
-//! threads, stops and restarts the sink once midway, and prints what was sent,
-//! received and retried.
+//! threads, and tens of thousands of single entries through an `EntrySender`, stops and
+//! restarts the sink once midway, and prints what was sent, received and retried.
 //!
 //! Run it with `scripts/demo.sh` (or `cargo run --release --example demo`).
-//! Optional arguments: `--payloads N` (default 4000), `--workers N` (default 4).
+//! Optional arguments: `--payloads N` (default 4000), `--entries N` (default 20000),
+//! `--workers N` (default 4).
 
 #[path = "../tests/support/sink.rs"]
 mod sink;
@@ -16,22 +17,30 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use logsender::{Config, LogEntry, LogMeta, LogPayload, LogSender, Meta};
+use logsender::{
+    crossbeam_channel, Batching, Config, Level, LogEntry, LogMeta, LogPayload, LogSender, Meta,
+};
 use sink::{Ending, Sink};
 
 const PRODUCERS: usize = 4;
+/// Threads logging single entries through the `EntrySender`.
+const LOGGERS: usize = 2;
+/// The prefix of the entry-level lines, to find them at the sink.
+const APP_LINE: &str = "app line ";
 
 fn main() -> ExitCode {
     let mut payloads = 4000usize;
+    let mut entries = 20_000usize;
     let mut workers = 4usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().and_then(|v| v.parse().ok());
         match (arg.as_str(), value) {
             ("--payloads", Some(n)) => payloads = n,
+            ("--entries", Some(n)) => entries = n,
             ("--workers", Some(n)) => workers = n,
             _ => {
-                eprintln!("usage: demo [--payloads N] [--workers N]");
+                eprintln!("usage: demo [--payloads N] [--entries N] [--workers N]");
                 return ExitCode::from(2);
             }
         }
@@ -56,6 +65,35 @@ fn main() -> ExitCode {
         .start_worker_pool(rx, workers)
         .expect("start workers");
     println!("sender    {workers} workers, at-least-once, {PRODUCERS} producer threads, {payloads} payloads");
+    // The entry level: single lines, batched into payloads stamped with this host.
+    let template = LogPayload::from_host("agent-7f3a");
+    println!(
+        "entries   {LOGGERS} threads log {entries} single entries through an EntrySender (host {:?}, endpoint {:?})",
+        template.hostname, template.endpoint_id
+    );
+    let log = sender
+        .entry_sender(Batching::new(template).linger(Duration::from_millis(50)))
+        .expect("entry sender");
+    let loggers: Vec<_> = (0..LOGGERS)
+        .map(|t| {
+            let log = log.clone();
+            thread::spawn(move || {
+                for i in (t..entries).step_by(LOGGERS) {
+                    let level = [Level::Info, Level::Info, Level::Warning, Level::Error][i % 4];
+                    let entry = LogEntry::new(level, format!("{APP_LINE}{i}"))
+                        .with_source("demo")
+                        .with_field("worker", t.to_string());
+                    if log.log(entry).is_err() {
+                        break;
+                    }
+                    if i % 512 == 0 {
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(log);
 
     let produced = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -102,15 +140,26 @@ fn main() -> ExitCode {
     sink.restart();
     println!("sink      restarted on {}", sink.addr());
 
-    for p in producers {
+    for p in producers.into_iter().chain(loggers) {
         p.join().expect("producer thread");
     }
-    let left = sender.flush(Duration::from_secs(30)).outstanding;
+    let flushed = sender.flush(Duration::from_secs(30));
+    let left = flushed.outstanding + flushed.entries_outstanding;
     let elapsed = started.elapsed();
     let stats = sender.stats();
     let undelivered = sender.close().undelivered;
 
-    let received = sink.received();
+    let (received, from_entries): (Vec<LogPayload>, Vec<LogPayload>) = sink
+        .received()
+        .into_iter()
+        .partition(|p| p.host_id.starts_with("seq-"));
+    let lines: HashSet<&str> = from_entries
+        .iter()
+        .flat_map(|p| p.logs.iter().map(|e| e.message.as_str()))
+        .collect();
+    let entries_missing = (0..entries)
+        .filter(|i| !lines.contains(format!("{APP_LINE}{i}").as_str()))
+        .count();
     let unique: HashSet<&str> = received.iter().map(|p| p.host_id.as_str()).collect();
     let missing = (0..payloads)
         .filter(|seq| !unique.contains(format!("seq-{seq}").as_str()))
@@ -136,6 +185,11 @@ fn main() -> ExitCode {
     );
     println!("          log entries by level: {by_level:?}");
     println!(
+        "entries   {} of {entries} single entries arrived, in {} payloads; {entries_missing} missing",
+        lines.len(),
+        from_entries.len()
+    );
+    println!(
         "delivery  acknowledged {}, retried {} (of which re-sent after a fault {}), dropped {}, dead-lettered {}",
         stats.acknowledged, stats.retried, stats.resent_after_fault, stats.dropped(), stats.dead_lettered
     );
@@ -154,12 +208,12 @@ fn main() -> ExitCode {
         undelivered.len()
     );
 
-    if missing == 0 && undelivered.is_empty() {
-        println!("\nOK: every payload reached the sink at least once.");
+    if missing == 0 && entries_missing == 0 && undelivered.is_empty() {
+        println!("\nOK: every payload and every entry reached the sink at least once.");
         ExitCode::SUCCESS
     } else {
         println!(
-            "\nFAILED: {missing} payloads missing, {} undelivered.",
+            "\nFAILED: {missing} payloads and {entries_missing} entries missing, {} undelivered.",
             undelivered.len()
         );
         ExitCode::FAILURE

@@ -181,7 +181,7 @@ impl Config {
     }
 }
 
-/// The tunable numbers, with the Go original's defaults.
+/// The tunable numbers and their defaults.
 #[derive(Clone)]
 struct Defaults {
     delivery: DeliveryMode,
@@ -217,9 +217,9 @@ impl Defaults {
             commit_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(15 * 60),
-            backoff_multiplier: 2.0,
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            backoff_multiplier: 1.6,
             backoff_jitter: 0.2,
             keepalive_time: Duration::from_secs(120),
             keepalive_timeout: Duration::from_secs(20),
@@ -317,7 +317,8 @@ impl ConfigBuilder {
         connect_timeout: Duration
     );
     setter!(
-        /// Backoff growth factor between reconnect attempts. Defaults to 2.
+        /// Backoff growth factor between reconnect attempts. Defaults to 1.6 (gRPC's
+        /// own connection backoff; see [`reconnect_backoff`](ConfigBuilder::reconnect_backoff)).
         backoff_multiplier: f64
     );
     setter!(
@@ -389,7 +390,14 @@ impl ConfigBuilder {
         self
     }
 
-    /// Reconnect backoff: first delay and cap. Defaults to 1 s and 15 min.
+    /// Reconnect backoff: first delay and cap. Defaults to 250 ms and 30 s, growing 1.6×
+    /// per failed attempt with ±20 % jitter, and starting over once a stream delivers.
+    ///
+    /// GoSight's agent uses 1 s doubling up to 15 min. Measured (BENCHMARKS.md,
+    /// "Outage"): after a 3 s outage, delivery resumed 0.3–0.5 s after the collector was
+    /// back with these defaults, and up to 4 s later with GoSight's; a cap of 15 min
+    /// leaves an agent up to 15 min without delivery after a long outage. Thousands of
+    /// agents retrying every 30 s at most, with jitter, is a light load for a collector.
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config_defaults.backoff_initial = initial;
         self.config_defaults.backoff_max = max;

@@ -347,6 +347,31 @@ pub(crate) struct Batcher {
     thread: Option<JoinHandle<Vec<LogPayload>>>,
 }
 
+/// How many entries a handle had taken when `flush` began.
+pub(crate) struct Mark {
+    state: Arc<BatchState>,
+    accepted: u64,
+}
+
+impl Mark {
+    /// Waits until those entries are passed on in payloads, or `deadline`; returns how
+    /// many of them are not.
+    pub(crate) fn wait(&self, deadline: Instant) -> u64 {
+        let mut passed = self.state.passed.lock();
+        while *passed < self.accepted {
+            if self
+                .state
+                .passed_changed
+                .wait_until(&mut passed, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        self.accepted.saturating_sub(*passed)
+    }
+}
+
 /// Starts a batcher thread that feeds `queue` (a pool's queue); returns the handle
 /// users log through and the sender's side.
 pub(crate) fn start(
@@ -403,28 +428,15 @@ pub(crate) fn start(
 }
 
 impl Batcher {
-    /// Entries logged so far; pass it to [`Batcher::wait_passed`].
-    pub(crate) fn cut(&self) -> u64 {
+    /// Asks the batcher to cut its open batch; the mark waits for every entry logged
+    /// so far to be in a payload.
+    pub(crate) fn cut(&self) -> Mark {
         let accepted = self.state.accepted.load(SeqCst);
         let _ = self.cut.send(());
-        accepted
-    }
-
-    /// Waits until `accepted` entries are passed on in payloads, or `deadline`;
-    /// returns how many of them are not.
-    pub(crate) fn wait_passed(&self, accepted: u64, deadline: Instant) -> u64 {
-        let mut passed = self.state.passed.lock();
-        while *passed < accepted {
-            if self
-                .state
-                .passed_changed
-                .wait_until(&mut passed, deadline)
-                .timed_out()
-            {
-                break;
-            }
+        Mark {
+            state: self.state.clone(),
+            accepted,
         }
-        accepted.saturating_sub(*passed)
     }
 
     /// Refuses new entries and tells the batcher to pass on the last ones.
@@ -596,7 +608,10 @@ impl Run {
             Err(payload)
         };
         if let Err(payload) = sent {
-            warn!("close deadline: handing back a batch of {} entries", payload.logs.len());
+            warn!(
+                "close deadline: handing back a batch of {} entries",
+                payload.logs.len()
+            );
             self.left.push(payload);
         }
     }

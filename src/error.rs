@@ -201,7 +201,12 @@ impl DialCause {
             DialCause::Tls
         } else if any(&["connection refused"]) {
             DialCause::Refused
-        } else if any(&["dns resolution", "name resolution", "domain name not found", "resolve"]) {
+        } else if any(&[
+            "dns resolution",
+            "name resolution",
+            "domain name not found",
+            "resolve",
+        ]) {
             DialCause::NameResolution
         } else if any(&["within", "timed out", "timeout", "deadline"]) {
             DialCause::Timeout

@@ -11,7 +11,9 @@ use crate::model::LogPayload;
 /// Methods are called from logsender's own threads (workers and the supervisor), and
 /// `on_backpressure` also from a producer's thread that starts or stops waiting; never
 /// while one of logsender's locks is held. Keep them short: a slow handler slows the
-/// thread that calls it.
+/// thread that calls it. A handler must not wait on logsender itself: to log from one
+/// through an [`EntrySender`](crate::EntrySender), use `try_log`, never `log` (a worker
+/// waiting in your handler for room it is the one to make would wait for ever).
 ///
 /// # Examples
 ///

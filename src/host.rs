@@ -166,7 +166,12 @@ fn primary_interface() -> (String, Option<IpAddr>, String) {
     };
     let usable: Vec<_> = interfaces.iter().filter(|i| !i.is_loopback()).collect();
     let chosen = default_route_interface()
-        .and_then(|name| usable.iter().find(|i| i.name == name).map(|i| i.name.clone()))
+        .and_then(|name| {
+            usable
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.name.clone())
+        })
         .or_else(|| {
             usable
                 .iter()
@@ -207,7 +212,8 @@ mod tests {
 
     #[test]
     fn os_release_fields_are_unquoted() {
-        let text = "NAME=\"Debian GNU/Linux\"\nID=debian\nID_LIKE=\"rhel fedora\"\nVERSION_ID='12'\n";
+        let text =
+            "NAME=\"Debian GNU/Linux\"\nID=debian\nID_LIKE=\"rhel fedora\"\nVERSION_ID='12'\n";
         assert_eq!(os_release_field(text, "NAME"), "Debian GNU/Linux");
         assert_eq!(os_release_field(text, "ID"), "debian");
         assert_eq!(os_release_field(text, "ID_LIKE"), "rhel fedora");

@@ -1,23 +1,27 @@
 //! # logsender
 //!
-//! Ships batches of log entries ([`LogPayload`]s) from a synchronous program to a
-//! GoSight-compatible collector over **one long-lived gRPC client stream**
-//! (`proto.LogService/SubmitStream`), from plain OS threads, and never loses them quietly.
+//! Ships log entries from a synchronous program to a GoSight-compatible collector over
+//! **one long-lived gRPC client stream** (`proto.LogService/SubmitStream`), from plain
+//! OS threads, and never loses them quietly.
 //!
 //! ```no_run
-//! use logsender::{Config, LogEntry, LogPayload, LogSender};
+//! use std::time::Duration;
+//! use logsender::{Batching, Config, Level, LogEntry, LogPayload, LogSender};
 //!
 //! let sender = LogSender::new(Config::builder("127.0.0.1:50051").plaintext().build()?)?;
-//! let (tx, rx) = crossbeam_channel::bounded(1024);
-//! sender.start_worker_pool(rx, 4)?;
+//! // Entries are batched into payloads stamped with this host's identity.
+//! let log = sender.entry_sender(Batching::new(LogPayload::from_host("agent-1")))?;
 //! for i in 0..10 {
-//!     let entry = LogEntry { level: "info".into(), message: format!("line {i}"), ..Default::default() };
-//!     tx.send(LogPayload { agent_id: "a1".into(), logs: vec![entry], ..Default::default() }).unwrap();
+//!     log.log(LogEntry::new(Level::Info, format!("line {i}")).with_field("n", i.to_string()))?;
 //! }
-//! let undelivered = sender.close(); // drains, commits, joins every thread
-//! println!("{} payloads could not be delivered", undelivered.len());
-//! # Ok::<(), logsender::Error>(())
+//! let done = sender.shutdown(Duration::from_secs(10)); // sends the last batch, joins every thread
+//! println!("{:?}", done.report); // acknowledged, dropped, dead-lettered, handed back
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Programs that build whole [`LogPayload`]s (GoSight agents do) feed them through a
+//! [`crossbeam_channel`] to [`LogSender::start_worker_pool`], or write one at once with
+//! [`LogSender::send_logs`].
 //!
 //! ## Delivery
 //!
@@ -28,7 +32,8 @@
 //! next stream. **Duplicates are possible after a fault; loss is not**: a payload leaves
 //! logsender only acknowledged, dropped by the overflow policy you chose (counted and
 //! reported), dead-lettered because the collector rejects it (reported with its status),
-//! or handed back by [`LogSender::close`]. The collector must read a stream to its end
+//! or handed back by [`LogSender::shutdown`]; its [`Report`] and [`LogSender::flush`]'s
+//! count each of those. The collector must read a stream to its end
 //! before it answers `OK`; an `OK` that arrives before logsender half-closed the stream
 //! acknowledges nothing. A payload the collector rejects is isolated (an empty probe
 //! call tells the collector's fault from the payloads'; a rejected epoch is then split
@@ -68,7 +73,7 @@
 //! ## Timeouts
 //!
 //! Every wait has a bound: `connect_timeout` per dial, exponential backoff with jitter
-//! between dials (1 s doubling to 15 min by default), `write_timeout` without progress
+//! between dials (250 ms growing 1.6× up to 30 s by default), `write_timeout` without progress
 //! per write, `send_timeout` for `send_logs` to get the stream, `commit_timeout` for an
 //! epoch's final status, and the deadline given to `flush` and `close`. Every duration
 //! may be as large as `Duration::MAX`: deadlines saturate.
@@ -102,6 +107,9 @@ mod write;
 
 pub use call::SUBMIT_STREAM_PATH;
 pub use config::{Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy};
+/// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
+/// your `crossbeam_channel` is the same version as logsender's.
+pub use crossbeam_channel;
 pub use entries::{Batching, EntrySender, LogError};
 pub use error::{classify, DialCause, Error, LastError, Retry, RpcStatus, RpcStatusCode};
 pub use events::{
@@ -110,6 +118,3 @@ pub use events::{
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
 pub use sender::{LogSender, Shutdown};
 pub use stats::{ConnectionState, Report, Stats};
-/// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
-/// your `crossbeam_channel` is the same version as logsender's.
-pub use crossbeam_channel;

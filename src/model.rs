@@ -38,19 +38,23 @@ use std::time::SystemTime;
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LogPayload {
-    /// ID of the sending agent.
+    /// ID of the sending agent (GoSight copies it into event metadata; repeat it in
+    /// `meta.agent_id`, which GoSight's queries use).
     pub agent_id: String,
-    /// ID of the host the logs come from.
+    /// ID of the host the logs come from (repeat it in `meta.host_id`, which GoSight
+    /// labels stored logs with).
     pub host_id: String,
-    /// Host name of the host the logs come from.
+    /// Host name of the host the logs come from (repeat it in `meta.hostname`).
     pub hostname: String,
-    /// GoSight endpoint ID.
+    /// GoSight endpoint ID (`host-…` for a host): routes live views and events. Repeat
+    /// it in `meta.endpoint_id`, the key GoSight files logs under.
     pub endpoint_id: String,
     /// When the batch was built; `None` leaves the field off the wire.
     pub timestamp: Option<SystemTime>,
     /// The log entries of this batch.
     pub logs: Vec<LogEntry>,
-    /// Host and agent metadata; `None` leaves the field off the wire.
+    /// Host and agent metadata; `None` leaves the field off the wire (GoSight servers
+    /// expect it: send it).
     pub meta: Option<Meta>,
 }
 
@@ -191,7 +195,8 @@ pub struct Meta {
     pub network_interface: String,
     /// Free-form labels.
     pub labels: HashMap<String, String>,
-    /// GoSight endpoint ID.
+    /// GoSight endpoint ID: the key a GoSight server files logs under (tags, alert
+    /// rules, storage). `host-` and the first 12 characters of the host ID for a host.
     pub endpoint_id: String,
     /// Platform (e.g. `ubuntu`).
     pub platform: String,
@@ -423,7 +428,13 @@ mod tests {
             .with_pid(7);
         assert!(e.timestamp.is_some_and(|t| t >= before));
         assert_eq!(
-            (e.level.as_str(), e.message.as_str(), e.source.as_str(), e.category.as_str(), e.pid),
+            (
+                e.level.as_str(),
+                e.message.as_str(),
+                e.source.as_str(),
+                e.category.as_str(),
+                e.pid
+            ),
             ("error", "boom", "app", "c", 7)
         );
         assert_eq!(e.fields["k"], "v");

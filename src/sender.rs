@@ -12,8 +12,8 @@ use log::{error, warn};
 use parking_lot::Mutex;
 
 use crate::command::Command;
-use crate::entries::{self, Batcher, Batching, EntrySender};
 use crate::config::{Config, DeliveryMode};
+use crate::entries::{self, Batcher, Batching, EntrySender, Mark};
 use crate::error::Error;
 use crate::events::DropReason;
 use crate::ledger::Origin;
@@ -51,23 +51,20 @@ fn route_grpc_core_logs() {
 /// # Examples
 ///
 /// ```no_run
-/// use logsender::{Config, LogEntry, LogPayload, LogSender};
+/// use logsender::{Config, LogEntry, LogPayload, LogSender, Level};
 ///
 /// let config = Config::builder("127.0.0.1:50051").plaintext().build()?;
 /// let sender = LogSender::new(config)?;
-/// let (tx, rx) = crossbeam_channel::bounded(1024);
+/// let (tx, rx) = logsender::crossbeam_channel::bounded(1024);
 /// sender.start_worker_pool(rx, 4)?;
 ///
-/// tx.send(LogPayload {
-///     agent_id: "agent-1".into(),
-///     logs: vec![LogEntry { message: "hello".into(), ..Default::default() }],
-///     ..Default::default()
-/// })
-/// .unwrap();
+/// let mut payload = LogPayload::from_host("agent-1");
+/// payload.logs.push(LogEntry::new(Level::Info, "hello"));
+/// tx.send(payload).unwrap();
 ///
 /// drop(tx);
-/// let undelivered = sender.close();
-/// assert!(undelivered.is_empty());
+/// let done = sender.close();
+/// assert!(done.report.all_delivered(), "{:?}", done.report);
 /// # Ok::<(), logsender::Error>(())
 /// ```
 pub struct LogSender {
@@ -380,13 +377,8 @@ impl LogSender {
     /// Cuts every entry handle's open batch and waits (until `deadline`) for the
     /// entries logged so far to be in payloads; returns how many are not.
     fn cut_batches(&self, deadline: Instant) -> u64 {
-        let batchers = self.batchers.lock();
-        let marks: Vec<u64> = batchers.iter().map(Batcher::cut).collect();
-        batchers
-            .iter()
-            .zip(marks)
-            .map(|(b, accepted)| b.wait_passed(accepted, deadline))
-            .sum()
+        let marks: Vec<Mark> = self.batchers.lock().iter().map(Batcher::cut).collect();
+        marks.iter().map(|mark| mark.wait(deadline)).sum()
     }
 
     /// Waits until a stream to the collector is up, at most `timeout`. Returns at once

@@ -218,7 +218,10 @@ impl Counters {
         loop {
             let state = self.state();
             if state != ConnectionState::Connecting
-                || self.state_changed.wait_until(&mut guard, deadline).timed_out()
+                || self
+                    .state_changed
+                    .wait_until(&mut guard, deadline)
+                    .timed_out()
             {
                 return self.state();
             }
@@ -276,7 +279,11 @@ impl Counters {
         if waiting.now > 0 {
             return None;
         }
-        let lasted = waiting.since.take().map(|t| t.elapsed()).unwrap_or_default();
+        let lasted = waiting
+            .since
+            .take()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
         let episode = self.backpressure_episodes.load(Relaxed);
         Some(BackpressureEvent::Ended { episode, lasted })
     }

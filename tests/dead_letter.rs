@@ -118,7 +118,10 @@ fn permanent_status_dead_letters_once_then_recovers(code: RpcStatusCode) {
     assert_eq!(st.dead_lettered, N as u64);
     assert_eq!(collector.dead_letters().len(), N);
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }
 
 #[test]
@@ -198,7 +201,10 @@ fn too_large_payload_is_dead_lettered_before_it_is_sent() {
         other => panic!("send_logs of a too-large payload: {other:?}"),
     }
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }
 
 #[test]
@@ -237,7 +243,10 @@ fn resource_exhausted_is_retried_not_dead_lettered() {
     let want = expected_ids(0, 0..N);
     assert_none_missing(&want, &got);
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }
 
 /// `RESOURCE_EXHAUSTED` means "overloaded": DESIGN §5 asks for a *longer* delay than the

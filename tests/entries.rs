@@ -69,7 +69,10 @@ fn batches_are_cut_by_count_and_the_rest_by_flush() {
         assert_eq!(p.host_id, "host-under-test");
         assert!(p.timestamp.is_some(), "stamped when cut");
         assert_eq!(p.meta, template().meta);
-        assert!(p.logs.iter().all(|e| e.timestamp.is_some() && e.level == "info"));
+        assert!(p
+            .logs
+            .iter()
+            .all(|e| e.timestamp.is_some() && e.level == "info"));
     }
     assert!(sender.close().report.all_delivered());
 }
@@ -98,7 +101,11 @@ fn batches_are_cut_by_bytes() {
     let sizes: Vec<usize> = got.iter().map(|p| p.logs.len()).collect();
     assert_eq!(sizes, [3, 3, 3, 1], "three entries fit under {limit} bytes");
     for p in &got {
-        assert!(wire::encoded_len(p) <= limit, "{} > {limit}", wire::encoded_len(p));
+        assert!(
+            wire::encoded_len(p) <= limit,
+            "{} > {limit}",
+            wire::encoded_len(p)
+        );
     }
     assert_eq!(messages(&got).len(), 10);
     sender.close();
@@ -135,7 +142,9 @@ fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
             .unwrap(),
     )
     .unwrap();
-    let log = sender.entry_sender(Batching::new(template()).max_bytes(4096)).unwrap();
+    let log = sender
+        .entry_sender(Batching::new(template()).max_bytes(4096))
+        .unwrap();
     let huge = LogEntry::new(Level::Error, "y".repeat(5000));
     match log.log(huge.clone()) {
         Err(LogError::TooLarge { entry, size, limit }) => {
@@ -205,7 +214,11 @@ fn try_log_hands_the_entry_back_when_full() {
         }
         assert!(accepted < 100, "never full");
     };
-    assert_eq!(full.message, format!("entry {accepted}"), "the same entry, handed back");
+    assert_eq!(
+        full.message,
+        format!("entry {accepted}"),
+        "the same entry, handed back"
+    );
     // Every accepted entry is handed back at shutdown, each once, in order.
     let shutdown = sender.shutdown(Duration::from_millis(300));
     let back = messages(&shutdown.undelivered);
@@ -239,7 +252,10 @@ fn producers_blocked_on_a_full_buffer_raise_backpressure_events() {
     );
     let before = sender.stats().blocked;
     std::thread::sleep(Duration::from_millis(200));
-    assert!(sender.stats().blocked > before, "blocked time does not grow");
+    assert!(
+        sender.stats().blocked > before,
+        "blocked time does not grow"
+    );
     assert!(!producer.is_finished(), "the producer should be waiting");
     // The collector comes: room is made, the producer goes on, the episode ends.
     let sink = Sink::start_with(port, Ending::OkNoMessage, None);
@@ -299,7 +315,11 @@ fn shutdown_first_releases_blocked_producers_and_loses_nothing() {
         })
         .collect();
     // Every producer is stuck: backpressure started and nothing moves for a while.
-    assert!(wait_until(WAIT, || !events.backpressure.lock().unwrap().is_empty()));
+    assert!(wait_until(WAIT, || !events
+        .backpressure
+        .lock()
+        .unwrap()
+        .is_empty()));
     let count = || accepted.lock().unwrap().len();
     assert!(wait_until(WAIT, || {
         let before = count();
@@ -329,8 +349,15 @@ fn shutdown_first_releases_blocked_producers_and_loses_nothing() {
         "every entry a producer logged is handed back"
     );
     assert_eq!(shutdown.stats.acknowledged, 0);
-    assert_eq!(refused.load(Ordering::Relaxed), 4, "each producer was refused once");
-    assert_eq!(shutdown.report.handed_back, shutdown.undelivered.len() as u64);
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        4,
+        "each producer was refused once"
+    );
+    assert_eq!(
+        shutdown.report.handed_back,
+        shutdown.undelivered.len() as u64
+    );
     // A second shutdown returns at once, with the final stats.
     let again = sender.shutdown(Duration::from_secs(5));
     assert!(again.undelivered.is_empty());
@@ -374,6 +401,12 @@ fn shutdown_first_releases_producers_blocked_on_a_worker_queue() {
     wait_stats(&sender, WAIT, "a full buffer", |s| s.unacked == 2);
     std::thread::sleep(Duration::from_millis(200));
     assert!(producers.iter().all(|p| !p.is_finished()), "producers wait");
+    // The worker waits for room: that is backpressure, though logsender never sees
+    // the producers that wait behind it.
+    let st = wait_stats(&sender, WAIT, "a backpressure episode", |s| {
+        s.backpressure_episodes == 1 && s.blocked >= Duration::from_millis(100)
+    });
+    assert!(st.blocked >= Duration::from_millis(100), "{st:?}");
     stop.store(true, Ordering::Relaxed);
     let closer = sender.clone();
     let shutdown = within(WAIT, "shutdown", move || {
@@ -384,7 +417,11 @@ fn shutdown_first_releases_producers_blocked_on_a_worker_queue() {
             p.join().unwrap();
         }
     });
-    let back: HashSet<String> = shutdown.undelivered.iter().map(|p| p.host_id.clone()).collect();
+    let back: HashSet<String> = shutdown
+        .undelivered
+        .iter()
+        .map(|p| p.host_id.clone())
+        .collect();
     let sent: HashSet<String> = sent.lock().unwrap().iter().cloned().collect();
     assert_eq!(back, sent, "every payload sent is handed back");
     assert_eq!(back.len(), shutdown.undelivered.len());
@@ -409,7 +446,10 @@ fn reports_name_dead_letters_and_count_them_once() {
     tx.send(too_big).unwrap();
     let report = sender.flush(WAIT);
     assert_eq!(report.outstanding, 0, "nothing outstanding...");
-    assert!(!report.all_delivered(), "...but not all delivered: {report:?}");
+    assert!(
+        !report.all_delivered(),
+        "...but not all delivered: {report:?}"
+    );
     assert_eq!((report.acknowledged, report.dead_lettered), (5, 1));
     // Counted once: the next report starts from here.
     tx.send(payload(0, 6)).unwrap();
@@ -443,7 +483,10 @@ fn reports_name_drops_and_what_was_handed_back() {
     drop(tx);
     let shutdown = sender.close_timeout(Duration::from_millis(200));
     assert_eq!(shutdown.report.handed_back, 2);
-    assert_eq!(shutdown.report.dropped, 0, "counted in the flush report already");
+    assert_eq!(
+        shutdown.report.dropped, 0,
+        "counted in the flush report already"
+    );
     assert!(!shutdown.report.all_delivered());
     assert_eq!(shutdown.stats.dropped(), 3);
 }

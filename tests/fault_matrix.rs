@@ -596,7 +596,12 @@ fn row08_duration_max_everywhere_works() {
         sender.send_logs(&payload(1, 0)).is_ok()
             || sender.stats().state != ConnectionState::Connected
     );
-    assert_eq!(sender.flush(Duration::MAX).outstanding, 0, "{:#?}", sender.stats());
+    assert_eq!(
+        sender.flush(Duration::MAX).outstanding,
+        0,
+        "{:#?}",
+        sender.stats()
+    );
     assert!(sender.stats().acknowledged >= 20);
     drop(tx);
     assert!(sender.close_timeout(Duration::MAX).undelivered.is_empty());
@@ -807,13 +812,16 @@ fn row11_a_certificate_the_ca_does_not_sign_is_named_in_last_error() {
         Duration::from_secs(2) + SLACK,
         "a named TLS failure",
         |s| {
-            s.last_error.as_ref().map(|e| e.message.as_str()).is_some_and(|e| {
-                let e = e.to_ascii_lowercase();
-                e.contains("ssl")
-                    || e.contains("tls")
-                    || e.contains("handshake")
-                    || e.contains("certificate")
-            })
+            s.last_error
+                .as_ref()
+                .map(|e| e.message.as_str())
+                .is_some_and(|e| {
+                    let e = e.to_ascii_lowercase();
+                    e.contains("ssl")
+                        || e.contains("tls")
+                        || e.contains("handshake")
+                        || e.contains("certificate")
+                })
         },
     );
     println!(

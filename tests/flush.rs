@@ -116,7 +116,10 @@ fn at_least_once_flush_returns_zero_only_after_the_collector_acknowledged() {
         assert_eq!(sender.acknowledged(), sender.stats().acknowledged);
     }
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }
 
 #[test]
@@ -145,7 +148,10 @@ fn at_most_once_flush_returns_zero_once_written() {
     let want = expected_ids(0, 0..300);
     assert_none_missing(&want, &ids(&sink.received()));
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }
 
 #[test]
@@ -223,5 +229,8 @@ fn flush_waits_for_a_payload_a_worker_is_still_encoding() {
     );
     assert!(st.acknowledged >= N as u64, "{st:#?}");
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }

@@ -180,7 +180,10 @@ fn block_without_timeout_holds_back_then_delivers_everything() {
     let want = expected_ids(0, 0..total);
     assert_none_missing(&want, &got);
     drop(tx);
-    assert!(sender.close_timeout(Duration::from_secs(5)).undelivered.is_empty());
+    assert!(sender
+        .close_timeout(Duration::from_secs(5))
+        .undelivered
+        .is_empty());
 }
 
 /// Closing while a worker waits for room (and more wait in the queue) hands back all of

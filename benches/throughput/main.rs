@@ -20,6 +20,7 @@ mod clients;
 mod generate;
 mod gzip_levels;
 mod matrix;
+mod outage;
 mod payloads;
 mod procfs;
 mod prost_mirror;
@@ -42,6 +43,7 @@ fn main() {
         Some("__client") => clients::client_main(&args[1..]),
         Some("__gzip") => gzip_levels::gzip_main(&args[1..]),
         Some("__backlog") => backlog::backlog_main(&args[1..]),
+        Some("__outage") => outage::outage_main(&args[1..]),
         Some("__costs") => payloads::costs_main(),
         _ => parent_main(&args),
     }
@@ -54,7 +56,7 @@ pub fn print_result<K: AsRef<str>>(fields: &[(K, f64)]) {
         .map(|(k, v)| format!("{}={v}", k.as_ref()))
         .collect();
     println!("RESULT {}", line.join(" "));
-    let _ = std::io::stdout().flush().outstanding;
+    let _ = std::io::stdout().flush();
 }
 
 /// What the parent knows about the whole run, for the report.
@@ -102,6 +104,9 @@ fn parent_main(args: &[String]) {
                 Kind::GzipLevels(size) => run_child(&["__gzip".into(), size.name().into()]),
                 Kind::Backlog(variant) => {
                     run_child(&["__backlog".into(), variant.into(), free_port().to_string()])
+                }
+                Kind::Outage(policy) => {
+                    run_child(&["__outage".into(), policy.into(), free_port().to_string()])
                 }
             };
             if let Some(sample) = sample {

@@ -215,6 +215,8 @@ pub enum Kind {
     GzipLevels(Size),
     /// A backlog variant (its own sink, started late).
     Backlog(&'static str),
+    /// A reconnect backoff policy through a collector outage (its own sink, killed).
+    Outage(&'static str),
 }
 
 impl Kind {
@@ -223,6 +225,7 @@ impl Kind {
             Kind::Cell(size, client) => format!("{}/{}", size.name(), client.name()),
             Kind::GzipLevels(size) => format!("gzip-levels/{}", size.name()),
             Kind::Backlog(variant) => format!("backlog/{variant}"),
+            Kind::Outage(policy) => format!("outage/{policy}"),
         }
     }
 }
@@ -250,7 +253,7 @@ impl Task {
 }
 
 /// Every task that `filter` selects, in run order: the matrix size-major, then the gzip
-/// tables, then the backlog variants. No filter: the default matrix (level rows on
+/// tables, then the backlog variants, then the outage policies. No filter: the default matrix (level rows on
 /// `LEVEL_ROWS_SIZE` only). A filter is comma-separated substrings of task names.
 pub fn select(filter: &str) -> Vec<Task> {
     let wanted = |kind: Kind| {
@@ -275,6 +278,7 @@ pub fn select(filter: &str) -> Vec<Task> {
     }
     kinds.extend(Size::ALL.map(Kind::GzipLevels));
     kinds.extend(crate::backlog::BACKLOG_VARIANTS.map(|v| Kind::Backlog(v.0)));
+    kinds.extend(crate::outage::variants().into_iter().map(Kind::Outage));
     kinds
         .into_iter()
         .filter(|k| wanted(*k))

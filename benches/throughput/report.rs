@@ -36,6 +36,12 @@ pub fn progress(kind: Kind, s: &Sample) -> String {
             )
         }
         Kind::Backlog(_) => format!("drained {} in {:.2} s", get(s, "n"), get(s, "drain_secs")),
+        Kind::Outage(_) => format!(
+            "down {:.1} s; back up: stream in {:.0} ms, first delivery in {:.0} ms",
+            get(s, "outage_s"),
+            get(s, "reconnect_ms"),
+            get(s, "first_delivery_ms")
+        ),
     }
 }
 
@@ -124,6 +130,7 @@ pub fn tables(tasks: &[Task], run: &Run) -> String {
         level_rows_table(tasks),
         gzip_table(tasks),
         backlog_table(tasks),
+        outage_table(tasks),
     ] {
         if !table.is_empty() {
             out.push_str(&table);
@@ -318,6 +325,39 @@ fn gzip_table(tasks: &[Task]) -> String {
     t
 }
 
+fn outage_table(tasks: &[Task]) -> String {
+    let runs: Vec<(&str, &Task)> = tasks
+        .iter()
+        .filter_map(|t| match t.kind {
+            Kind::Outage(p) => Some((p, t)),
+            _ => None,
+        })
+        .collect();
+    if runs.is_empty() {
+        return String::new();
+    }
+    let mut t = String::new();
+    t.push_str(
+        "| outage: backoff policy | collector down s | stream up after it is back, ms (IQR) | \
+         first delivery after it is back, ms (IQR) | max of first delivery, ms |\n",
+    );
+    t.push_str("|---|--:|--:|--:|--:|\n");
+    for (policy, task) in runs {
+        let max = task
+            .metric("first_delivery_ms")
+            .into_iter()
+            .fold(f64::NAN, f64::max);
+        t.push_str(&format!(
+            "| {policy} | {:.1} | {} | {} | {:.0} |\n",
+            task.med("outage_s"),
+            with_iqr(task.summary("reconnect_ms"), |v| format!("{v:.0}")),
+            with_iqr(task.summary("first_delivery_ms"), |v| format!("{v:.0}")),
+            max,
+        ));
+    }
+    t
+}
+
 fn backlog_table(tasks: &[Task]) -> String {
     let runs: Vec<(&str, &Task)> = tasks
         .iter()
@@ -423,6 +463,9 @@ fn json_task(tasks: &[Task], task: &Task) -> String {
         ),
         Kind::Backlog(variant) => {
             format!("\"kind\": \"backlog\", \"variant\": {}", json_str(variant))
+        }
+        Kind::Outage(policy) => {
+            format!("\"kind\": \"outage\", \"policy\": {}", json_str(policy))
         }
     };
     format!(

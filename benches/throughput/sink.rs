@@ -31,7 +31,7 @@ pub fn sink_main(args: &[String]) {
     let (_gosight, gosight_port) = sink_server(&env, &counts, false, port);
     let (_answering, answering_port) = sink_server(&env, &counts, true, 0);
     println!("SINK-PORTS {gosight_port} {answering_port}");
-    let _ = std::io::stdout().flush().outstanding;
+    let _ = std::io::stdout().flush();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         if line.trim() == "COUNT" {
@@ -42,7 +42,7 @@ pub fn sink_main(args: &[String]) {
                 counts.ok_streams.load(Relaxed),
                 cpu_secs()
             );
-            let _ = std::io::stdout().flush().outstanding;
+            let _ = std::io::stdout().flush();
         }
     }
     std::process::exit(0);
@@ -165,7 +165,7 @@ impl SinkProcess {
 
     pub fn snapshot(&mut self) -> SinkSnapshot {
         writeln!(self.stdin, "COUNT").expect("sink control");
-        self.stdin.flush().outstanding.expect("sink control");
+        self.stdin.flush().expect("sink control");
         loop {
             let line = self.lines.next().expect("sink gone").expect("read sink");
             if let Some(rest) = line.strip_prefix("COUNT ") {

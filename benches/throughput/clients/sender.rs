@@ -48,7 +48,7 @@ pub fn run_workers(
         }
         Err(e) => panic!("queue: {e}"),
     });
-    let outstanding = sender.flush(Duration::from_secs(60));
+    let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
     let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
@@ -82,7 +82,7 @@ pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun 
         }
         true
     });
-    let outstanding = sender.flush(Duration::from_secs(60));
+    let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
     let measured = window.close();
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
@@ -101,11 +101,11 @@ fn finish(
     measured: Measured,
     timings: Timings,
     ack_at: Vec<u64>,
-    outstanding: usize,
+    outstanding: u64,
 ) -> CellRun {
     let acked = sender.stats().acknowledged;
     let sender = Arc::into_inner(sender).expect("sole owner of the sender");
-    let undelivered = sender.close().len();
+    let undelivered = sender.close().undelivered.len();
     if outstanding > 0 || undelivered > 0 {
         eprintln!("logsender: {outstanding} outstanding after flush, {undelivered} undelivered");
     }

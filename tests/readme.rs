@@ -1,0 +1,21 @@
+//! The README's hello world is `examples/hello.rs` (which `cargo test` builds), word
+//! for word, and stays under 15 lines.
+
+#[test]
+fn the_readme_hello_world_is_the_example_that_compiles() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let example = std::fs::read_to_string(root.join("examples/hello.rs")).expect("hello.rs");
+    let usage = readme.split("## Usage").nth(1).expect("a Usage section");
+    let block = usage
+        .split("```rust,no_run\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a rust block");
+    assert_eq!(block, example, "README and examples/hello.rs differ");
+    assert!(example.lines().count() < 15, "the hello world grew");
+    assert!(
+        example.contains("LogEntry::new"),
+        "entries are timestamped by LogEntry::new"
+    );
+}
