@@ -217,9 +217,9 @@ impl Defaults {
             commit_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(30),
-            backoff_multiplier: 1.6,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            backoff_multiplier: 1.5,
             backoff_jitter: 0.2,
             keepalive_time: Duration::from_secs(120),
             keepalive_timeout: Duration::from_secs(20),
@@ -317,8 +317,8 @@ impl ConfigBuilder {
         connect_timeout: Duration
     );
     setter!(
-        /// Backoff growth factor between reconnect attempts. Defaults to 1.6 (gRPC's
-        /// own connection backoff; see [`reconnect_backoff`](ConfigBuilder::reconnect_backoff)).
+        /// Backoff growth factor between reconnect attempts. Defaults to 1.5 (see
+        /// [`reconnect_backoff`](ConfigBuilder::reconnect_backoff)).
         backoff_multiplier: f64
     );
     setter!(
@@ -390,14 +390,18 @@ impl ConfigBuilder {
         self
     }
 
-    /// Reconnect backoff: first delay and cap. Defaults to 250 ms and 30 s, growing 1.6×
-    /// per failed attempt with ±20 % jitter, and starting over once a stream delivers.
+    /// Reconnect backoff: first delay and cap. Defaults to 100 ms and 10 s, growing 1.5×
+    /// per failed attempt ([`backoff_multiplier`](ConfigBuilder::backoff_multiplier))
+    /// with ±20 % jitter, and starting over once a stream delivers.
     ///
-    /// GoSight's agent uses 1 s doubling up to 15 min. Measured (BENCHMARKS.md,
-    /// "Outage"): after a 3 s outage, delivery resumed 0.3–0.5 s after the collector was
-    /// back with these defaults, and up to 4 s later with GoSight's; a cap of 15 min
-    /// leaves an agent up to 15 min without delivery after a long outage. Thousands of
-    /// agents retrying every 30 s at most, with jitter, is a light load for a collector.
+    /// The time without delivery after the collector is back grows with the outage (up
+    /// to half of it with ×1.5) until the cap bounds it. GoSight's agent uses 1 s
+    /// doubling up to 15 min: up to the whole outage, and up to 15 min after a long one.
+    /// Measured (BENCHMARKS.md, "Outage"; collector killed for 1.5, 3 and 7 s, five
+    /// times each): delivery resumed at most 0.6 / 1.9 / 3.2 s after the collector was
+    /// back with these defaults, and at most 1.9 / 4.7 / 8.7 s with GoSight's. With
+    /// jitter and a 10 s cap, a fleet of agents redials a dead collector a few times a
+    /// minute each; raise the cap for very large fleets.
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config_defaults.backoff_initial = initial;
         self.config_defaults.backoff_max = max;

@@ -4,10 +4,11 @@
 //!
 //! One entry: `log` puts it on a bounded channel (waiting when it is full, counted as
 //! backpressure); the batcher (`{prefix}-bN`) adds it to the open batch; a full batch, or
-//! one older than `linger`, becomes a `LogPayload` on the pool's queue. `flush` asks the
-//! batcher to cut the open batch and waits until every entry logged before it is in a
-//! payload; `shutdown` makes the batcher take every entry a producer managed to log,
-//! while refusing new ones, and hands back what it could not pass on in time.
+//! one older than `linger`, becomes a `LogPayload` on the pool's queue. `flush` puts a
+//! marker on the same channel, behind every entry logged before it, and the batcher
+//! answers it once those are in payloads on the queue; `shutdown` makes the batcher take
+//! every entry a producer managed to log, while refusing new ones, and hands back what
+//! it could not pass on in time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{select, Receiver, Select, SendTimeoutError, Sender, TrySendError};
 use log::warn;
-use parking_lot::{Condvar, Mutex};
 
 use crate::error::Error;
 use crate::model::{LogEntry, LogPayload};
@@ -25,6 +25,11 @@ use crate::wire;
 
 /// Most entries the batcher takes per wake-up before it looks at its other channels.
 const TAKE_AT_ONCE: usize = 1024;
+
+/// Largest `capacity` and `workers` a [`Batching`] accepts: the entry channel allocates
+/// every slot up front (about half a KiB each).
+const MAX_CAPACITY: usize = 1 << 20;
+const MAX_WORKERS: usize = 1024;
 
 /// How an [`EntrySender`] batches entries into payloads.
 ///
@@ -85,13 +90,14 @@ impl Batching {
     }
 
     /// Entries that may wait for the batcher; [`EntrySender::log`] waits (and
-    /// [`EntrySender::try_log`] fails) while this many wait. Defaults to 8,192.
+    /// [`EntrySender::try_log`] fails) while this many wait. Defaults to 8,192; at most
+    /// 1,048,576 (the slots are allocated up front).
     pub fn capacity(mut self, entries: usize) -> Self {
         self.capacity = entries;
         self
     }
 
-    /// Workers that encode and write this handle's payloads. Defaults to 2.
+    /// Workers that encode and write this handle's payloads. Defaults to 2; at most 1024.
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self
@@ -113,11 +119,11 @@ impl Batching {
         if self.max_entries == 0 {
             return bad("max_entries", "must be at least 1");
         }
-        if self.capacity == 0 {
-            return bad("capacity", "must be at least 1");
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return bad("capacity", "must be within 1 ..= 1,048,576 entries");
         }
-        if self.workers == 0 {
-            return bad("workers", "an entry sender needs at least one worker");
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return bad("workers", "must be within 1 ..= 1024");
         }
         if self.linger.is_zero() {
             return bad("linger", "must be longer than zero");
@@ -134,8 +140,15 @@ impl Batching {
                 "a template carries no entries (they would be in every payload)",
             );
         }
+        // With the longest timestamp a batch can be stamped with (its nanoseconds take
+        // the most bytes), so that no batch encodes larger than this says.
         let mut stamped = self.template.clone();
-        stamped.timestamp.get_or_insert_with(SystemTime::now);
+        stamped.timestamp.get_or_insert_with(|| {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            SystemTime::UNIX_EPOCH + Duration::new(now.as_secs(), 999_999_999)
+        });
         let len = wire::encoded_len(&stamped);
         if len >= max_message_size {
             return bad("template", "encodes larger than max_message_size");
@@ -188,17 +201,25 @@ impl std::fmt::Display for LogError {
 
 impl std::error::Error for LogError {}
 
+/// What travels on an entry handle's channel.
+// Nearly every message is an entry: boxing it would cost an allocation per entry.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Entry(LogEntry),
+    /// `flush`: answer (by dropping the sender) once every entry before this marker is
+    /// in a payload on the pool's queue.
+    Flush(Sender<()>),
+}
+
 /// What the handles, the batcher and the sender share about one batcher.
 pub(crate) struct BatchState {
     /// Set (before the batcher is stopped) when the sender shuts down.
     closing: AtomicBool,
     /// Producers inside `log`/`try_log`: the batcher drains until none is left.
     inside: AtomicUsize,
-    /// Entries producers put on the channel.
-    accepted: AtomicU64,
-    /// Entries the batcher passed on in payloads (or handed back at shutdown).
-    passed: Mutex<u64>,
-    passed_changed: Condvar,
+    /// Entries the batcher has taken off the channel and not yet put on the pool's
+    /// queue (the open batch, a batch waiting for room): `flush` reports them.
+    holding: AtomicU64,
 }
 
 /// A cloneable, thread-safe handle that takes single [`LogEntry`]s and ships them in
@@ -222,10 +243,10 @@ pub struct EntrySender {
 }
 
 struct Handle {
-    entries: Sender<LogEntry>,
+    entries: Sender<Msg>,
     state: Arc<BatchState>,
     shared: Arc<Shared>,
-    /// The template's encoded size, with a timestamp.
+    /// The template's encoded size, with the longest timestamp.
     template_len: usize,
 }
 
@@ -233,7 +254,7 @@ impl std::fmt::Debug for EntrySender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EntrySender")
             .field("waiting", &self.inner.entries.len())
-            .field("accepted", &self.inner.state.accepted.load(SeqCst))
+            .field("holding", &self.inner.state.holding.load(SeqCst))
             .finish_non_exhaustive()
     }
 }
@@ -247,6 +268,13 @@ impl Drop for Inside<'_> {
     }
 }
 
+/// How long one attempt to put an entry on the channel may wait for room.
+enum Wait {
+    No,
+    For(Duration),
+    Forever,
+}
+
 impl EntrySender {
     /// Queues an entry for the next batch, waiting while `capacity` entries are
     /// waiting already (the buffer is full: see
@@ -258,34 +286,20 @@ impl EntrySender {
     /// entry no payload can carry. The entry is handed back either way.
     pub fn log(&self, entry: LogEntry) -> Result<(), LogError> {
         let entry = self.check(entry)?;
-        let Some(_inside) = self.enter() else {
-            return Err(LogError::Closed(Box::new(entry)));
+        let entry = match self.attempt(entry, Wait::No) {
+            Err(LogError::Full(entry)) => *entry,
+            done => return done,
         };
-        let handle = &self.inner;
-        let result = match handle.entries.try_send(entry) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(entry)) => {
-                let began = Instant::now();
-                match handle.entries.send_timeout(entry, BACKPRESSURE_AFTER) {
-                    Ok(()) => Ok(()),
-                    Err(SendTimeoutError::Timeout(entry)) => {
-                        let _waiting = handle.shared.start_waiting(began);
-                        handle
-                            .entries
-                            .send(entry)
-                            .map_err(|e| LogError::Closed(Box::new(e.into_inner())))
-                    }
-                    Err(SendTimeoutError::Disconnected(entry)) => {
-                        Err(LogError::Closed(Box::new(entry)))
-                    }
-                }
-            }
-            Err(TrySendError::Disconnected(entry)) => Err(LogError::Closed(Box::new(entry))),
+        let began = Instant::now();
+        let entry = match self.attempt(entry, Wait::For(BACKPRESSURE_AFTER)) {
+            Err(LogError::Full(entry)) => *entry,
+            done => return done,
         };
-        if result.is_ok() {
-            handle.state.accepted.fetch_add(1, SeqCst);
-        }
-        result
+        // Still no room after a while: backpressure. The handler hears of it here,
+        // between two attempts, so that it never runs while the batcher waits for this
+        // producer to leave the channel (at shutdown).
+        let _waiting = self.inner.shared.start_waiting(began);
+        self.attempt(entry, Wait::Forever)
     }
 
     /// Queues an entry for the next batch if there is room now; never waits.
@@ -297,16 +311,38 @@ impl EntrySender {
     /// carry. The entry is handed back.
     pub fn try_log(&self, entry: LogEntry) -> Result<(), LogError> {
         let entry = self.check(entry)?;
+        self.attempt(entry, Wait::No)
+    }
+
+    /// One attempt to put the entry on the channel, counted inside; `Full` when there
+    /// was no room in time.
+    fn attempt(&self, entry: LogEntry, wait: Wait) -> Result<(), LogError> {
         let Some(_inside) = self.enter() else {
             return Err(LogError::Closed(Box::new(entry)));
         };
-        match self.inner.entries.try_send(entry) {
-            Ok(()) => {
-                self.inner.state.accepted.fetch_add(1, SeqCst);
-                Ok(())
-            }
-            Err(TrySendError::Full(entry)) => Err(LogError::Full(Box::new(entry))),
-            Err(TrySendError::Disconnected(entry)) => Err(LogError::Closed(Box::new(entry))),
+        let channel = &self.inner.entries;
+        let msg = Msg::Entry(entry);
+        let back = match wait {
+            Wait::No => match channel.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(m)) => (m, true),
+                Err(TrySendError::Disconnected(m)) => (m, false),
+            },
+            Wait::For(limit) => match channel.send_timeout(msg, limit) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(m)) => (m, true),
+                Err(SendTimeoutError::Disconnected(m)) => (m, false),
+            },
+            Wait::Forever => match channel.send(msg) {
+                Ok(()) => return Ok(()),
+                Err(e) => (e.into_inner(), false),
+            },
+        };
+        match back {
+            (Msg::Entry(entry), true) => Err(LogError::Full(Box::new(entry))),
+            (Msg::Entry(entry), false) => Err(LogError::Closed(Box::new(entry))),
+            // Only `flush` sends markers.
+            (Msg::Flush(_), _) => Ok(()),
         }
     }
 
@@ -341,34 +377,48 @@ impl EntrySender {
 /// The sender's side of one entry handle: how to flush and stop its batcher.
 pub(crate) struct Batcher {
     state: Arc<BatchState>,
-    cut: Sender<()>,
+    /// The channel's sending side, for flush markers.
+    entries: Sender<Msg>,
     /// Dropped to stop the batcher.
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<Vec<LogPayload>>>,
 }
 
-/// How many entries a handle had taken when `flush` began.
+/// A flush marker on its way through a batcher.
 pub(crate) struct Mark {
     state: Arc<BatchState>,
-    accepted: u64,
+    entries: Sender<Msg>,
+    /// `None` when the marker could not be queued in time.
+    answer: Option<Receiver<()>>,
 }
 
 impl Mark {
-    /// Waits until those entries are passed on in payloads, or `deadline`; returns how
-    /// many of them are not.
+    /// Puts the marker behind every entry logged so far (waiting for room until
+    /// `deadline` at most).
+    pub(crate) fn cut(&mut self, deadline: Instant) {
+        let (answer_tx, answer_rx) = crossbeam_channel::bounded(0);
+        if self
+            .entries
+            .send_deadline(Msg::Flush(answer_tx), deadline)
+            .is_ok()
+        {
+            self.answer = Some(answer_rx);
+        }
+    }
+
+    /// Waits until the batcher has passed on every entry ahead of the marker, or
+    /// `deadline`; returns how many entries it still had then (waiting on the channel
+    /// or held by the batcher), 0 once it answered.
     pub(crate) fn wait(&self, deadline: Instant) -> u64 {
-        let mut passed = self.state.passed.lock();
-        while *passed < self.accepted {
-            if self
-                .state
-                .passed_changed
-                .wait_until(&mut passed, deadline)
-                .timed_out()
+        if let Some(answer) = &self.answer {
+            // The batcher drops its end to answer.
+            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                answer.recv_deadline(deadline)
             {
-                break;
+                return 0;
             }
         }
-        self.accepted.saturating_sub(*passed)
+        (self.entries.len() as u64).saturating_add(self.state.holding.load(SeqCst))
     }
 }
 
@@ -382,20 +432,16 @@ pub(crate) fn start(
 ) -> Result<(EntrySender, Batcher), Error> {
     let template_len = batching.validate(shared.config.max_message_size)?;
     let (entries_tx, entries_rx) = crossbeam_channel::bounded(batching.capacity);
-    let (cut_tx, cut_rx) = crossbeam_channel::unbounded();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let state = Arc::new(BatchState {
         closing: AtomicBool::new(false),
         inside: AtomicUsize::new(0),
-        accepted: AtomicU64::new(0),
-        passed: Mutex::new(0),
-        passed_changed: Condvar::new(),
+        holding: AtomicU64::new(0),
     });
     let run = Run {
         shared: shared.clone(),
         state: state.clone(),
         entries: entries_rx,
-        cuts: cut_rx,
         stop: stop_rx,
         queue,
         template_len,
@@ -412,7 +458,7 @@ pub(crate) fn start(
         .map_err(Error::Spawn)?;
     let handle = EntrySender {
         inner: Arc::new(Handle {
-            entries: entries_tx,
+            entries: entries_tx.clone(),
             state: state.clone(),
             shared: shared.clone(),
             template_len,
@@ -420,7 +466,7 @@ pub(crate) fn start(
     };
     let batcher = Batcher {
         state,
-        cut: cut_tx,
+        entries: entries_tx,
         stop: Some(stop_tx),
         thread: Some(thread),
     };
@@ -428,14 +474,13 @@ pub(crate) fn start(
 }
 
 impl Batcher {
-    /// Asks the batcher to cut its open batch; the mark waits for every entry logged
-    /// so far to be in a payload.
-    pub(crate) fn cut(&self) -> Mark {
-        let accepted = self.state.accepted.load(SeqCst);
-        let _ = self.cut.send(());
+    /// A flush marker for this batcher, not sent yet (cheap: call it under the
+    /// batchers lock, then [`Mark::cut`] without it).
+    pub(crate) fn mark(&self) -> Mark {
         Mark {
             state: self.state.clone(),
-            accepted,
+            entries: self.entries.clone(),
+            answer: None,
         }
     }
 
@@ -463,8 +508,7 @@ impl Batcher {
 struct Run {
     shared: Arc<Shared>,
     state: Arc<BatchState>,
-    entries: Receiver<LogEntry>,
-    cuts: Receiver<()>,
+    entries: Receiver<Msg>,
     stop: Receiver<()>,
     queue: Sender<LogPayload>,
     batching: Batching,
@@ -491,20 +535,19 @@ impl Run {
                 t.saturating_duration_since(Instant::now())
             });
             select! {
-                recv(entries) -> entry => match entry {
-                    Ok(entry) => {
-                        self.add(entry);
+                recv(entries) -> msg => match msg {
+                    Ok(msg) => {
+                        self.take(msg);
                         // Take what else is waiting without another select.
                         for _ in 0..TAKE_AT_ONCE {
                             match self.entries.try_recv() {
-                                Ok(entry) => self.add(entry),
+                                Ok(msg) => self.take(msg),
                                 Err(_) => break,
                             }
                         }
                     }
                     Err(_) => entries = crossbeam_channel::never(),
                 },
-                recv(self.cuts) -> _ => self.take_waiting(),
                 recv(self.stop) -> _ => self.stopping = true,
                 default(timeout) => {
                     if self.first_at.is_some_and(|t| t.elapsed() >= self.batching.linger) {
@@ -517,13 +560,19 @@ impl Run {
         std::mem::take(&mut self.left)
     }
 
-    /// Adds what is waiting now to the batch, then cuts it (for `flush`).
-    fn take_waiting(&mut self) {
-        let n = self.entries.len();
-        for entry in self.entries.try_iter().take(n).collect::<Vec<_>>() {
-            self.add(entry);
+    fn take(&mut self, msg: Msg) {
+        match msg {
+            Msg::Entry(entry) => {
+                self.state.holding.fetch_add(1, SeqCst);
+                self.add(entry);
+            }
+            Msg::Flush(answer) => {
+                // Every entry ahead of the marker is in the batch: pass it on, then
+                // answer by dropping the sender.
+                self.cut_batch();
+                drop(answer);
+            }
         }
-        self.cut_batch();
     }
 
     /// Shutting down: takes every entry a producer managed to log (producers waiting
@@ -531,9 +580,11 @@ impl Run {
     /// on, or hands it back past the close deadline.
     fn finish(&mut self) {
         loop {
-            while let Ok(entry) = self.entries.try_recv() {
-                self.add(entry);
+            while let Ok(msg) = self.entries.try_recv() {
+                self.take(msg);
             }
+            // Producers inside are only ever in a channel operation, which the draining
+            // completes: this ends as soon as they have left.
             if self.state.inside.load(SeqCst) == 0 && self.entries.is_empty() {
                 break;
             }
@@ -572,8 +623,7 @@ impl Run {
         payload.logs = std::mem::take(&mut self.batch);
         let n = payload.logs.len() as u64;
         self.push(payload);
-        *self.state.passed.lock() += n;
-        self.state.passed_changed.notify_all();
+        self.state.holding.fetch_sub(n, SeqCst);
     }
 
     /// Puts a payload on the pool's queue, waiting for room; once the sender shuts

@@ -73,7 +73,7 @@
 //! ## Timeouts
 //!
 //! Every wait has a bound: `connect_timeout` per dial, exponential backoff with jitter
-//! between dials (250 ms growing 1.6× up to 30 s by default), `write_timeout` without progress
+//! between dials (100 ms growing 1.5× up to 10 s by default), `write_timeout` without progress
 //! per write, `send_timeout` for `send_logs` to get the stream, `commit_timeout` for an
 //! epoch's final status, and the deadline given to `flush` and `close`. Every duration
 //! may be as large as `Duration::MAX`: deadlines saturate.

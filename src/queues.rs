@@ -94,25 +94,34 @@ impl Queues {
         self.queues.iter().map(|q| q.rx.len() as u64).sum()
     }
 
-    /// Takes back what still waits in the queues (for `close`), then lets the queues
-    /// go, which makes every producer's `send` fail from then on (handing it its
-    /// payload back). A producer that was waiting for room is woken by the taking and
-    /// completes its send: the queue is taken from again until it stays empty for a
-    /// moment (at most 50 rounds, so that producers that never stop cannot keep it
-    /// going). A payload sent in the instant the last receiver goes is lost with the
-    /// channel: producers should have been told to stop before `close`.
-    pub(crate) fn drain(&mut self) -> Vec<LogPayload> {
-        let mut back = Vec::new();
-        for q in self.queues.drain(..) {
-            for _ in 0..50 {
-                let n = q.rx.len();
-                back.extend(q.rx.try_iter().take(n));
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                if q.rx.is_empty() {
-                    break;
-                }
-            }
-        }
-        back
+    /// Unregisters every queue (for `close`), to be drained with [`drain`] outside the
+    /// lock.
+    pub(crate) fn take_all(&mut self) -> Vec<Receiver<LogPayload>> {
+        self.queues.drain(..).map(|q| q.rx).collect()
     }
+}
+
+/// Takes back what still waits in the queues (for `close`), then lets them go, which
+/// makes every producer's `send` fail from then on (handing it its payload back). A
+/// producer waiting for room is woken by the taking and completes its send, so the
+/// queues are taken from until they stay empty for 2 ms (at most 50 rounds: producers
+/// that were not told to stop cannot keep it going); the last round takes what is there
+/// right before the receivers go. A payload sent in that very instant is lost with the
+/// channel: producers should be told to stop before `close`.
+pub(crate) fn drain(queues: Vec<Receiver<LogPayload>>) -> Vec<LogPayload> {
+    let mut back = Vec::new();
+    let take_all = |back: &mut Vec<LogPayload>| {
+        for rx in &queues {
+            back.extend(rx.try_iter().take(rx.len()));
+        }
+    };
+    for _ in 0..50 {
+        take_all(&mut back);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        if queues.iter().all(Receiver::is_empty) {
+            break;
+        }
+    }
+    take_all(&mut back);
+    back
 }

@@ -377,7 +377,10 @@ impl LogSender {
     /// Cuts every entry handle's open batch and waits (until `deadline`) for the
     /// entries logged so far to be in payloads; returns how many are not.
     fn cut_batches(&self, deadline: Instant) -> u64 {
-        let marks: Vec<Mark> = self.batchers.lock().iter().map(Batcher::cut).collect();
+        let mut marks: Vec<Mark> = self.batchers.lock().iter().map(Batcher::mark).collect();
+        for mark in &mut marks {
+            mark.cut(deadline);
+        }
         marks.iter().map(|mark| mark.wait(deadline)).sum()
     }
 
@@ -468,15 +471,20 @@ impl LogSender {
     /// Stops intake, writes and commits what it holds (what is still in the worker
     /// queues and the entry handles' batches included) for up to `timeout`, stops every
     /// thread, and returns every payload that was not delivered, oldest first, with the
-    /// final report and counters. Never takes much longer than `timeout`. Works through
-    /// an `Arc`; calls after the first return at once, with nothing handed back.
+    /// final report and counters. Never takes much longer than `timeout` (about 100 ms
+    /// more, at most 200 ms while producers still send on worker queues). Works through
+    /// an `Arc`; a call made while another runs waits for it, then returns with nothing
+    /// handed back (so never call it from an [`EventHandler`](crate::EventHandler)).
     ///
-    /// **Shutdown order.** Call this first, then stop and join your producers:
+    /// **Shutdown order.** Tell your producers to stop, call this, then join them.
     /// [`EntrySender::log`] returns [`LogError::Closed`](crate::LogError::Closed) from
-    /// the moment it begins (producers waiting for room are released), and a worker
-    /// queue's `send` fails once this has returned (the queue's receivers are dropped;
-    /// keep no clone of them). Joining producers first can hang: with the collector
-    /// down, they wait for room that only this makes.
+    /// the moment this begins, and producers waiting for room are released with their
+    /// entry either taken or handed back. Producers waiting in `send` on a worker queue
+    /// are released as this takes the queue's payloads back; once it returns, the
+    /// queue's receivers are gone and every `send` fails with the payload (keep no clone
+    /// of them). A payload a producer that was not told to stop sends in the very
+    /// instant the receivers go is lost with the channel. Joining producers first can
+    /// hang: with the collector down, they wait for room that only this makes.
     ///
     /// # Examples
     ///
@@ -559,7 +567,8 @@ impl LogSender {
                 .iter()
                 .filter_map(decode_item),
         );
-        undelivered.extend(shared.queues.lock().drain());
+        let queues = shared.queues.lock().take_all();
+        undelivered.extend(crate::queues::drain(queues));
         undelivered.append(&mut kept);
         // The grpc poll thread ends once the environment's last channel is gone.
         let grpc_deadline =

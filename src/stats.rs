@@ -291,6 +291,8 @@ impl Counters {
     /// The counts since the previous report; `outstanding` and the rest are the
     /// caller's to fill.
     pub(crate) fn report(&self) -> Report {
+        // Read under the lock, so that two reports cannot store their counts out of order.
+        let mut reported = self.reported.lock();
         let now = Report {
             acknowledged: self.acknowledged.load(Relaxed),
             dropped: self.dropped_newest.load(Relaxed)
@@ -299,7 +301,6 @@ impl Counters {
             dead_lettered: self.dead_lettered.load(Relaxed),
             ..Report::default()
         };
-        let mut reported = self.reported.lock();
         let since = Report {
             acknowledged: now.acknowledged.saturating_sub(reported.acknowledged),
             dropped: now.dropped.saturating_sub(reported.dropped),

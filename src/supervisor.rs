@@ -97,6 +97,8 @@ pub(crate) struct Supervisor {
     /// When a struck payload waiting in the suspects gets its next epoch (the current
     /// epoch is then rotated).
     suspects_due: Option<Instant>,
+    /// The least delay before the next strike's retry.
+    strike_spacing: Duration,
 }
 
 /// The supervisor's longest sleep; bounds how late the write watchdog can notice a
@@ -105,6 +107,11 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// How many bytes of hinted writes the HTTP/2 transport buffers per stream.
 const HTTP2_WRITE_BUFFER: i32 = 1 << 20;
+
+/// The shortest delay before a payload struck alone gets its next try; it doubles with
+/// each strike (up to `MAX_STRIKE_SPACING`) until data is committed again.
+const STRIKE_SPACING: Duration = Duration::from_secs(1);
+const MAX_STRIKE_SPACING: Duration = Duration::from_secs(60);
 
 /// How long a probe (an empty call) may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -141,6 +148,7 @@ impl Supervisor {
             shutting_down: false,
             gzip_refused: false,
             suspects_due: None,
+            strike_spacing: STRIKE_SPACING,
         }
     }
 
@@ -544,6 +552,7 @@ impl Supervisor {
                 if n > 0 {
                     // The collector takes data: the next trouble starts from scratch.
                     self.backoff.reset();
+                    self.strike_spacing = STRIKE_SPACING;
                 }
                 self.rotate_for_suspects();
                 return;
@@ -721,15 +730,20 @@ impl Supervisor {
                 }
                 Verdict::Strike => {
                     info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try after the backoff");
-                    // Strikes are spaced by the backoff, so that a passing outage cannot
-                    // strike a payload out in a few round trips.
+                    // Strikes are spaced by the backoff, and by at least STRIKE_SPACING
+                    // doubling, so that a passing outage cannot strike a payload out in
+                    // a few round trips however fast the reconnect backoff is.
+                    let floor = self.strike_spacing;
+                    self.strike_spacing = floor.saturating_mul(2).min(MAX_STRIKE_SPACING);
                     if self.current.is_none() {
-                        self.schedule_retry(retry, &err);
+                        let delay = self.schedule_retry(retry, &err).max(floor);
+                        self.retry_at = Some(after(Instant::now(), delay));
                     } else {
                         let delay = self
                             .backoff
                             .next_backoff()
-                            .unwrap_or(shared.config.backoff_max);
+                            .unwrap_or(shared.config.backoff_max)
+                            .max(floor);
                         self.suspects_due = Some(after(Instant::now(), delay));
                     }
                 }

@@ -77,6 +77,76 @@ fn batches_are_cut_by_count_and_the_rest_by_flush() {
     assert!(sender.close().report.all_delivered());
 }
 
+/// `flush` covers every entry whose `log` returned before it began, while producers
+/// keep logging around it.
+#[test]
+fn flush_covers_every_entry_logged_before_it_under_concurrent_producers() {
+    watch_panics();
+    let sink = Sink::start();
+    let sender = Arc::new(LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap());
+    let log = sender
+        .entry_sender(
+            Batching::new(template())
+                .max_entries(7)
+                .linger(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Per producer: how many of its entries' `log` calls have returned.
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect());
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let (log, stop, done) = (log.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                // Bounded, and paced, so that the sink's record stays small.
+                for i in 0..3_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    log.log(LogEntry::new(Level::Info, format!("p{p}-{i}")))
+                        .unwrap();
+                    done[p].store(i + 1, Ordering::SeqCst);
+                    if i % 2 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut concurrent = 0;
+    for round in 0..40 {
+        std::thread::sleep(Duration::from_millis(5));
+        let before: Vec<u64> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+        if before.iter().any(|n| *n < 3_000) {
+            concurrent += 1;
+        }
+        let report = sender.flush(WAIT);
+        assert_eq!(
+            report.outstanding + report.entries_outstanding,
+            0,
+            "{report:?}"
+        );
+        let got: HashSet<String> = messages(&sink.received()).into_iter().collect();
+        for (p, n) in before.iter().enumerate() {
+            for i in 0..*n {
+                assert!(
+                    got.contains(&format!("p{p}-{i}")),
+                    "round {round}: p{p}-{i} missing"
+                );
+            }
+        }
+    }
+    assert!(
+        concurrent >= 10,
+        "only {concurrent} flushes ran while producers logged"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(sender.shutdown(WAIT).undelivered.is_empty());
+}
+
 #[test]
 fn batches_are_cut_by_bytes() {
     watch_panics();
@@ -158,6 +228,8 @@ fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
         (Batching::new(template()).max_entries(0), "max_entries"),
         (Batching::new(template()).max_bytes(1 << 30), "max_bytes"),
         (Batching::new(template()).linger(Duration::ZERO), "linger"),
+        (Batching::new(template()).capacity(usize::MAX), "capacity"),
+        (Batching::new(template()).workers(100_000), "workers"),
         (Batching::new(payload(0, 0)).max_bytes(4096), "template"),
     ] {
         match sender.entry_sender(batching) {

@@ -53,7 +53,7 @@ fn host_metadata_matches_the_systems_own_tools() {
                 assert!(!meta.network_interface.is_empty());
             }
         }
-        if let Some(release) = std::fs::read_to_string("/etc/os-release").ok() {
+        if let Ok(release) = std::fs::read_to_string("/etc/os-release") {
             let id = release
                 .lines()
                 .find_map(|l| l.strip_prefix("ID="))

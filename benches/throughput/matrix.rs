@@ -88,6 +88,9 @@ pub enum Client {
     },
     /// tonic + prost on a tokio runtime (gzip: tonic's fixed level, `TONIC_GZIP_LEVEL`).
     Tonic { gzip: bool },
+    /// The same payloads' entries logged one by one through an `EntrySender`, batched
+    /// back into payloads of the same size (at-least-once, uncompressed).
+    Entries { workers: usize },
 }
 
 /// gzip levels of the end-to-end level rows (the default level is `at-least-once-gzip/4`).
@@ -114,6 +117,7 @@ impl Client {
             }
         }
         v.push(Client::Tonic { gzip: false });
+        v.push(Client::Entries { workers: 4 });
         v.push(Client::Workers {
             mode: DeliveryMode::AtLeastOnce,
             workers: 4,
@@ -154,6 +158,7 @@ impl Client {
             }
             Client::Tonic { gzip: false } => "tonic".into(),
             Client::Tonic { gzip: true } => "tonic-gzip".into(),
+            Client::Entries { workers } => format!("entries/{workers}"),
         }
     }
 
@@ -180,7 +185,10 @@ impl Client {
     /// Whether the producer hands payloads to a queue (worker pool, tonic) rather than
     /// calling the writer itself (baseline, encode+write, send_logs).
     pub fn queued(self) -> bool {
-        matches!(self, Client::Workers { .. } | Client::Tonic { .. })
+        matches!(
+            self,
+            Client::Workers { .. } | Client::Tonic { .. } | Client::Entries { .. }
+        )
     }
 
     /// In the matrix that runs without a filter (level rows: one size only).

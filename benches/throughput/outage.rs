@@ -13,22 +13,18 @@ use crate::print_result;
 use crate::sink::SinkProcess;
 
 /// Backoff policies: (name, initial delay, cap, multiplier).
-pub const OUTAGE_POLICIES: [(&str, Duration, Duration, f64); 2] = [
+pub const OUTAGE_POLICIES: [(&str, Duration, Duration, f64); 3] = [
     // GoSight's agent: 1 s doubling up to 15 min.
-    (
-        "gosight-1s-x2",
-        Duration::from_secs(1),
-        Duration::from_secs(900),
-        2.0,
-    ),
+    ("gosight-1s-x2-15min", ms(1_000), ms(900_000), 2.0),
+    // gRPC's connection backoff multiplier, a faster first retry, a 30 s cap.
+    ("250ms-x1.6-30s", ms(250), ms(30_000), 1.6),
     // logsender's defaults.
-    (
-        "default-250ms-x1.6",
-        Duration::from_millis(250),
-        Duration::from_secs(30),
-        1.6,
-    ),
+    ("default-100ms-x1.5-10s", ms(100), ms(10_000), 1.5),
 ];
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 /// How long the collector stays down, in milliseconds: the delay left after it is back
 /// depends on where the outage ends in the backoff schedule, so several lengths.

@@ -57,6 +57,7 @@ pub fn client_main(args: &[String]) {
             gzip,
         } => sender::run_workers(&templates, n, addr, mode, workers, gzip),
         Client::Tonic { gzip } => tonic_client::run_tonic(&templates, n, addr, gzip),
+        Client::Entries { workers } => sender::run_entries(&templates, n, addr, workers),
     };
     let lo_bytes = loopback_bytes().saturating_sub(lo0);
     CellRun {

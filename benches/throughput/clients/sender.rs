@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use logsender::{Compression, Config, ConfigBuilder, DeliveryMode, LogPayload, LogSender};
+use logsender::{
+    Batching, Compression, Config, ConfigBuilder, DeliveryMode, LogError, LogPayload, LogSender,
+};
 
 use super::{
     acknowledged_now, produce, spawn_sampler, wait_connected, CellRun, Measured, Timings, Window,
@@ -53,6 +55,58 @@ pub fn run_workers(
     stop.store(true, Relaxed);
     let ack_at = sampler.join().expect("sampler");
     drop(tx);
+    finish(sender, n, measured, timings, ack_at, outstanding)
+}
+
+/// Entry cells: the producer logs each payload's entries one by one through an
+/// `EntrySender` whose batches hold as many entries as a payload (so the sink sees the
+/// same number of payloads, of about the same size), fed to `workers` workers. The
+/// timed call is the payload's worth of `log` calls; the batcher's and the workers'
+/// costs show in the process's CPU time.
+pub fn run_entries(templates: &[LogPayload], n: usize, addr: &str, workers: usize) -> CellRun {
+    let config = Config::builder(addr)
+        .plaintext()
+        .compression(Compression::None)
+        .delivery(DeliveryMode::AtLeastOnce)
+        .build()
+        .expect("config");
+    let max_bytes = config.max_message_size();
+    let sender = Arc::new(LogSender::new(config).expect("sender"));
+    let per_payload = templates[0].logs.len();
+    let template = LogPayload {
+        logs: Vec::new(),
+        ..templates[0].clone()
+    };
+    let log = sender
+        .entry_sender(
+            Batching::new(template)
+                .max_entries(per_payload)
+                .max_bytes(max_bytes)
+                .linger(Duration::from_secs(1))
+                .workers(workers),
+        )
+        .expect("entry sender");
+    wait_connected(&sender);
+    let items = prebuild(templates, n);
+    let stop = Arc::new(AtomicBool::new(false));
+    let window = Window::open();
+    let s = sender.clone();
+    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let timings = produce(items.into_iter(), window.start, |p| {
+        let mut room = true;
+        for entry in p.logs {
+            if let Err(LogError::Full(entry)) = log.try_log(entry) {
+                room = false;
+                log.log(*entry).expect("entry sender open");
+            }
+        }
+        room
+    });
+    let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
+    let measured = window.close();
+    stop.store(true, Relaxed);
+    let ack_at = sampler.join().expect("sampler");
+    drop(log);
     finish(sender, n, measured, timings, ack_at, outstanding)
 }
 
