@@ -205,7 +205,8 @@ impl std::error::Error for LogError {}
 // Nearly every message is an entry: boxing it would cost an allocation per entry.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Entry(LogEntry),
+    /// An entry and how many bytes it adds to a payload (measured once, by `check`).
+    Entry(LogEntry, usize),
     /// `flush`: answer (by dropping the sender) once every entry before this marker is
     /// in a payload on the pool's queue.
     Flush(Sender<()>),
@@ -285,13 +286,13 @@ impl EntrySender {
     /// [`LogError::Closed`] once the sender shuts down, [`LogError::TooLarge`] for an
     /// entry no payload can carry. The entry is handed back either way.
     pub fn log(&self, entry: LogEntry) -> Result<(), LogError> {
-        let entry = self.check(entry)?;
-        let entry = match self.attempt(entry, Wait::No) {
+        let (entry, len) = self.check(entry)?;
+        let entry = match self.attempt(entry, len, Wait::No) {
             Err(LogError::Full(entry)) => *entry,
             done => return done,
         };
         let began = Instant::now();
-        let entry = match self.attempt(entry, Wait::For(BACKPRESSURE_AFTER)) {
+        let entry = match self.attempt(entry, len, Wait::For(BACKPRESSURE_AFTER)) {
             Err(LogError::Full(entry)) => *entry,
             done => return done,
         };
@@ -299,7 +300,7 @@ impl EntrySender {
         // between two attempts, so that it never runs while the batcher waits for this
         // producer to leave the channel (at shutdown).
         let _waiting = self.inner.shared.start_waiting(began);
-        self.attempt(entry, Wait::Forever)
+        self.attempt(entry, len, Wait::Forever)
     }
 
     /// Queues an entry for the next batch if there is room now; never waits.
@@ -310,18 +311,18 @@ impl EntrySender {
     /// once the sender shuts down, [`LogError::TooLarge`] for an entry no payload can
     /// carry. The entry is handed back.
     pub fn try_log(&self, entry: LogEntry) -> Result<(), LogError> {
-        let entry = self.check(entry)?;
-        self.attempt(entry, Wait::No)
+        let (entry, len) = self.check(entry)?;
+        self.attempt(entry, len, Wait::No)
     }
 
     /// One attempt to put the entry on the channel, counted inside; `Full` when there
     /// was no room in time.
-    fn attempt(&self, entry: LogEntry, wait: Wait) -> Result<(), LogError> {
+    fn attempt(&self, entry: LogEntry, len: usize, wait: Wait) -> Result<(), LogError> {
         let Some(_inside) = self.enter() else {
             return Err(LogError::Closed(Box::new(entry)));
         };
         let channel = &self.inner.entries;
-        let msg = Msg::Entry(entry);
+        let msg = Msg::Entry(entry, len);
         let back = match wait {
             Wait::No => match channel.try_send(msg) {
                 Ok(()) => return Ok(()),
@@ -339,20 +340,19 @@ impl EntrySender {
             },
         };
         match back {
-            (Msg::Entry(entry), true) => Err(LogError::Full(Box::new(entry))),
-            (Msg::Entry(entry), false) => Err(LogError::Closed(Box::new(entry))),
+            (Msg::Entry(entry, _), true) => Err(LogError::Full(Box::new(entry))),
+            (Msg::Entry(entry, _), false) => Err(LogError::Closed(Box::new(entry))),
             // Only `flush` sends markers.
             (Msg::Flush(_), _) => Ok(()),
         }
     }
 
-    /// Rejects an entry that no payload can carry.
-    fn check(&self, entry: LogEntry) -> Result<LogEntry, LogError> {
+    /// Rejects an entry that no payload can carry; returns how many bytes it adds to
+    /// a payload.
+    fn check(&self, entry: LogEntry) -> Result<(LogEntry, usize), LogError> {
         let limit = self.inner.shared.config.max_message_size;
-        let size = self
-            .inner
-            .template_len
-            .saturating_add(wire::entry_len(&entry));
+        let len = wire::entry_len(&entry);
+        let size = self.inner.template_len.saturating_add(len);
         if size > limit {
             return Err(LogError::TooLarge {
                 entry: Box::new(entry),
@@ -360,7 +360,7 @@ impl EntrySender {
                 limit,
             });
         }
-        Ok(entry)
+        Ok((entry, len))
     }
 
     /// Counts the caller inside, unless the sender is closing. The count is raised
@@ -562,9 +562,9 @@ impl Run {
 
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Entry(entry) => {
+            Msg::Entry(entry, len) => {
                 self.state.holding.fetch_add(1, SeqCst);
-                self.add(entry);
+                self.add(entry, len);
             }
             Msg::Flush(answer) => {
                 // Every entry ahead of the marker is in the batch: pass it on, then
@@ -594,8 +594,7 @@ impl Run {
     }
 
     /// Adds an entry, cutting the batch first if the entry would overflow it.
-    fn add(&mut self, entry: LogEntry) {
-        let len = wire::entry_len(&entry);
+    fn add(&mut self, entry: LogEntry, len: usize) {
         if !self.batch.is_empty()
             && self.template_len + self.batch_bytes + len > self.batching.max_bytes
         {
