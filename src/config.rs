@@ -397,8 +397,8 @@ impl ConfigBuilder {
     /// The time without delivery after the collector is back grows with the outage (up
     /// to half of it with ×1.5) until the cap bounds it. GoSight's agent uses 1 s
     /// doubling up to 15 min: up to the whole outage, and up to 15 min after a long one.
-    /// Measured (BENCHMARKS.md, "Outage"; collector killed for 1.5, 3 and 7 s, five
-    /// times each): delivery resumed at most 0.6 / 1.9 / 3.2 s after the collector was
+    /// Measured (BENCHMARKS.md, "Outage"; collector killed for 1.5, 3 and 7 s, ten
+    /// times each): delivery resumed at most 0.8 / 1.9 / 3.7 s after the collector was
     /// back with these defaults, and at most 1.9 / 4.7 / 8.7 s with GoSight's. With
     /// jitter and a 10 s cap, a fleet of agents redials a dead collector a few times a
     /// minute each; raise the cap for very large fleets.
