@@ -16,7 +16,7 @@ use logsender::{
 use support::collect::wait_stats;
 use support::helpers::{free_port, unserved_addr, wait_until, watch_panics, within};
 use support::sink::{Ending, Sink};
-use support::{fast_config, payload};
+use support::{fast_config, payload, queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -28,6 +28,13 @@ fn template() -> LogPayload {
 
 fn entry(i: usize) -> LogEntry {
     LogEntry::new(Level::Info, format!("entry {i}")).with_field("i", i.to_string())
+}
+
+/// Batches cut at `n` entries (or by `flush`): the linger is an hour away.
+fn by_count(n: usize) -> Batching {
+    Batching::new(template())
+        .max_entries(n)
+        .linger(Duration::from_secs(3600))
 }
 
 fn messages(payloads: &[LogPayload]) -> Vec<String> {
@@ -42,13 +49,7 @@ fn batches_are_cut_by_count_and_the_rest_by_flush() {
     watch_panics();
     let sink = Sink::start();
     let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let log = sender
-        .entry_sender(
-            Batching::new(template())
-                .max_entries(5)
-                .linger(Duration::from_secs(3600)),
-        )
-        .unwrap();
+    let log = sender.entry_sender(by_count(5)).unwrap();
     for i in 0..23 {
         log.log(entry(i)).unwrap();
     }
@@ -84,13 +85,7 @@ fn flush_covers_every_entry_logged_before_it_under_concurrent_producers() {
     watch_panics();
     let sink = Sink::start();
     let sender = Arc::new(LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap());
-    let log = sender
-        .entry_sender(
-            Batching::new(template())
-                .max_entries(7)
-                .linger(Duration::from_secs(3600)),
-        )
-        .unwrap();
+    let log = sender.entry_sender(by_count(7)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // Per producer: how many of its entries' `log` calls have returned.
     let done: Arc<Vec<AtomicU64>> = Arc::new((0..4).map(|_| AtomicU64::new(0)).collect());
@@ -511,12 +506,8 @@ fn reports_name_dead_letters_and_count_them_once() {
         .max_message_size(8 << 10)
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    sender.start_worker_pool(rx, 1).unwrap();
-    for i in 0..5 {
-        tx.send(payload(0, i)).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 16, 1);
+    queue(&tx, 0, 0..5);
     let mut too_big = payload(0, 5);
     too_big.logs[0].message = "z".repeat(10 << 10);
     tx.send(too_big).unwrap();
@@ -547,12 +538,8 @@ fn reports_name_drops_and_what_was_handed_back() {
         .overflow(OverflowPolicy::DropNewest)
         .build()
         .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let (tx, rx) = crossbeam_channel::bounded(16);
-    sender.start_worker_pool(rx, 1).unwrap();
-    for i in 0..5 {
-        tx.send(payload(0, i)).unwrap();
-    }
+    let (sender, tx) = sender_with_pool(config, 16, 1);
+    queue(&tx, 0, 0..5);
     wait_stats(&sender, WAIT, "the drops", |s| s.dropped() == 3);
     let report = sender.flush(Duration::from_millis(200));
     assert_eq!((report.outstanding, report.dropped), (2, 3), "{report:?}");

@@ -325,14 +325,22 @@ fn gzip_table(tasks: &[Task]) -> String {
     t
 }
 
-fn outage_table(tasks: &[Task]) -> String {
-    let runs: Vec<(&str, &Task)> = tasks
+/// The tasks of one kind, each with its variant name.
+fn runs_of(
+    tasks: &[Task],
+    variant: fn(Kind) -> Option<&'static str>,
+) -> Vec<(&'static str, &Task)> {
+    tasks
         .iter()
-        .filter_map(|t| match t.kind {
-            Kind::Outage(p) => Some((p, t)),
-            _ => None,
-        })
-        .collect();
+        .filter_map(|t| variant(t.kind).map(|v| (v, t)))
+        .collect()
+}
+
+fn outage_table(tasks: &[Task]) -> String {
+    let runs = runs_of(tasks, |k| match k {
+        Kind::Outage(p) => Some(p),
+        _ => None,
+    });
     if runs.is_empty() {
         return String::new();
     }
@@ -357,13 +365,10 @@ fn outage_table(tasks: &[Task]) -> String {
 }
 
 fn backlog_table(tasks: &[Task]) -> String {
-    let runs: Vec<(&str, &Task)> = tasks
-        .iter()
-        .filter_map(|t| match t.kind {
-            Kind::Backlog(v) => Some((v, t)),
-            _ => None,
-        })
-        .collect();
+    let runs = runs_of(tasks, |k| match k {
+        Kind::Backlog(v) => Some(v),
+        _ => None,
+    });
     if runs.is_empty() {
         return String::new();
     }

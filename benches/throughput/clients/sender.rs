@@ -36,12 +36,8 @@ pub fn run_workers(
     let sender = Arc::new(LogSender::new(builder.build().expect("config")).expect("sender"));
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAP);
     sender.start_worker_pool(rx, workers).expect("workers");
-    wait_connected(&sender);
-    let items = prebuild(templates, n);
-    let stop = Arc::new(AtomicBool::new(false));
-    let window = Window::open();
-    let s = sender.clone();
-    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let (items, cell) = Cell::open(&sender, templates, n);
+    let window = &cell.window;
     let timings = produce(items.into_iter(), window.start, |p| match tx.try_send(p) {
         Ok(()) => true,
         Err(crossbeam_channel::TrySendError::Full(p)) => {
@@ -50,10 +46,7 @@ pub fn run_workers(
         }
         Err(e) => panic!("queue: {e}"),
     });
-    let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
-    let measured = window.close();
-    stop.store(true, Relaxed);
-    let ack_at = sampler.join().expect("sampler");
+    let (outstanding, measured, ack_at) = cell.close(&sender);
     drop(tx);
     finish(sender, n, measured, timings, ack_at, outstanding)
 }
@@ -86,12 +79,8 @@ pub fn run_entries(templates: &[LogPayload], n: usize, addr: &str, workers: usiz
                 .workers(workers),
         )
         .expect("entry sender");
-    wait_connected(&sender);
-    let items = prebuild(templates, n);
-    let stop = Arc::new(AtomicBool::new(false));
-    let window = Window::open();
-    let s = sender.clone();
-    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let (items, cell) = Cell::open(&sender, templates, n);
+    let window = &cell.window;
     let timings = produce(items.into_iter(), window.start, |p| {
         let mut room = true;
         for entry in p.logs {
@@ -102,10 +91,7 @@ pub fn run_entries(templates: &[LogPayload], n: usize, addr: &str, workers: usiz
         }
         room
     });
-    let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
-    let measured = window.close();
-    stop.store(true, Relaxed);
-    let ack_at = sampler.join().expect("sampler");
+    let (outstanding, measured, ack_at) = cell.close(&sender);
     drop(log);
     finish(sender, n, measured, timings, ack_at, outstanding)
 }
@@ -120,12 +106,8 @@ pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun 
         .compression(Compression::None)
         .delivery(DeliveryMode::AtLeastOnce);
     let sender = Arc::new(LogSender::new(config.build().expect("config")).expect("sender"));
-    wait_connected(&sender);
-    let items = prebuild(templates, n);
-    let stop = Arc::new(AtomicBool::new(false));
-    let window = Window::open();
-    let s = sender.clone();
-    let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+    let (items, cell) = Cell::open(&sender, templates, n);
+    let window = &cell.window;
     let (mut retries, mut last_error) = (0u64, None);
     let timings = produce(items.iter(), window.start, |p| {
         while let Err(e) = sender.send_logs(p) {
@@ -136,16 +118,53 @@ pub fn run_send_logs(templates: &[LogPayload], n: usize, addr: &str) -> CellRun 
         }
         true
     });
-    let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
-    let measured = window.close();
-    stop.store(true, Relaxed);
-    let ack_at = sampler.join().expect("sampler");
+    let (outstanding, measured, ack_at) = cell.close(&sender);
     if let Some(e) = last_error {
         eprintln!("send_logs: {retries} calls failed and were retried (last: {e})");
     }
     let mut run = finish(sender, n, measured, timings, ack_at, outstanding);
     run.extra.push(("send_retries", retries as f64));
     run
+}
+
+/// A cell's measured window and its enq→ack sampler.
+struct Cell {
+    window: Window,
+    stop: Arc<AtomicBool>,
+    sampler: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl Cell {
+    /// Waits for the stream, builds the items, then opens the window and starts the
+    /// sampler.
+    fn open(
+        sender: &Arc<LogSender>,
+        templates: &[LogPayload],
+        n: usize,
+    ) -> (Vec<LogPayload>, Cell) {
+        wait_connected(sender);
+        let items = prebuild(templates, n);
+        let stop = Arc::new(AtomicBool::new(false));
+        let window = Window::open();
+        let s = sender.clone();
+        let sampler = spawn_sampler(n, window.start, stop.clone(), move || acknowledged_now(&s));
+        let cell = Cell {
+            window,
+            stop,
+            sampler,
+        };
+        (items, cell)
+    }
+
+    /// Flushes, closes the window and stops the sampler: what is outstanding, what
+    /// the window measured, and when each payload was acknowledged.
+    fn close(self, sender: &LogSender) -> (u64, Measured, Vec<u64>) {
+        let outstanding = sender.flush(Duration::from_secs(60)).outstanding;
+        let measured = self.window.close();
+        self.stop.store(true, Relaxed);
+        let ack_at = self.sampler.join().expect("sampler");
+        (outstanding, measured, ack_at)
+    }
 }
 
 /// Closes the sender (untimed) and reports what it acknowledged.
