@@ -395,7 +395,15 @@ pub(crate) struct Mark {
 impl Mark {
     /// Puts the marker behind every entry logged so far (waiting for room until
     /// `deadline` at most).
+    /// Counted inside like a producer, so that a batcher shutting down answers it too;
+    /// not sent once the sender is closing.
     pub(crate) fn cut(&mut self, deadline: Instant) {
+        let state = &*self.state;
+        state.inside.fetch_add(1, SeqCst);
+        let _inside = Inside(state);
+        if state.closing.load(SeqCst) {
+            return;
+        }
         let (answer_tx, answer_rx) = crossbeam_channel::bounded(0);
         if self
             .entries
@@ -407,8 +415,9 @@ impl Mark {
     }
 
     /// Waits until the batcher has passed on every entry ahead of the marker, or
-    /// `deadline`; returns how many entries it still had then (waiting on the channel
-    /// or held by the batcher), 0 once it answered.
+    /// `deadline`; returns 0 once it answered, else how many entries wait on the
+    /// channel or in the batcher's hands (an upper bound: entries logged since the
+    /// marker, and other flushes' markers, count too).
     pub(crate) fn wait(&self, deadline: Instant) -> u64 {
         if let Some(answer) = &self.answer {
             // The batcher drops its end to answer.
@@ -525,8 +534,9 @@ struct Run {
 
 impl Run {
     fn run(mut self) -> Vec<LogPayload> {
-        // Becomes `never` once every handle is gone; the open batch still lingers out.
-        let mut entries = self.entries.clone();
+        // The sender's side keeps a sending end for flush markers: the channel stays
+        // open until this thread ends, at `stop`.
+        let entries = self.entries.clone();
         while !self.stopping {
             let linger = self
                 .first_at
@@ -535,18 +545,15 @@ impl Run {
                 t.saturating_duration_since(Instant::now())
             });
             select! {
-                recv(entries) -> msg => match msg {
-                    Ok(msg) => {
-                        self.take(msg);
-                        // Take what else is waiting without another select.
-                        for _ in 0..TAKE_AT_ONCE {
-                            match self.entries.try_recv() {
-                                Ok(msg) => self.take(msg),
-                                Err(_) => break,
-                            }
+                recv(entries) -> msg => if let Ok(msg) = msg {
+                    self.take(msg);
+                    // Take what else is waiting without another select.
+                    for _ in 0..TAKE_AT_ONCE {
+                        match self.entries.try_recv() {
+                            Ok(msg) => self.take(msg),
+                            Err(_) => break,
                         }
                     }
-                    Err(_) => entries = crossbeam_channel::never(),
                 },
                 recv(self.stop) -> _ => self.stopping = true,
                 default(timeout) => {

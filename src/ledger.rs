@@ -11,6 +11,7 @@
 
 use grpcio::GrpcSlice;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::config::OverflowPolicy;
 use crate::events::DropReason;
@@ -75,6 +76,14 @@ struct Group {
     /// only if more have been committed since: proof that the collector took data from
     /// others meanwhile (an empty probe only proves it takes calls).
     root: u64,
+    /// A struck payload's next try waits until then (see [`STRIKE_WAIT`]).
+    not_before: Option<Instant>,
+}
+
+impl Group {
+    fn due(&self, now: Instant) -> bool {
+        self.not_before.map_or(true, |t| t <= now)
+    }
 }
 
 /// A rejected epoch's payloads while a probe decides who is at fault.
@@ -116,6 +125,11 @@ pub(crate) enum Verdict {
 /// How many times a payload is rejected alone, each time with the collector accepting an
 /// empty call right after, before it is dead-lettered for a retryable status code.
 pub(crate) const MAX_STRIKES: u8 = 3;
+
+/// How long a payload struck alone waits before its next try: this, doubled for each
+/// strike before (1 s, then 2 s), whatever else opens epochs meanwhile, so that a
+/// passing outage cannot strike a payload out in a few round trips.
+pub(crate) const STRIKE_WAIT: Duration = Duration::from_secs(1);
 
 /// Payloads held, by where they are.
 pub(crate) struct Ledger {
@@ -329,10 +343,12 @@ impl Ledger {
         self.outbox.len()
     }
 
-    /// Starts tracking epoch `id` (at-least-once). If a suspect group waits, the epoch is
-    /// dedicated to it: it carries that group and nothing else. Returns whether it is.
-    pub(crate) fn open_epoch(&mut self, id: u64) -> bool {
-        let epoch = match self.suspects.pop_front() {
+    /// Starts tracking epoch `id` (at-least-once). If a suspect group is due at `now`,
+    /// the epoch is dedicated to it: it carries that group and nothing else. Returns
+    /// whether it is.
+    pub(crate) fn open_epoch(&mut self, id: u64, now: Instant) -> bool {
+        let due = self.suspects.iter().position(|g| g.due(now));
+        let epoch = match due.and_then(|i| self.suspects.remove(i)) {
             Some(group) => Epoch {
                 written: Vec::new(),
                 unwritten: group.items.into(),
@@ -349,9 +365,18 @@ impl Ledger {
         dedicated
     }
 
-    /// Whether a suspect group waits for an epoch of its own.
-    pub(crate) fn has_suspects(&self) -> bool {
-        !self.suspects.is_empty()
+    /// Whether a suspect group due at `now` waits for an epoch of its own.
+    pub(crate) fn has_suspects(&self, now: Instant) -> bool {
+        self.suspects.iter().any(|g| g.due(now))
+    }
+
+    /// When the next struck group that is not due yet will be.
+    pub(crate) fn next_suspect_due(&self, now: Instant) -> Option<Instant> {
+        self.suspects
+            .iter()
+            .filter_map(|g| g.not_before)
+            .filter(|t| *t > now)
+            .min()
     }
 
     /// Payloads written in epoch `id` and not yet settled.
@@ -417,6 +442,7 @@ impl Ledger {
             Some(root) if n > 0 => self.suspects.push_front(Group {
                 items: mark_written(items),
                 root,
+                not_before: None,
             }),
             _ => self.requeue(items),
         }
@@ -468,8 +494,9 @@ impl Ledger {
     /// re-sent alone. A group's rejection counts only if epochs with payloads were
     /// committed since its trouble began ([`Verdict::Unproven`] otherwise); then it is
     /// split in halves, or, a payload alone, rejected for good when `permanent`, or given
-    /// a strike and rejected at [`MAX_STRIKES`].
-    pub(crate) fn convict(&mut self, id: u64, permanent: bool) -> Verdict {
+    /// a strike (its next try waits until [`STRIKE_WAIT`] after `now`, doubled per
+    /// earlier strike) and rejected at [`MAX_STRIKES`].
+    pub(crate) fn convict(&mut self, id: u64, permanent: bool, now: Instant) -> Verdict {
         let Some(Trial {
             mut items,
             dedicated,
@@ -486,6 +513,7 @@ impl Ledger {
                 self.suspects.push_back(Group {
                     items: mark_written(items),
                     root,
+                    not_before: None,
                 });
                 return Verdict::Unproven;
             }
@@ -497,6 +525,7 @@ impl Ledger {
                     self.suspects.push_front(Group {
                         items: mark_written(half),
                         root,
+                        not_before: None,
                     });
                 }
             }
@@ -506,10 +535,16 @@ impl Ledger {
         for item in &mut items {
             item.strikes = item.strikes.saturating_add(1);
         }
-        if permanent || items.iter().any(|i| i.strikes >= MAX_STRIKES) {
+        let strikes = items.iter().map(|i| i.strikes).max().unwrap_or(1);
+        if permanent || strikes >= MAX_STRIKES {
             return Verdict::Reject(items);
         }
-        self.suspects.push_front(Group { items, root });
+        let wait = STRIKE_WAIT.saturating_mul(1 << u32::from(strikes.saturating_sub(1)).min(6));
+        self.suspects.push_front(Group {
+            items,
+            root,
+            not_before: now.checked_add(wait),
+        });
         Verdict::Strike
     }
 
@@ -652,7 +687,7 @@ mod tests {
     #[test]
     fn epochs_commit_fail_and_late_writes() {
         let mut l = holding(4);
-        assert!(!l.open_epoch(1));
+        assert!(!l.open_epoch(1, Instant::now()));
         let Batch::Items(b) = l.take_batch(Some(1), 2, usize::MAX) else {
             panic!("expected items")
         };
@@ -669,7 +704,7 @@ mod tests {
         assert!(b[0].written_before && !b[2].written_before);
         // A write that finishes after its epoch ended goes back to the outbox.
         assert!(!l.written(1, b));
-        l.open_epoch(2);
+        l.open_epoch(2, Instant::now());
         let Batch::Items(b) = l.take_batch(Some(2), 10, usize::MAX) else {
             panic!("expected items")
         };
@@ -691,7 +726,9 @@ mod tests {
             id += 1;
             epochs += 1;
             assert!(epochs < 40, "bisection does not converge");
-            l.open_epoch(id);
+            // Each epoch a minute after the last: struck payloads are always due.
+            let now = Instant::now() + Duration::from_secs(60 * id);
+            l.open_epoch(id, now);
             let Batch::Items(batch) = l.take_batch(Some(id), 100, usize::MAX) else {
                 panic!("nothing to write")
             };
@@ -700,7 +737,7 @@ mod tests {
             if carries_poison {
                 l.try_epoch(id);
                 // The probe (an empty call) is accepted: the payloads are at fault.
-                if let Verdict::Reject(items) = l.convict(id, false) {
+                if let Verdict::Reject(items) = l.convict(id, false, now) {
                     rejected.extend(items.iter().map(|i| i.seq));
                     l.forget_rejected(&items);
                 }
@@ -716,7 +753,7 @@ mod tests {
     #[test]
     fn acquitted_groups_are_resent_whole() {
         let mut l = holding(4);
-        l.open_epoch(1);
+        l.open_epoch(1, Instant::now());
         let Batch::Items(b) = l.take_batch(Some(1), 100, usize::MAX) else {
             panic!()
         };
@@ -725,8 +762,8 @@ mod tests {
         assert!(l.any_on_trial());
         assert_eq!(l.acquit(1, false).ok(), Some(4));
         assert_eq!(l.outbox_len(), 4);
-        assert!(!l.has_suspects());
-        l.open_epoch(2);
+        assert!(!l.has_suspects(Instant::now()));
+        l.open_epoch(2, Instant::now());
         let Batch::Items(b) = l.take_batch(Some(2), 100, usize::MAX) else {
             panic!()
         };

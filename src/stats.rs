@@ -98,7 +98,10 @@ pub struct Report {
     /// Payloads taken in before the call that were not settled when it returned
     /// (`flush` timed out); 0 from `shutdown`, which hands them back instead.
     pub outstanding: u64,
-    /// Entries logged before the call that were not in a payload yet when it returned.
+    /// Entries not in a payload yet when `flush` gave up: waiting in an
+    /// [`EntrySender`](crate::EntrySender)'s channel or batch (an upper bound: entries
+    /// logged during the call count too). 0 when `flush` saw every entry logged before
+    /// it in a payload.
     pub entries_outstanding: u64,
     /// Payloads acknowledged by the collector (at least once) or written (at most once).
     pub acknowledged: u64,

@@ -97,8 +97,6 @@ pub(crate) struct Supervisor {
     /// When a struck payload waiting in the suspects gets its next epoch (the current
     /// epoch is then rotated).
     suspects_due: Option<Instant>,
-    /// The least delay before the next strike's retry.
-    strike_spacing: Duration,
 }
 
 /// The supervisor's longest sleep; bounds how late the write watchdog can notice a
@@ -107,11 +105,6 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// How many bytes of hinted writes the HTTP/2 transport buffers per stream.
 const HTTP2_WRITE_BUFFER: i32 = 1 << 20;
-
-/// The shortest delay before a payload struck alone gets its next try; it doubles with
-/// each strike (up to `MAX_STRIKE_SPACING`) until data is committed again.
-const STRIKE_SPACING: Duration = Duration::from_secs(1);
-const MAX_STRIKE_SPACING: Duration = Duration::from_secs(60);
 
 /// How long a probe (an empty call) may take before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -148,7 +141,6 @@ impl Supervisor {
             shutting_down: false,
             gzip_refused: false,
             suspects_due: None,
-            strike_spacing: STRIKE_SPACING,
         }
     }
 
@@ -417,7 +409,7 @@ impl Supervisor {
             return Err(grpcio::Error::RemoteStopped);
         };
         let dedicated = self.shared.config.delivery == DeliveryMode::AtLeastOnce
-            && self.shared.ledger.lock().open_epoch(id);
+            && self.shared.ledger.lock().open_epoch(id, Instant::now());
         if dedicated {
             debug!("epoch {id} carries a suspect group alone");
         }
@@ -552,7 +544,6 @@ impl Supervisor {
                 if n > 0 {
                     // The collector takes data: the next trouble starts from scratch.
                     self.backoff.reset();
-                    self.strike_spacing = STRIKE_SPACING;
                 }
                 self.rotate_for_suspects();
                 return;
@@ -669,7 +660,7 @@ impl Supervisor {
     /// written).
     fn rotate_for_suspects(&mut self) {
         if self.current.as_ref().is_some_and(|c| !c.dedicated)
-            && self.shared.ledger.lock().has_suspects()
+            && self.shared.ledger.lock().has_suspects(Instant::now())
         {
             self.rotate();
         }
@@ -721,7 +712,11 @@ impl Supervisor {
         let code = trial.status.code();
         let retry = classify(code);
         if accepted {
-            let verdict = shared.ledger.lock().convict(epoch, retry == Retry::Never);
+            let verdict =
+                shared
+                    .ledger
+                    .lock()
+                    .convict(epoch, retry == Retry::Never, Instant::now());
             let err = Error::Rpc(grpcio::Error::RpcFailure(trial.status.clone()));
             match verdict {
                 Verdict::Split => {
@@ -729,23 +724,13 @@ impl Supervisor {
                     self.go_on();
                 }
                 Verdict::Strike => {
-                    info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try after the backoff");
-                    // Strikes are spaced by the backoff, and by at least STRIKE_SPACING
-                    // doubling, so that a passing outage cannot strike a payload out in
-                    // a few round trips however fast the reconnect backoff is.
-                    let floor = self.strike_spacing;
-                    self.strike_spacing = floor.saturating_mul(2).min(MAX_STRIKE_SPACING);
+                    info!("epoch {epoch}: a payload alone was rejected ({code:?}); it gets another try later");
+                    // The ledger holds the struck payload back until its time (whatever
+                    // opens epochs meanwhile); then an epoch of its own is opened for it.
                     if self.current.is_none() {
-                        let delay = self.schedule_retry(retry, &err).max(floor);
-                        self.retry_at = Some(after(Instant::now(), delay));
-                    } else {
-                        let delay = self
-                            .backoff
-                            .next_backoff()
-                            .unwrap_or(shared.config.backoff_max)
-                            .max(floor);
-                        self.suspects_due = Some(after(Instant::now(), delay));
+                        self.schedule_retry(retry, &err);
                     }
+                    self.suspects_due = shared.ledger.lock().next_suspect_due(Instant::now());
                 }
                 Verdict::Unproven => {
                     info!("epoch {epoch}: rejected ({code:?}) while no data was accepted since; backing off");
@@ -816,8 +801,8 @@ impl Supervisor {
         }
         // A struck payload's next try is due.
         if self.suspects_due.is_some_and(|t| now >= t) {
-            self.suspects_due = None;
             self.go_on();
+            self.suspects_due = self.shared.ledger.lock().next_suspect_due(now);
         }
         // Commit at least every `commit_interval`.
         if self.shared.config.delivery == DeliveryMode::AtLeastOnce {

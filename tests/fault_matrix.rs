@@ -766,6 +766,63 @@ fn row10_transient_internal_and_unknown_are_retried() {
     assert_no_background_panic();
 }
 
+/// A payload struck alone is held back 1 s, then 2 s, even while other payloads keep
+/// epochs rotating every 50 ms (each of which could otherwise take it at once): with the
+/// test's 20 ms backoff, the three rejections would come within a fraction of a second.
+#[test]
+fn row10_strikes_are_spaced_while_other_traffic_rotates_epochs() {
+    watch_panics();
+    let sink = Sink::start();
+    sink.reject_payload("9-0", RpcStatusCode::INTERNAL);
+    let collector = Collector::new();
+    let config = fast_config(&sink.addr())
+        .event_handler(collector.clone())
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (tx, stop) = (tx.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                queue(&tx, 1, i..i + 1);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    assert!(wait_until(WAIT, || sender.acknowledged() > 0), "no traffic");
+    let committed_before = sender.stats().epochs_committed;
+    let started = Instant::now();
+    queue(&tx, 9, 0..1);
+    assert!(
+        wait_until(WAIT, || !collector.dead_letters().is_empty()),
+        "never dead-lettered"
+    );
+    let took = started.elapsed();
+    let rotations = sender.stats().epochs_committed - committed_before;
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().expect("traffic");
+    assert!(
+        rotations >= 20,
+        "only {rotations} epochs committed meanwhile: the test did not race other epochs"
+    );
+    assert!(
+        took >= Duration::from_secs(3),
+        "struck out after {took:?}: the 1 s and 2 s hold-backs were skipped"
+    );
+    let dead: Vec<String> = collector
+        .dead_letters()
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    assert_eq!(dead, ["9-0"]);
+    drop(tx);
+    assert!(sender.close().undelivered.is_empty());
+    assert_no_background_panic();
+}
+
 #[test]
 fn row10_a_payload_that_always_causes_internal_is_dead_lettered_after_three_tries() {
     watch_panics();
