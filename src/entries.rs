@@ -260,7 +260,19 @@ impl std::fmt::Debug for EntrySender {
     }
 }
 
-/// Counts a producer inside `log` while it lives.
+impl BatchState {
+    /// Counts the caller (a producer, or `flush` with its marker) inside, unless the
+    /// sender is closing. The count is raised before the flag is read, and the batcher
+    /// reads them the other way round, so that it cannot miss a message still on its
+    /// way to the channel (both `SeqCst`).
+    fn enter(&self) -> Option<Inside<'_>> {
+        self.inside.fetch_add(1, SeqCst);
+        let inside = Inside(self);
+        (!self.closing.load(SeqCst)).then_some(inside)
+    }
+}
+
+/// Counts a caller inside while it lives.
 struct Inside<'a>(&'a BatchState);
 
 impl Drop for Inside<'_> {
@@ -318,7 +330,7 @@ impl EntrySender {
     /// One attempt to put the entry on the channel, counted inside; `Full` when there
     /// was no room in time.
     fn attempt(&self, entry: LogEntry, len: usize, wait: Wait) -> Result<(), LogError> {
-        let Some(_inside) = self.enter() else {
+        let Some(_inside) = self.inner.state.enter() else {
             return Err(LogError::Closed(Box::new(entry)));
         };
         let channel = &self.inner.entries;
@@ -362,16 +374,6 @@ impl EntrySender {
         }
         Ok((entry, len))
     }
-
-    /// Counts the caller inside, unless the sender is closing. The count is raised
-    /// before the flag is read, and the batcher reads them the other way round, so
-    /// that the batcher cannot miss an entry still on its way (both `SeqCst`).
-    fn enter(&self) -> Option<Inside<'_>> {
-        let state = &*self.inner.state;
-        state.inside.fetch_add(1, SeqCst);
-        let inside = Inside(state);
-        (!state.closing.load(SeqCst)).then_some(inside)
-    }
 }
 
 /// The sender's side of one entry handle: how to flush and stop its batcher.
@@ -394,16 +396,12 @@ pub(crate) struct Mark {
 
 impl Mark {
     /// Puts the marker behind every entry logged so far (waiting for room until
-    /// `deadline` at most).
-    /// Counted inside like a producer, so that a batcher shutting down answers it too;
-    /// not sent once the sender is closing.
+    /// `deadline` at most). Counted inside like a producer, so that a batcher shutting
+    /// down answers it too; not sent once the sender is closing.
     pub(crate) fn cut(&mut self, deadline: Instant) {
-        let state = &*self.state;
-        state.inside.fetch_add(1, SeqCst);
-        let _inside = Inside(state);
-        if state.closing.load(SeqCst) {
+        let Some(_inside) = self.state.enter() else {
             return;
-        }
+        };
         let (answer_tx, answer_rx) = crossbeam_channel::bounded(0);
         if self
             .entries
