@@ -110,18 +110,18 @@ impl Queues {
 /// channel: producers should be told to stop before `close`.
 pub(crate) fn drain(queues: Vec<Receiver<LogPayload>>) -> Vec<LogPayload> {
     let mut back = Vec::new();
-    let take_all = |back: &mut Vec<LogPayload>| {
+    let take_queued = |back: &mut Vec<LogPayload>| {
         for rx in &queues {
             back.extend(rx.try_iter().take(rx.len()));
         }
     };
     for _ in 0..50 {
-        take_all(&mut back);
+        take_queued(&mut back);
         std::thread::sleep(std::time::Duration::from_millis(2));
         if queues.iter().all(Receiver::is_empty) {
             break;
         }
     }
-    take_all(&mut back);
+    take_queued(&mut back);
     back
 }
