@@ -29,6 +29,8 @@ use protobuf::Message;
 
 #[path = "common/generate.rs"]
 mod generate;
+#[path = "common/rng.rs"]
+mod rng;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Size {

@@ -19,21 +19,12 @@ use protobuf::{Message, MessageDyn, MessageFull};
 
 const PAYLOADS: usize = 4000;
 
-/// A small, seeded, reproducible generator (xorshift64*).
-struct Rng(u64);
+#[path = "../benches/common/rng.rs"]
+mod rng;
+
+use rng::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
     fn chance(&mut self, one_in: u64) -> bool {
         self.below(one_in) == 0
     }

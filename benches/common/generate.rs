@@ -7,23 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logsender::{LogEntry, LogMeta, LogPayload, Meta};
 
-/// xorshift64*: deterministic, dependency-free.
-struct Rng(u64);
+use crate::rng::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
     }
 
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
+        items[self.index(items.len())]
     }
 }
 
@@ -83,17 +75,17 @@ const WORDS: &[&str] = &[
 
 /// A log message of varied length: mostly short lines, a few long ones (stack-trace-ish).
 fn message(rng: &mut Rng) -> String {
-    let words = match rng.below(10) {
-        0..=5 => 3 + rng.below(7),
-        6..=8 => 8 + rng.below(12),
-        _ => 25 + rng.below(25),
+    let words = match rng.index(10) {
+        0..=5 => 3 + rng.index(7),
+        6..=8 => 8 + rng.index(12),
+        _ => 25 + rng.index(25),
     };
     let mut s = String::new();
     for i in 0..words {
         if i > 0 {
             s.push(' ');
         }
-        if rng.below(6) == 0 {
+        if rng.index(6) == 0 {
             s.push_str(&rng.next().wrapping_rem(100_000).to_string());
         } else {
             s.push_str(rng.pick(WORDS));
@@ -113,16 +105,16 @@ fn entry(rng: &mut Rng, now: SystemTime, i: usize) -> LogEntry {
     let app = rng.pick(&["nginx", "api-gateway", "payments", "postgres", "sshd"]);
     let mut fields = map(&[
         ("request_id", format!("{:08x}", rng.next() as u32)),
-        ("duration_ms", rng.below(5000).to_string()),
+        ("duration_ms", rng.index(5000).to_string()),
     ]);
-    if rng.below(2) == 0 {
+    if rng.index(2) == 0 {
         fields.insert(
             "status".into(),
             rng.pick(&["200", "201", "404", "500"]).into(),
         );
     }
     let mut tags = map(&[("env", "prod".to_string())]);
-    if rng.below(3) == 0 {
+    if rng.index(3) == 0 {
         tags.insert(
             "team".into(),
             rng.pick(&["core", "payments", "infra"]).into(),
@@ -136,7 +128,7 @@ fn entry(rng: &mut Rng, now: SystemTime, i: usize) -> LogEntry {
         message: message(rng),
         source: rng.pick(&["journald", "/var/log/syslog", "docker"]).into(),
         category: rng.pick(&["system", "http", "auth", "db"]).into(),
-        pid: 1000 + rng.below(30_000) as i32,
+        pid: 1000 + rng.index(30_000) as i32,
         fields,
         tags,
         meta: Some(LogMeta {

@@ -26,6 +26,8 @@ mod procfs;
 mod prost_mirror;
 mod protocol;
 mod report;
+#[path = "../common/rng.rs"]
+mod rng;
 mod sink;
 mod stats;
 

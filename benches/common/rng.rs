@@ -1,0 +1,19 @@
+//! xorshift64*: a small, seeded, reproducible generator, dependency-free. Shared by the
+//! benches' payload generator (`generate.rs`) and `tests/wire_equivalence.rs`, which
+//! add the helpers they need in their own `impl Rng` blocks.
+
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
