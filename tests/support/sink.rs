@@ -39,6 +39,10 @@ pub enum Ending {
     /// Reads this many messages, then answers `OK` without reading the rest (a
     /// collector that breaks the contract of reading to the end of the stream).
     EarlyOk(usize),
+    /// `EarlyOk` for one call only: the sink answers one call early, then switches
+    /// itself to `OkNoMessage` in the same step, so no later call can be answered
+    /// early (a test that switches the ending itself races the calls it re-opens).
+    EarlyOkOnce(usize),
     /// Reads one message per interval (a slow collector), then answers `OK`.
     SlowReads(Duration),
 }
@@ -430,8 +434,17 @@ fn handle(
         let mut rejected = None;
         loop {
             // Read each time: a test that switches the ending affects open calls too.
-            let ending = *inner.ending.lock();
-            if let Ending::EarlyOk(n) = ending {
+            let ending = {
+                let mut guard = inner.ending.lock();
+                let ending = *guard;
+                if let Ending::EarlyOkOnce(n) = ending {
+                    if ids.len() >= n {
+                        *guard = Ending::OkNoMessage;
+                    }
+                }
+                ending
+            };
+            if let Ending::EarlyOk(n) | Ending::EarlyOkOnce(n) = ending {
                 if ids.len() >= n {
                     inner.early_ok.fetch_add(1, Ordering::SeqCst);
                     let _ = sink.fail(RpcStatus::ok()).await;
@@ -470,7 +483,9 @@ fn handle(
         }
         let ending = match (rejected, *inner.ending.lock()) {
             (Some(code), _) => Ending::Fail(code),
-            (None, Ending::EarlyOk(_) | Ending::SlowReads(_)) => Ending::OkNoMessage,
+            (None, Ending::EarlyOk(_) | Ending::EarlyOkOnce(_) | Ending::SlowReads(_)) => {
+                Ending::OkNoMessage
+            }
             (None, other) => other,
         };
         let result = match ending {
@@ -493,7 +508,11 @@ fn handle(
                 sink.fail(RpcStatus::with_message(code, "sink told to fail".into()))
                     .await
             }
-            Ending::Stall | Ending::StallReads | Ending::EarlyOk(_) | Ending::SlowReads(_) => {
+            Ending::Stall
+            | Ending::StallReads
+            | Ending::EarlyOk(_)
+            | Ending::EarlyOkOnce(_)
+            | Ending::SlowReads(_) => {
                 inner.parked_sinks.lock().push(sink);
                 return;
             }
