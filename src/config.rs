@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{invalid_config, Error};
 use crate::events::EventHandler;
 
 /// When a payload counts as delivered.
@@ -424,14 +424,8 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, Error> {
         validate_addr(&self.addr)?;
         let d = self.config_defaults;
-        let bad = |field: &'static str, reason: &str| {
-            Err(Error::InvalidConfig {
-                field,
-                reason: reason.to_string(),
-            })
-        };
         if d.commit_every == 0 {
-            return bad("commit_every", "must be at least 1");
+            return invalid_config("commit_every", "must be at least 1");
         }
         for (field, v) in [
             ("commit_interval", d.commit_interval),
@@ -444,45 +438,45 @@ impl ConfigBuilder {
             ("send_timeout", d.send_timeout),
         ] {
             if v.is_zero() {
-                return bad(field, "must be longer than zero");
+                return invalid_config(field, "must be longer than zero");
             }
         }
         if d.backoff_max < d.backoff_initial {
-            return bad(
+            return invalid_config(
                 "backoff_max",
                 "must not be shorter than the initial backoff",
             );
         }
         if !(d.backoff_multiplier.is_finite() && d.backoff_multiplier >= 1.0) {
-            return bad("backoff_multiplier", "must be a finite number >= 1");
+            return invalid_config("backoff_multiplier", "must be a finite number >= 1");
         }
         if !(0.0..=1.0).contains(&d.backoff_jitter) {
-            return bad("backoff_jitter", "must be within 0.0 ..= 1.0");
+            return invalid_config("backoff_jitter", "must be within 0.0 ..= 1.0");
         }
         if d.max_message_size == 0 || d.max_message_size > i32::MAX as usize {
-            return bad("max_message_size", "must be within 1 ..= 2^31-1 bytes");
+            return invalid_config("max_message_size", "must be within 1 ..= 2^31-1 bytes");
         }
         if d.gzip_min_size > i32::MAX as usize {
-            return bad("gzip_min_size", "must be at most 2^31-1 bytes");
+            return invalid_config("gzip_min_size", "must be at most 2^31-1 bytes");
         }
         if !(1..=9).contains(&d.gzip_level) {
-            return bad("gzip_level", "must be within 1 ..= 9");
+            return invalid_config("gzip_level", "must be within 1 ..= 9");
         }
         if d.thread_name.is_empty() || d.thread_name.contains('\0') {
-            return bad("thread_name", "must be a non-empty name without NUL");
+            return invalid_config("thread_name", "must be a non-empty name without NUL");
         }
         if d.max_buffered_payloads == 0 {
-            return bad("max_buffered_payloads", "must be at least 1");
+            return invalid_config("max_buffered_payloads", "must be at least 1");
         }
         if d.max_buffered_bytes < d.max_message_size.min(1 << 20) {
-            return bad(
+            return invalid_config(
                 "max_buffered_bytes",
                 "must hold at least one payload of max_message_size (or 1 MiB)",
             );
         }
         let transport = if self.plaintext {
             if self.ca_file.is_some() || self.identity_files.is_some() {
-                return bad(
+                return invalid_config(
                     "plaintext",
                     "plaintext was asked for together with TLS files",
                 );
@@ -502,7 +496,10 @@ impl ConfigBuilder {
             };
             if let Some(name) = &self.server_name {
                 if name.is_empty() || name.contains('\0') || name.chars().any(char::is_whitespace) {
-                    return bad("tls_server_name", "must be a host name (no spaces or NUL)");
+                    return invalid_config(
+                        "tls_server_name",
+                        "must be a host name (no spaces or NUL)",
+                    );
                 }
             }
             Transport::Tls(TlsFiles {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{select, Receiver, Select, SendTimeoutError, Sender, TrySendError};
 use log::warn;
 
-use crate::error::Error;
+use crate::error::{invalid_config, Error};
 use crate::model::{LogEntry, LogPayload};
 use crate::shared::{Shared, BACKPRESSURE_AFTER};
 use crate::wire;
@@ -110,32 +110,26 @@ impl Batching {
     /// Checks the settings against the sender's; returns the template's encoded size
     /// (with a timestamp).
     fn validate(&self, max_message_size: usize) -> Result<usize, Error> {
-        let bad = |field: &'static str, reason: &str| {
-            Err(Error::InvalidConfig {
-                field,
-                reason: reason.to_string(),
-            })
-        };
         if self.max_entries == 0 {
-            return bad("max_entries", "must be at least 1");
+            return invalid_config("max_entries", "must be at least 1");
         }
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
-            return bad("capacity", "must be within 1 ..= 1,048,576 entries");
+            return invalid_config("capacity", "must be within 1 ..= 1,048,576 entries");
         }
         if self.workers == 0 || self.workers > MAX_WORKERS {
-            return bad("workers", "must be within 1 ..= 1024");
+            return invalid_config("workers", "must be within 1 ..= 1024");
         }
         if self.linger.is_zero() {
-            return bad("linger", "must be longer than zero");
+            return invalid_config("linger", "must be longer than zero");
         }
         if self.max_bytes == 0 || self.max_bytes > max_message_size {
-            return bad(
+            return invalid_config(
                 "max_bytes",
                 "must be within 1 ..= the sender's max_message_size",
             );
         }
         if !self.template.logs.is_empty() {
-            return bad(
+            return invalid_config(
                 "template",
                 "a template carries no entries (they would be in every payload)",
             );
@@ -151,7 +145,7 @@ impl Batching {
         });
         let len = wire::encoded_len(&stamped);
         if len >= max_message_size {
-            return bad("template", "encodes larger than max_message_size");
+            return invalid_config("template", "encodes larger than max_message_size");
         }
         Ok(len)
     }

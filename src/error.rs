@@ -103,6 +103,14 @@ impl Error {
     }
 }
 
+/// `Err(Error::InvalidConfig)` for the setting `field`, saying why.
+pub(crate) fn invalid_config<T>(field: &'static str, reason: &str) -> Result<T, Error> {
+    Err(Error::InvalidConfig {
+        field,
+        reason: reason.to_string(),
+    })
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

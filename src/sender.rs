@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::command::Command;
 use crate::config::{Config, DeliveryMode};
 use crate::entries::{self, Batcher, Batching, EntrySender, Mark};
-use crate::error::Error;
+use crate::error::{invalid_config, Error};
 use crate::events::DropReason;
 use crate::ledger::Origin;
 use crate::model::LogPayload;
@@ -244,10 +244,7 @@ impl LogSender {
         until_gone: bool,
     ) -> Result<(), Error> {
         if n == 0 {
-            return Err(Error::InvalidConfig {
-                field: "workers",
-                reason: "a worker pool needs at least one worker".into(),
-            });
+            return invalid_config("workers", "a worker pool needs at least one worker");
         }
         if self.shared.is_closing() {
             return Err(Error::Closed);
