@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use logsender::{LogPayload, LogSender, RpcStatusCode};
 use support::collect::{assert_none_missing, expected_ids, ids, wait_stats, Collector};
+use support::helpers::wait_until;
 use support::sink::{Ending, Sink};
 use support::{queue, sender_with_pool};
 
@@ -72,23 +73,21 @@ fn permanent_status_dead_letters_once_then_recovers(code: RpcStatusCode) {
     // this sink refuses even an empty call: one more failed epoch may be counted after
     // the last dead letter, so first wait for a quiet 300 ms (a loop, retrying at least
     // every 200 ms, never gets one), then watch for 600 ms.
-    let quiet = |a: &logsender::Stats, b: &logsender::Stats| {
-        a.epochs_failed == b.epochs_failed && a.sent == b.sent
-    };
-    let deadline = Instant::now() + WAIT;
-    let (mut calls_before, mut st_before) = (sink.calls(), sender.stats());
-    loop {
+    let mut last = (sink.calls(), sender.stats());
+    let went_quiet = wait_until(WAIT, || {
         std::thread::sleep(Duration::from_millis(300));
-        let (calls, now) = (sink.calls(), sender.stats());
-        if calls == calls_before && quiet(&st_before, &now) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sender never went quiet: {calls:?}, {now:#?}"
-        );
-        (calls_before, st_before) = (calls, now);
-    }
+        let now = (sink.calls(), sender.stats());
+        let quiet = now.0 == last.0
+            && now.1.epochs_failed == last.1.epochs_failed
+            && now.1.sent == last.1.sent;
+        last = now;
+        quiet
+    });
+    let (calls_before, st_before) = last;
+    assert!(
+        went_quiet,
+        "the sender never went quiet: {calls_before:?}, {st_before:#?}"
+    );
     assert!(
         st_before.epochs_failed <= st.epochs_failed + 1,
         "epochs kept failing after the last dead letter: {} -> {}",
