@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The torture loop: the chaos test, the fault matrix and the stall tests (tests/chaos.rs,
-# tests/fault_matrix.rs, tests/fault_races.rs, tests/grpcio_traps.rs, tests/stall.rs),
+# The torture loop: the chaos test, the fault matrix, the stall and report races (tests/chaos.rs,
+# tests/fault_matrix.rs, tests/fault_races.rs, tests/grpcio_traps.rs, tests/stall.rs,
+# tests/reports.rs, tests/entries.rs, tests/connection.rs),
 # again and again, while busy loops keep
 # every core fully loaded. Prints a pass/fail line per round and the counts at the end;
 # exits non-zero if any round failed.
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 rounds="${1:-20}"
-tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall --test entries --test connection)
+tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall --test entries --test connection --test reports)
 
 cargo test --release --all-features "${tests[@]}" --no-run >/dev/null 2>&1 ||
     cargo test --release --all-features "${tests[@]}" --no-run

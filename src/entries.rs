@@ -11,7 +11,7 @@
 //! it could not pass on in time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -109,7 +109,7 @@ impl Batching {
 
     /// Checks the settings against the sender's; returns the template's encoded size
     /// (with a timestamp).
-    fn validate(&self, max_message_size: usize) -> Result<usize, Error> {
+    pub(crate) fn validate(&self, max_message_size: usize) -> Result<usize, Error> {
         if self.max_entries == 0 {
             return invalid_config("max_entries", "must be at least 1");
         }
@@ -201,9 +201,27 @@ impl std::error::Error for LogError {}
 enum Msg {
     /// An entry and how many bytes it adds to a payload (measured once, by `check`).
     Entry(LogEntry, usize),
-    /// `flush`: answer (by dropping the sender) once every entry before this marker is
-    /// in a payload on the pool's queue.
-    Flush(Sender<()>),
+    /// `flush`: answer once every entry before this marker is in a payload on the
+    /// pool's queue (or, at shutdown, kept to be handed back).
+    Flush(Sender<Left>),
+}
+
+/// What a batcher kept to hand back so far (only ever at shutdown, past its deadline):
+/// a flush marker's answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Left {
+    pub(crate) payloads: u64,
+    pub(crate) entries: u64,
+}
+
+/// What became of the entries ahead of a flush marker.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Passed {
+    /// Entries not in a payload yet (0 once the batcher answered).
+    pub(crate) outstanding: u64,
+    /// What the batcher kept to hand back meanwhile (an upper bound for the marker's
+    /// share: a shutdown is running).
+    pub(crate) left: Left,
 }
 
 /// What the handles, the batcher and the sender share about one batcher.
@@ -215,10 +233,27 @@ pub(crate) struct BatchState {
     /// Entries the batcher has taken off the channel and not yet put on the pool's
     /// queue (the open batch, a batch waiting for room): `flush` reports them.
     holding: AtomicU64,
+    /// Payloads, and their entries, kept to be handed back (see [`Left`]).
+    left_payloads: AtomicU64,
+    left_entries: AtomicU64,
+}
+
+impl BatchState {
+    fn left(&self) -> Left {
+        Left {
+            payloads: self.left_payloads.load(SeqCst),
+            entries: self.left_entries.load(SeqCst),
+        }
+    }
 }
 
 /// A cloneable, thread-safe handle that takes single [`LogEntry`]s and ships them in
 /// batches. Made by [`LogSender::entry_sender`](crate::LogSender::entry_sender).
+///
+/// Dropping the last clone lets its threads go: the batcher cuts its open batch, hands
+/// it to its workers and ends, and they end once they have taken it in. Its payloads are
+/// still covered by [`flush`](crate::LogSender::flush) and
+/// [`shutdown`](crate::LogSender::shutdown) until delivered.
 ///
 /// # Examples
 ///
@@ -370,11 +405,17 @@ impl EntrySender {
     }
 }
 
-/// The sender's side of one entry handle: how to flush and stop its batcher.
+/// The sender's side of one entry handle: how to flush and stop its batcher. It holds
+/// no sending end of the entry channel, so that the batcher sees the channel disconnect
+/// when the last [`EntrySender`] is dropped.
 pub(crate) struct Batcher {
     state: Arc<BatchState>,
-    /// The channel's sending side, for flush markers.
-    entries: Sender<Msg>,
+    /// The users' handle, while one lives: flush markers go through its channel.
+    handle: Weak<Handle>,
+    /// The entry channel's receiving end, for its length only.
+    waiting: Receiver<Msg>,
+    /// Disconnects when the batcher thread ends.
+    done: Receiver<()>,
     /// Dropped to stop the batcher.
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<Vec<LogPayload>>>,
@@ -383,22 +424,28 @@ pub(crate) struct Batcher {
 /// A flush marker on its way through a batcher.
 pub(crate) struct Mark {
     state: Arc<BatchState>,
-    entries: Sender<Msg>,
-    /// `None` when the marker could not be queued in time.
-    answer: Option<Receiver<()>>,
+    /// `None` when every handle is gone (the batcher finishes by itself).
+    entries: Option<Sender<Msg>>,
+    waiting: Receiver<Msg>,
+    done: Receiver<()>,
+    /// `None` when the marker was not queued.
+    answer: Option<Receiver<Left>>,
 }
 
 impl Mark {
     /// Puts the marker behind every entry logged so far (waiting for room until
     /// `deadline` at most). Counted inside like a producer, so that a batcher shutting
-    /// down answers it too; not sent once the sender is closing.
+    /// down answers it too; not sent once the sender is closing, nor when every handle
+    /// is gone (the batcher then passes on its last entries and ends by itself).
     pub(crate) fn cut(&mut self, deadline: Instant) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
         let Some(_inside) = self.state.enter() else {
             return;
         };
-        let (answer_tx, answer_rx) = crossbeam_channel::bounded(0);
-        if self
-            .entries
+        let (answer_tx, answer_rx) = crossbeam_channel::bounded(1);
+        if entries
             .send_deadline(Msg::Flush(answer_tx), deadline)
             .is_ok()
         {
@@ -406,20 +453,40 @@ impl Mark {
         }
     }
 
-    /// Waits until the batcher has passed on every entry ahead of the marker, or
-    /// `deadline`; returns 0 once it answered, else how many entries wait on the
-    /// channel or in the batcher's hands (an upper bound: entries logged since the
-    /// marker, and other flushes' markers, count too).
-    pub(crate) fn wait(&self, deadline: Instant) -> u64 {
-        if let Some(answer) = &self.answer {
-            // The batcher drops its end to answer.
-            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-                answer.recv_deadline(deadline)
-            {
-                return 0;
+    /// Waits until the batcher has passed on every entry ahead of the marker (or, with
+    /// every handle gone, until the batcher has ended), or `deadline`. Says how many
+    /// entries still wait on the channel or in the batcher's hands when it gave up (an
+    /// upper bound: entries logged since the marker, and other flushes' markers, count
+    /// too), and what the batcher kept to hand back.
+    pub(crate) fn wait(&self, deadline: Instant) -> Passed {
+        let passed = |left| Passed {
+            outstanding: 0,
+            left,
+        };
+        match &self.answer {
+            Some(answer) => match answer.recv_deadline(deadline) {
+                Ok(left) => return passed(left),
+                // The batcher ended without reaching the marker (it cannot, but then
+                // its hands are empty).
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return passed(self.state.left())
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            },
+            None if self.entries.is_none() => {
+                if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
+                    self.done.recv_deadline(deadline)
+                {
+                    return passed(self.state.left());
+                }
             }
+            None => {}
         }
-        (self.entries.len() as u64).saturating_add(self.state.holding.load(SeqCst))
+        Passed {
+            outstanding: (self.waiting.len() as u64)
+                .saturating_add(self.state.holding.load(SeqCst)),
+            left: self.state.left(),
+        }
     }
 }
 
@@ -434,16 +501,20 @@ pub(crate) fn start(
     let template_len = batching.validate(shared.config.max_message_size)?;
     let (entries_tx, entries_rx) = crossbeam_channel::bounded(batching.capacity);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let state = Arc::new(BatchState {
         closing: AtomicBool::new(false),
         inside: AtomicUsize::new(0),
         holding: AtomicU64::new(0),
+        left_payloads: AtomicU64::new(0),
+        left_entries: AtomicU64::new(0),
     });
     let run = Run {
         shared: shared.clone(),
         state: state.clone(),
-        entries: entries_rx,
+        entries: entries_rx.clone(),
         stop: stop_rx,
+        _done: done_tx,
         queue,
         template_len,
         batch: Vec::new(),
@@ -459,7 +530,7 @@ pub(crate) fn start(
         .map_err(Error::Spawn)?;
     let handle = EntrySender {
         inner: Arc::new(Handle {
-            entries: entries_tx.clone(),
+            entries: entries_tx,
             state: state.clone(),
             shared: shared.clone(),
             template_len,
@@ -467,7 +538,9 @@ pub(crate) fn start(
     };
     let batcher = Batcher {
         state,
-        entries: entries_tx,
+        handle: Arc::downgrade(&handle.inner),
+        waiting: entries_rx,
+        done: done_rx,
         stop: Some(stop_tx),
         thread: Some(thread),
     };
@@ -480,9 +553,17 @@ impl Batcher {
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             state: self.state.clone(),
-            entries: self.entries.clone(),
+            entries: self.handle.upgrade().map(|h| h.entries.clone()),
+            waiting: self.waiting.clone(),
+            done: self.done.clone(),
             answer: None,
         }
+    }
+
+    /// Whether the batcher thread has ended (every handle was dropped, and it passed
+    /// its last batch on).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
     }
 
     /// Refuses new entries and tells the batcher to pass on the last ones.
@@ -511,6 +592,8 @@ struct Run {
     state: Arc<BatchState>,
     entries: Receiver<Msg>,
     stop: Receiver<()>,
+    /// Dropped when the thread ends (see [`Batcher::done`]).
+    _done: Sender<()>,
     queue: Sender<LogPayload>,
     batching: Batching,
     template_len: usize,
@@ -526,10 +609,10 @@ struct Run {
 
 impl Run {
     fn run(mut self) -> Vec<LogPayload> {
-        // The sender's side keeps a sending end for flush markers: the channel stays
-        // open until this thread ends, at `stop`.
         let entries = self.entries.clone();
-        while !self.stopping {
+        // Ends at `stop`, or when every handle (and every flush marker's sender) is gone.
+        let mut gone = false;
+        while !self.stopping && !gone {
             let linger = self
                 .first_at
                 .map(|t| crate::clock::after(t, self.batching.linger));
@@ -537,15 +620,18 @@ impl Run {
                 t.saturating_duration_since(Instant::now())
             });
             select! {
-                recv(entries) -> msg => if let Ok(msg) = msg {
-                    self.take(msg);
-                    // Take what else is waiting without another select.
-                    for _ in 0..TAKE_AT_ONCE {
-                        match self.entries.try_recv() {
-                            Ok(msg) => self.take(msg),
-                            Err(_) => break,
+                recv(entries) -> msg => match msg {
+                    Ok(msg) => {
+                        self.take(msg);
+                        // Take what else is waiting without another select.
+                        for _ in 0..TAKE_AT_ONCE {
+                            match self.entries.try_recv() {
+                                Ok(msg) => self.take(msg),
+                                Err(_) => break,
+                            }
                         }
                     }
+                    Err(_) => gone = true,
                 },
                 recv(self.stop) -> _ => self.stopping = true,
                 default(timeout) => {
@@ -567,16 +653,16 @@ impl Run {
             }
             Msg::Flush(answer) => {
                 // Every entry ahead of the marker is in the batch: pass it on, then
-                // answer by dropping the sender.
+                // answer.
                 self.cut_batch();
-                drop(answer);
+                let _ = answer.try_send(self.state.left());
             }
         }
     }
 
-    /// Shutting down: takes every entry a producer managed to log (producers waiting
-    /// for room get it as this drains; new ones are refused), then passes everything
-    /// on, or hands it back past the close deadline.
+    /// Shutting down (or every handle is gone): takes every entry a producer managed to
+    /// log (producers waiting for room get it as this drains; new ones are refused),
+    /// then passes everything on, or hands it back past the close deadline.
     fn finish(&mut self) {
         loop {
             while let Ok(msg) = self.entries.try_recv() {
@@ -636,7 +722,7 @@ impl Run {
             if ready.index() == to_queue {
                 if let Err(e) = ready.send(&self.queue, payload) {
                     // The pool is gone (it cannot be, before this thread ends).
-                    self.left.push(e.into_inner());
+                    self.keep(e.into_inner());
                 }
                 return;
             }
@@ -660,7 +746,15 @@ impl Run {
                 "close deadline: handing back a batch of {} entries",
                 payload.logs.len()
             );
-            self.left.push(payload);
+            self.keep(payload);
         }
+    }
+
+    /// Keeps a payload to hand back.
+    fn keep(&mut self, payload: LogPayload) {
+        self.state.left_payloads.fetch_add(1, SeqCst);
+        let entries = payload.logs.len() as u64;
+        self.state.left_entries.fetch_add(entries, SeqCst);
+        self.left.push(payload);
     }
 }

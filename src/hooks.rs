@@ -14,6 +14,12 @@ pub enum Point {
     /// The supervisor is about to rotate an epoch that reached `commit_every` (the
     /// window in which the collector's status and logsender's half-close cross).
     BeforeRotate,
+    /// `start_worker_pool` (or `entry_sender`) found the sender open and is about to
+    /// register its queue and spawn its workers (the window a `shutdown` may start in).
+    BeforePoolSpawn,
+    /// The supervisor has just given a payload rejected alone a strike: it is held back
+    /// before its next try.
+    AfterStrike,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -22,7 +28,7 @@ mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    const POINTS: usize = 2;
+    const POINTS: usize = 4;
     #[allow(clippy::declare_interior_mutable_const)] // only to initialise the arrays
     const ZERO: AtomicU64 = AtomicU64::new(0);
     static PAUSE_MICROS: [AtomicU64; POINTS] = [ZERO; POINTS];
@@ -32,6 +38,8 @@ mod imp {
         match point {
             Point::BeforeRoomWait => 0,
             Point::BeforeRotate => 1,
+            Point::BeforePoolSpawn => 2,
+            Point::AfterStrike => 3,
         }
     }
 

@@ -31,8 +31,9 @@ type Taken = Vec<(Origin, u64, LogPayload)>;
 /// One worker's life: wait until its queue or the stop channel is ready, take without
 /// blocking, intake. Ends when the sender closes, after taking in what was queued before
 /// the close (bounded by the close deadline). With `until_gone` (a queue logsender
-/// feeds itself, from an [`EntrySender`](crate::EntrySender)'s batcher), it also waits
-/// at close for the last payloads, until the queue's producer is gone.
+/// feeds itself, from an [`EntrySender`](crate::EntrySender)'s batcher), it ends once the
+/// queue's producer is gone and the queue is empty, and at close it also waits for the
+/// last payloads until then.
 pub(crate) fn run_worker(
     shared: &Shared,
     queue: &Receiver<LogPayload>,
@@ -49,6 +50,13 @@ pub(crate) fn run_worker(
         if Some(ready) == from_queue {
             match take(shared, index, &mut taken) {
                 Ok(()) => intake(shared, &mut taken),
+                // An entry handle's queue: its batcher is gone (every handle was
+                // dropped) and everything it sent is taken in, so this pool is done.
+                Err(Gone) if until_gone => {
+                    shared.queues.lock().retire(index);
+                    shared.wake_writer();
+                    return;
+                }
                 // Every producer is gone; wait for the stop signal.
                 Err(Gone) => {
                     select.remove(ready);
@@ -129,6 +137,7 @@ pub(crate) fn encode(
         seq,
         origin,
         bytes: GrpcSlice::from(bytes),
+        entries: u32::try_from(payload.logs.len()).unwrap_or(u32::MAX),
         written_before: false,
         strikes: 0,
     })
@@ -141,7 +150,9 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     if taken.is_empty() {
         return;
     }
+    let entries: usize = taken.iter().map(|(_, _, p)| p.logs.len()).sum();
     Counters::add(&shared.counters.enqueued, taken.len() as u64);
+    Counters::add(&shared.counters.entries_enqueued, entries as u64);
     let mut encoded = Vec::with_capacity(taken.len());
     for (origin, seq, payload) in taken.drain(..) {
         match encode(&shared.config, origin, seq, &payload) {
@@ -155,8 +166,10 @@ fn intake(shared: &Shared, taken: &mut Taken) {
             }
             Err(e) => {
                 warn!("dead-lettering a payload: {e}");
+                let entries = payload.logs.len() as u64;
                 shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
                 Counters::add(&shared.counters.dead_lettered, 1);
+                Counters::add(&shared.counters.entries_dead_lettered, entries);
                 unreserve(shared, origin);
             }
         }
@@ -179,18 +192,22 @@ fn intake(shared: &Shared, taken: &mut Taken) {
                 Ok(()) => admitted.push(payload),
                 Err(Refused::NoRoom(item)) => no_room.push((item, payload)),
                 Err(Refused::Dropped(item, reason)) => {
+                    // Counted before it stops being outstanding, under the same lock:
+                    // a `flush` cannot see it gone and not counted.
+                    shared.count_dropped(reason, item.entries);
                     ledger.unreserve(origin);
                     dropped.push((payload.or_else(|| decode_item(&item)), reason));
                 }
             }
         }
+        count_evicted(shared, &evicted);
     }
     if !dropped.is_empty() {
         shared.ledger_changed.notify_all();
     }
     report_evicted(shared, evicted);
     for (payload, reason) in dropped {
-        shared.dropped(payload, reason);
+        shared.report_dropped(payload, reason);
     }
     for (item, payload) in no_room {
         let origin = item.origin;
@@ -200,8 +217,9 @@ fn intake(shared: &Shared, taken: &mut Taken) {
                 admitted.push(payload);
             }
             Err((item, reason)) => {
-                shared.dropped(payload.or_else(|| decode_item(&item)), reason);
+                // Counted by `admit`, under the ledger lock.
                 unreserve(shared, origin);
+                shared.report_dropped(payload.or_else(|| decode_item(&item)), reason);
             }
         }
     }
@@ -209,10 +227,18 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     drop(admitted);
 }
 
-/// Reports payloads `DropOldest` evicted to make room.
+/// Counts payloads `DropOldest` evicted to make room, under the ledger lock that
+/// evicted them (they are no longer outstanding).
+fn count_evicted(shared: &Shared, evicted: &[Item]) {
+    for old in evicted {
+        shared.count_dropped(DropReason::Oldest, old.entries);
+    }
+}
+
+/// Reports payloads `DropOldest` evicted (and counted) to make room.
 fn report_evicted(shared: &Shared, evicted: Vec<Item>) {
     for old in evicted {
-        shared.dropped(decode_item(&old), DropReason::Oldest);
+        shared.report_dropped(decode_item(&old), DropReason::Oldest);
     }
 }
 
@@ -222,7 +248,7 @@ fn unreserve(shared: &Shared, origin: Origin) {
 }
 
 /// Admits `item` to the ledger; returns what `DropOldest` evicted, or why it was
-/// dropped. With no room, writes the outbox out first (with the ledger lock released),
+/// dropped (both counted already, under the ledger lock). With no room, writes the outbox out first (with the ledger lock released),
 /// then waits for room, unless the stream changed meanwhile (a new stream may take the
 /// outbox: write again first) or the sender started closing (everything is admitted
 /// then, so that `close` hands it back).
@@ -240,9 +266,15 @@ fn admit(shared: &Shared, mut item: Item) -> Result<Vec<Item>, (Item, DropReason
     let mut first_wait: Option<Instant> = None;
     let mut ledger = shared.ledger.lock();
     loop {
-        item = match ledger.admit(item, policy, &mut evicted) {
+        let already = evicted.len();
+        let outcome = ledger.admit(item, policy, &mut evicted);
+        count_evicted(shared, &evicted[already..]);
+        item = match outcome {
             Ok(()) => return Ok(evicted),
-            Err(Refused::Dropped(item, reason)) => return Err((item, reason)),
+            Err(Refused::Dropped(item, reason)) => {
+                shared.count_dropped(reason, item.entries);
+                return Err((item, reason));
+            }
             Err(Refused::NoRoom(item)) => item,
         };
         let generation = ledger.generation();
@@ -271,6 +303,7 @@ fn admit(shared: &Shared, mut item: Item) -> Result<Vec<Item>, (Item, DropReason
             None => shared.ledger_changed.wait(&mut ledger),
         }
         if block_deadline.is_some_and(|d| Instant::now() >= d) && !ledger.room_for(item.len()) {
+            shared.count_dropped(DropReason::BlockTimeout, item.entries);
             return Err((item, DropReason::BlockTimeout));
         }
     }

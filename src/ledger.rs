@@ -32,6 +32,8 @@ pub(crate) struct Item {
     pub(crate) origin: Origin,
     /// The encoded `LogPayload`, exactly as it goes on the wire.
     pub(crate) bytes: GrpcSlice,
+    /// How many entries the payload carries (for the reports' entry counts).
+    pub(crate) entries: u32,
     /// Written at least once before (so a re-send may be a duplicate).
     pub(crate) written_before: bool,
     /// How often the collector rejected this payload while it travelled alone and
@@ -142,6 +144,10 @@ pub(crate) struct Ledger {
     /// Epochs with payloads committed so far.
     data_commits: u64,
     outstanding: BTreeSet<Origin>,
+    /// Payloads `close` took back undelivered (from here or from a queue), with their
+    /// entry counts: a `flush` racing the close reports them as handed back, not as
+    /// settled.
+    handed_back: BTreeMap<Origin, u32>,
     held: usize,
     held_bytes: usize,
     max_held: usize,
@@ -161,6 +167,7 @@ impl Ledger {
             on_trial: BTreeMap::new(),
             data_commits: 0,
             outstanding: BTreeSet::new(),
+            handed_back: BTreeMap::new(),
             held: 0,
             held_bytes: 0,
             max_held,
@@ -192,14 +199,17 @@ impl Ledger {
         self.outstanding.insert(item.origin);
     }
 
-    /// Forgets items that reached a final state; returns how many.
+    /// Forgets items that reached a final state; returns how many were held. An item
+    /// no longer held (`close` took everything back meanwhile) is skipped, so a late
+    /// release cannot make the counts wrap.
     fn release<'a>(&mut self, items: impl IntoIterator<Item = &'a Item>) -> usize {
         let mut n = 0;
         for item in items {
-            self.held -= 1;
-            self.held_bytes -= item.len();
-            self.outstanding.remove(&item.origin);
-            n += 1;
+            if self.outstanding.remove(&item.origin) {
+                self.held = self.held.saturating_sub(1);
+                self.held_bytes = self.held_bytes.saturating_sub(item.len());
+                n += 1;
+            }
         }
         n
     }
@@ -303,29 +313,19 @@ impl Ledger {
     }
 
     /// Takes what a writer should write next on `epoch` (`None`: at-most-once, no
-    /// epochs): the rest of a dedicated epoch's group, or up to `max` payloads (and
-    /// roughly `max_bytes`) from the front of the outbox.
+    /// epochs): up to `max` payloads (and roughly `max_bytes`) of a dedicated epoch's
+    /// group, or from the front of the outbox.
     pub(crate) fn take_batch(&mut self, epoch: Option<u64>, max: usize, max_bytes: usize) -> Batch {
-        if let Some(e) = epoch.and_then(|id| self.epochs.get_mut(&id)) {
-            if e.dedicated.is_some() {
-                return if e.unwritten.is_empty() {
-                    Batch::GroupWritten
-                } else {
-                    Batch::Items(e.unwritten.drain(..).collect())
-                };
-            }
-        }
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        while batch.len() < max && bytes < max_bytes {
-            match self.outbox.pop_front() {
-                Some(item) => {
-                    bytes = bytes.saturating_add(item.len());
-                    batch.push(item);
+        let from = match epoch.and_then(|id| self.epochs.get_mut(&id)) {
+            Some(e) if e.dedicated.is_some() => {
+                if e.unwritten.is_empty() {
+                    return Batch::GroupWritten;
                 }
-                None => break,
+                &mut e.unwritten
             }
-        }
+            _ => &mut self.outbox,
+        };
+        let batch = take_front(from, max, max_bytes);
         if batch.is_empty() {
             Batch::Empty
         } else {
@@ -579,7 +579,34 @@ impl Ledger {
             .sum()
     }
 
-    /// Takes every payload still held, oldest first (for `close`).
+    /// Records payloads `close` took back from queue `source` without their being
+    /// taken in (they get the next `count` ordinals of that source, as if taken): each
+    /// with its entry count.
+    pub(crate) fn hand_back_queued(&mut self, source: u32, first: u64, entries: &[u32]) {
+        for (ord, n) in (first..).zip(entries) {
+            self.handed_back.insert(Origin { source, ord }, *n);
+        }
+    }
+
+    /// Of the payloads whose origin is before `targets[source]` in their source, how many
+    /// `close` handed back, and their entries.
+    pub(crate) fn handed_back_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
+        let (mut payloads, mut entries) = (0u64, 0u64);
+        for &(source, ord) in targets {
+            for n in self
+                .handed_back
+                .range(Origin { source, ord: 0 }..Origin { source, ord })
+                .map(|(_, n)| *n)
+            {
+                payloads += 1;
+                entries = entries.saturating_add(u64::from(n));
+            }
+        }
+        (payloads, entries)
+    }
+
+    /// Takes every payload still held, oldest first (for `close`), and remembers them as
+    /// handed back.
     pub(crate) fn drain_all(&mut self) -> Vec<Item> {
         let mut all: Vec<Item> = std::mem::take(&mut self.epochs)
             .into_values()
@@ -593,11 +620,35 @@ impl Ledger {
                 .flat_map(|t| t.items),
         );
         all.sort_by_key(|i| i.seq);
+        for item in &all {
+            self.handed_back.insert(item.origin, item.entries);
+        }
         self.held = 0;
         self.held_bytes = 0;
         self.outstanding.clear();
         all
     }
+}
+
+/// Takes up to `max` items (and about `max_bytes`: at least one) from the front of `from`.
+fn take_front(from: &mut VecDeque<Item>, max: usize, max_bytes: usize) -> Vec<Item> {
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    while batch.len() < max && bytes < max_bytes {
+        match from.pop_front() {
+            Some(item) => {
+                bytes = bytes.saturating_add(item.len());
+                batch.push(item);
+            }
+            None => break,
+        }
+    }
+    batch
+}
+
+/// How many entries `items` carry.
+pub(crate) fn entries_of(items: &[Item]) -> u64 {
+    items.iter().map(|i| u64::from(i.entries)).sum()
 }
 
 fn mark_written(mut items: Vec<Item>) -> Vec<Item> {
@@ -619,6 +670,7 @@ mod tests {
                 ord: seq,
             },
             bytes: GrpcSlice::from(vec![7u8; len]),
+            entries: 1,
             written_before: false,
             strikes: 0,
         }

@@ -117,4 +117,4 @@ pub use events::{
 };
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
 pub use sender::{LogSender, Shutdown};
-pub use stats::{ConnectionState, Report, Stats};
+pub use stats::{ConnectionState, Covers, Report, Stats};

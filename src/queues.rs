@@ -11,7 +11,9 @@ use crate::model::LogPayload;
 struct Queue {
     /// The queue's `Origin::source` (1, 2, ...; 0 is `send_logs`).
     source: u32,
-    rx: Receiver<LogPayload>,
+    /// `None` once its pool is done with it (an entry handle's queue whose batcher is
+    /// gone) or `close` let it go; its counts stay, for `flush`.
+    rx: Option<Receiver<LogPayload>>,
     /// Payloads taken from it so far (the next one's `Origin::ord`).
     taken: u64,
 }
@@ -36,13 +38,17 @@ impl Queues {
     /// Registers a queue (or finds it, if the same channel was registered before);
     /// returns its index.
     pub(crate) fn register(&mut self, rx: &Receiver<LogPayload>) -> usize {
-        if let Some(i) = self.queues.iter().position(|q| q.rx.same_channel(rx)) {
+        if let Some(i) = self
+            .queues
+            .iter()
+            .position(|q| q.rx.as_ref().is_some_and(|r| r.same_channel(rx)))
+        {
             return i;
         }
         let source = u32::try_from(self.queues.len() + 1).unwrap_or(u32::MAX);
         self.queues.push(Queue {
             source,
-            rx: rx.clone(),
+            rx: Some(rx.clone()),
             taken: 0,
         });
         self.queues.len() - 1
@@ -54,7 +60,10 @@ impl Queues {
         let Some(queue) = self.queues.get_mut(index) else {
             return Err(Gone);
         };
-        match queue.rx.try_recv() {
+        let Some(rx) = &queue.rx else {
+            return Err(Gone);
+        };
+        match rx.try_recv() {
             Ok(payload) => {
                 let origin = Origin {
                     source: queue.source,
@@ -73,7 +82,8 @@ impl Queues {
     pub(crate) fn flush_target(&self, direct: u64) -> FlushTarget {
         let mut bounds = vec![(0, direct)];
         for q in &self.queues {
-            bounds.push((q.source, q.taken.saturating_add(q.rx.len() as u64)));
+            let waiting = q.rx.as_ref().map_or(0, Receiver::len) as u64;
+            bounds.push((q.source, q.taken.saturating_add(waiting)));
         }
         FlushTarget { bounds }
     }
@@ -91,13 +101,42 @@ impl Queues {
 
     /// Payloads waiting in every queue.
     pub(crate) fn depth(&self) -> u64 {
-        self.queues.iter().map(|q| q.rx.len() as u64).sum()
+        self.queues
+            .iter()
+            .filter_map(|q| q.rx.as_ref())
+            .map(|rx| rx.len() as u64)
+            .sum()
     }
 
-    /// Unregisters every queue (for `close`), to be drained with [`drain`] outside the
-    /// lock.
-    pub(crate) fn take_all(&mut self) -> Vec<Receiver<LogPayload>> {
-        self.queues.drain(..).map(|q| q.rx).collect()
+    /// Lets go of queue `index`, empty and without producers: its pool is done with it
+    /// (its channel is freed once the workers' own ends go).
+    pub(crate) fn retire(&mut self, index: usize) {
+        if let Some(q) = self.queues.get_mut(index) {
+            q.rx = None;
+        }
+    }
+
+    /// Takes every queue's receiver (for `close`), each with its source, to be drained
+    /// with [`drain`] outside the lock; the counts stay until [`Queues::handed_back`]
+    /// moves the drained payloads to the ledger's handed-back record.
+    pub(crate) fn take_all(&mut self) -> Vec<(u32, Receiver<LogPayload>)> {
+        self.queues
+            .iter_mut()
+            .filter_map(|q| q.rx.take().map(|rx| (q.source, rx)))
+            .collect()
+    }
+
+    /// Counts `n` payloads of `source` as taken (`close` took them back); returns the
+    /// ordinal of the first.
+    pub(crate) fn handed_back(&mut self, source: u32, n: usize) -> u64 {
+        match self.queues.iter_mut().find(|q| q.source == source) {
+            Some(q) => {
+                let first = q.taken;
+                q.taken = q.taken.saturating_add(n as u64);
+                first
+            }
+            None => 0,
+        }
     }
 }
 
@@ -108,17 +147,22 @@ impl Queues {
 /// that were not told to stop cannot keep it going); the last round takes what is there
 /// right before the receivers go. A payload sent in that very instant is lost with the
 /// channel: producers should be told to stop before `close`.
-pub(crate) fn drain(queues: Vec<Receiver<LogPayload>>) -> Vec<LogPayload> {
-    let mut back = Vec::new();
-    let take_queued = |back: &mut Vec<LogPayload>| {
-        for rx in &queues {
-            back.extend(rx.try_iter().take(rx.len()));
+///
+/// Returns, per queue source, what was taken back, in queue order.
+pub(crate) fn drain(queues: Vec<(u32, Receiver<LogPayload>)>) -> Vec<(u32, Vec<LogPayload>)> {
+    let mut back: Vec<(u32, Vec<LogPayload>)> = queues
+        .iter()
+        .map(|(source, _)| (*source, Vec::new()))
+        .collect();
+    let take_queued = |back: &mut Vec<(u32, Vec<LogPayload>)>| {
+        for ((_, rx), (_, to)) in queues.iter().zip(back.iter_mut()) {
+            to.extend(rx.try_iter().take(rx.len()));
         }
     };
     for _ in 0..50 {
         take_queued(&mut back);
         std::thread::sleep(std::time::Duration::from_millis(2));
-        if queues.iter().all(Receiver::is_empty) {
+        if queues.iter().all(|(_, rx)| rx.is_empty()) {
             break;
         }
     }

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::command::Command;
 use crate::config::{Config, DeliveryMode};
-use crate::entries::{self, Batcher, Batching, EntrySender, Mark};
+use crate::entries::{self, Batcher, Batching, EntrySender, Mark, Passed};
 use crate::error::{invalid_config, Error};
 use crate::events::DropReason;
 use crate::ledger::Origin;
@@ -73,7 +73,7 @@ pub struct LogSender {
     threads: Mutex<Threads>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// The batchers of the entry handles.
-    batchers: Mutex<Vec<Batcher>>,
+    batchers: Mutex<Batchers>,
     next_worker: AtomicUsize,
     stop_workers_rx: Receiver<()>,
     /// gRPC completion-queue threads still running.
@@ -89,7 +89,50 @@ struct Threads {
     /// Dropped at the end of close: ends the background writer.
     stop_writer: Option<Sender<()>>,
     /// The first shutdown's outcome, for the ones after it.
-    done: Option<Stats>,
+    done: Option<(Report, Stats)>,
+}
+
+/// The entry handles' batchers.
+#[derive(Default)]
+struct Batchers {
+    live: Vec<Batcher>,
+    /// Batchers started so far (names them).
+    started: usize,
+    /// What finished batchers could not pass on (nothing, unless a pool was lost), to
+    /// hand back at shutdown.
+    left: Vec<LogPayload>,
+}
+
+impl Batchers {
+    /// Joins the batchers whose every handle is gone and that have ended.
+    fn prune(&mut self) {
+        if !self.live.iter().any(Batcher::is_finished) {
+            return;
+        }
+        let (mut done, live): (Vec<Batcher>, Vec<Batcher>) = std::mem::take(&mut self.live)
+            .into_iter()
+            .partition(Batcher::is_finished);
+        self.live = live;
+        for batcher in &mut done {
+            self.left.extend(batcher.join());
+        }
+    }
+}
+
+/// Joins the workers that have ended (an entry handle's pool, once the handle is gone).
+fn prune_workers(workers: &mut Vec<JoinHandle<()>>) {
+    if !workers.iter().any(JoinHandle::is_finished) {
+        return;
+    }
+    let (done, live): (Vec<_>, Vec<_>) = std::mem::take(workers)
+        .into_iter()
+        .partition(JoinHandle::is_finished);
+    *workers = live;
+    for worker in done {
+        if worker.join().is_err() {
+            error!("a logsender worker panicked");
+        }
+    }
 }
 
 /// What [`LogSender::shutdown`] (and `close`) leaves you with.
@@ -98,7 +141,8 @@ struct Threads {
 pub struct Shutdown {
     /// Every payload that was not delivered, oldest first, to persist or retry.
     pub undelivered: Vec<LogPayload>,
-    /// What became of payloads since the previous report; `handed_back` counts
+    /// What became of payloads and entries over the sender's whole life
+    /// ([`Covers::WholeLife`](crate::Covers::WholeLife)); `handed_back` counts
     /// `undelivered`.
     pub report: Report,
     /// The final counters.
@@ -164,7 +208,7 @@ impl LogSender {
                 done: None,
             }),
             workers: Mutex::new(Vec::new()),
-            batchers: Mutex::new(Vec::new()),
+            batchers: Mutex::new(Batchers::default()),
             next_worker: AtomicUsize::new(0),
             stop_workers_rx,
             grpc_threads,
@@ -223,22 +267,43 @@ impl LogSender {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn entry_sender(&self, batching: Batching) -> Result<EntrySender, Error> {
+        batching.validate(self.shared.config.max_message_size)?;
         let workers = batching.worker_count();
         let (tx, rx) = crossbeam_channel::bounded(workers.saturating_mul(2));
+        // Under the spawn lock, so that a `shutdown` joins the pool (see `start_pool`).
+        let mut pool = self.workers.lock();
+        self.spawn_pool(&mut pool, rx, workers, true)?;
         let mut batchers = self.batchers.lock();
+        batchers.prune();
+        // Checked again under the batchers lock: a `shutdown` that began meanwhile took
+        // the list before this one could join it, and would not stop this batcher. The
+        // pool ends by itself once `tx` is dropped here.
         if self.shared.is_closing() {
             return Err(Error::Closed);
         }
-        let name = format!("{}-b{}", self.shared.config.thread_name, batchers.len());
+        let name = format!("{}-b{}", self.shared.config.thread_name, batchers.started);
         let (handle, batcher) = entries::start(&self.shared, batching, tx, name)?;
-        batchers.push(batcher);
-        drop(batchers);
-        self.start_pool(rx, workers, true)?;
+        batchers.started += 1;
+        batchers.live.push(batcher);
         Ok(handle)
     }
 
     fn start_pool(
         &self,
+        receiver: Receiver<LogPayload>,
+        n: usize,
+        until_gone: bool,
+    ) -> Result<(), Error> {
+        let mut workers = self.workers.lock();
+        self.spawn_pool(&mut workers, receiver, n, until_gone)
+    }
+
+    /// Registers `receiver` and spawns `n` workers for it, with the workers lock held
+    /// (`workers`): `shutdown` sets the closing flag before it takes that lock to join
+    /// the workers, so a pool either sees the flag here or is joined by it.
+    fn spawn_pool(
+        &self,
+        workers: &mut Vec<JoinHandle<()>>,
         receiver: Receiver<LogPayload>,
         n: usize,
         until_gone: bool,
@@ -249,8 +314,9 @@ impl LogSender {
         if self.shared.is_closing() {
             return Err(Error::Closed);
         }
+        crate::hooks::pause(crate::hooks::Point::BeforePoolSpawn);
+        prune_workers(workers);
         let index = self.shared.queues.lock().register(&receiver);
-        let mut workers = self.workers.lock();
         for _ in 0..n {
             let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
@@ -316,6 +382,10 @@ impl LogSender {
         }
         write::write_now(shared, item)?;
         Counters::add(&self.shared.counters.enqueued, 1);
+        Counters::add(
+            &self.shared.counters.entries_enqueued,
+            payload.logs.len() as u64,
+        );
         Ok(())
     }
 
@@ -350,35 +420,50 @@ impl LogSender {
     /// ```
     pub fn flush(&self, timeout: Duration) -> Report {
         let deadline = crate::clock::deadline_in(timeout);
-        let entries_outstanding = self.cut_batches(deadline);
+        let passed = self.cut_batches(deadline);
         let target = self
             .shared
             .queues
             .lock()
             .flush_target(self.shared.direct_count());
-        let outstanding = loop {
-            let (held, not_taken) = self.outstanding(&target);
-            let outstanding = held.saturating_add(not_taken);
-            if outstanding == 0 || Instant::now() >= deadline {
-                break outstanding;
+        let pending = loop {
+            let pending = self.pending(&target);
+            if pending.outstanding() == 0 || Instant::now() >= deadline {
+                break pending;
             }
-            self.settle_step(not_taken == 0, deadline);
+            self.settle_step(pending.not_taken == 0, deadline);
         };
         Report {
-            outstanding: outstanding as u64,
-            entries_outstanding,
+            outstanding: pending.outstanding() as u64,
+            entries_outstanding: passed.outstanding,
+            handed_back: pending.handed_back.0.saturating_add(passed.left.payloads),
+            entries_handed_back: pending.handed_back.1.saturating_add(passed.left.entries),
             ..self.shared.counters.report()
         }
     }
 
     /// Cuts every entry handle's open batch and waits (until `deadline`) for the
-    /// entries logged so far to be in payloads; returns how many are not.
-    fn cut_batches(&self, deadline: Instant) -> u64 {
-        let mut marks: Vec<Mark> = self.batchers.lock().iter().map(Batcher::mark).collect();
+    /// entries logged so far to be in payloads; says how many are not, and what a
+    /// concurrent shutdown kept to hand back.
+    fn cut_batches(&self, deadline: Instant) -> Passed {
+        let mut marks: Vec<Mark> = {
+            let mut batchers = self.batchers.lock();
+            batchers.prune();
+            batchers.live.iter().map(Batcher::mark).collect()
+        };
         for mark in &mut marks {
             mark.cut(deadline);
         }
-        marks.iter().map(|mark| mark.wait(deadline)).sum()
+        marks
+            .iter()
+            .map(|mark| mark.wait(deadline))
+            .fold(Passed::default(), |sum, p| Passed {
+                outstanding: sum.outstanding.saturating_add(p.outstanding),
+                left: entries::Left {
+                    payloads: sum.left.payloads.saturating_add(p.left.payloads),
+                    entries: sum.left.entries.saturating_add(p.left.entries),
+                },
+            })
     }
 
     /// Waits until a stream to the collector is up, at most `timeout`. Returns at once
@@ -454,7 +539,8 @@ impl LogSender {
     }
 
     /// [`shutdown`](LogSender::shutdown) with the configured `close_timeout` (10 s by
-    /// default), consuming the sender.
+    /// default), consuming the sender. (Dropping a sender without `close` shuts it down
+    /// with at most 2 s of that.)
     pub fn close(self) -> Shutdown {
         let timeout = self.shared.config.close_timeout;
         self.shutdown(timeout)
@@ -468,10 +554,13 @@ impl LogSender {
     /// Stops intake, writes and commits what it holds (what is still in the worker
     /// queues and the entry handles' batches included) for up to `timeout`, stops every
     /// thread, and returns every payload that was not delivered, oldest first, with the
-    /// final report and counters. Never takes much longer than `timeout` (about 100 ms
-    /// more, at most 200 ms while producers still send on worker queues). Works through
-    /// an `Arc`; a call made while another runs waits for it, then returns with nothing
-    /// handed back (so never call it from an [`EventHandler`](crate::EventHandler)).
+    /// report of the sender's whole life and the final counters. Never takes much longer
+    /// than `timeout` (about 100 ms more, at most 200 ms while producers still send on
+    /// worker queues). Works through an `Arc`; a call made while another runs waits for
+    /// it, then returns the first one's report and counters, with no payloads (the first
+    /// caller has them), so never call it from an [`EventHandler`](crate::EventHandler).
+    /// A [`flush`](LogSender::flush) running meanwhile returns once everything it waited
+    /// for is delivered or handed back here, and counts the latter in its `handed_back`.
     ///
     /// **Shutdown order.** Tell your producers to stop, call this, then join them.
     /// [`EntrySender::log`] returns [`LogError::Closed`](crate::LogError::Closed) from
@@ -509,10 +598,19 @@ impl LogSender {
     pub fn shutdown(&self, timeout: Duration) -> Shutdown {
         let mut threads = self.threads.lock();
         let Some(supervisor) = threads.supervisor.take() else {
-            let stats = threads.done.clone().unwrap_or_else(|| self.stats());
+            // The first one's outcome (it is there unless the first one panicked: then
+            // what is still held counts as outstanding).
+            let (report, stats) = threads.done.clone().unwrap_or_else(|| {
+                let stats = self.stats();
+                let report = Report {
+                    outstanding: stats.unacked,
+                    ..self.shared.counters.lifetime()
+                };
+                (report, stats)
+            });
             return Shutdown {
                 undelivered: Vec::new(),
-                report: Report::default(),
+                report,
                 stats,
             };
         };
@@ -520,15 +618,20 @@ impl LogSender {
         self.shared.start_closing(deadline);
         // Batchers refuse new entries and pass on their last ones, which the workers
         // (closing, so no longer waiting for room) take in until the deadline.
-        let mut batchers = std::mem::take(&mut *self.batchers.lock());
+        let (mut batchers, mut kept) = {
+            let mut list = self.batchers.lock();
+            (
+                std::mem::take(&mut list.live),
+                std::mem::take(&mut list.left),
+            )
+        };
         for batcher in &mut batchers {
             batcher.stop();
         }
         // Idle workers wake up when the stop channel disconnects.
         threads.stop_workers.take();
-        let mut undelivered: Vec<LogPayload> = Vec::new();
         for batcher in &mut batchers {
-            undelivered.extend(batcher.join());
+            kept.extend(batcher.join());
         }
         drop(batchers);
         for worker in self.workers.lock().drain(..) {
@@ -552,21 +655,7 @@ impl LogSender {
                 error!("the logsender writer panicked");
             }
         }
-        let shared = &self.shared;
-        // Oldest first: what is held, what is still queued (never taken in), what the
-        // batchers kept (never queued).
-        let mut kept = std::mem::take(&mut undelivered);
-        undelivered.extend(
-            shared
-                .ledger
-                .lock()
-                .drain_all()
-                .iter()
-                .filter_map(decode_item),
-        );
-        let queues = shared.queues.lock().take_all();
-        undelivered.extend(crate::queues::drain(queues));
-        undelivered.append(&mut kept);
+        let undelivered = self.take_back(kept);
         // The grpc poll thread ends once the environment's last channel is gone.
         let grpc_deadline =
             crate::clock::after(deadline.max(Instant::now()), Duration::from_millis(100));
@@ -578,10 +667,11 @@ impl LogSender {
         }
         let report = Report {
             handed_back: undelivered.len() as u64,
-            ..shared.counters.report()
+            entries_handed_back: undelivered.iter().map(|p| p.logs.len() as u64).sum(),
+            ..self.shared.counters.lifetime()
         };
         let stats = self.stats();
-        threads.done = Some(stats.clone());
+        threads.done = Some((report, stats.clone()));
         Shutdown {
             undelivered,
             report,
@@ -589,32 +679,87 @@ impl LogSender {
         }
     }
 
-    /// How many payloads of `target` are not settled yet: taken in and still held, and
-    /// still waiting in a queue (not taken yet).
-    fn outstanding(&self, target: &FlushTarget) -> (usize, usize) {
+    /// Takes back, oldest first, what is held, what is still queued (never taken in),
+    /// and what the batchers `kept` (never queued). What the ledger and the queues give
+    /// back is recorded as handed back in the same lock holds that take it, so that a
+    /// `flush` racing this sees it handed back, never settled.
+    fn take_back(&self, mut kept: Vec<LogPayload>) -> Vec<LogPayload> {
+        let shared = &self.shared;
+        let mut undelivered: Vec<LogPayload> = shared
+            .ledger
+            .lock()
+            .drain_all()
+            .iter()
+            .filter_map(decode_item)
+            .collect();
+        let receivers = shared.queues.lock().take_all();
+        let queued = crate::queues::drain(receivers);
+        {
+            let mut queues = shared.queues.lock();
+            let mut ledger = shared.ledger.lock();
+            for (source, payloads) in &queued {
+                let first = queues.handed_back(*source, payloads.len());
+                let entries: Vec<u32> = payloads
+                    .iter()
+                    .map(|p| u32::try_from(p.logs.len()).unwrap_or(u32::MAX))
+                    .collect();
+                ledger.hand_back_queued(*source, first, &entries);
+            }
+        }
+        shared.ledger_changed.notify_all();
+        undelivered.extend(queued.into_iter().flat_map(|(_, payloads)| payloads));
+        undelivered.append(&mut kept);
+        undelivered
+    }
+
+    /// What of `target` is not settled yet (taken in and still held, or still waiting
+    /// in a queue), and what of it a shutdown handed back, in one consistent look.
+    fn pending(&self, target: &FlushTarget) -> Pending {
         let queues = self.shared.queues.lock();
         let not_taken = queues.not_taken(target);
-        let held = self.shared.ledger.lock().outstanding_before(&target.bounds);
-        (held, not_taken)
+        let ledger = self.shared.ledger.lock();
+        Pending {
+            held: ledger.outstanding_before(&target.bounds),
+            not_taken,
+            handed_back: ledger.handed_back_before(&target.bounds),
+        }
     }
 
     /// One step of waiting for payloads to settle (`flush`, `close`): wake the writer
     /// (this thread never writes, so a stalled collector cannot hold it), ask for a
     /// commit once everything wanted is written (at-least-once; committing while the
     /// queue still feeds the outbox would cut the stream into tiny epochs), then wait for
-    /// the ledger to change, at most 20 ms and never past `deadline`.
+    /// the ledger to change, at most 20 ms and never past `deadline`. A struck payload
+    /// held back (a suspect group not due yet) does not hold the commit up: it waits for
+    /// an epoch of its own anyway.
     fn settle_step(&self, all_taken: bool, deadline: Instant) {
         let shared = &self.shared;
         shared.wake_writer();
         if shared.config.delivery == DeliveryMode::AtLeastOnce
             && all_taken
-            && shared.ledger.lock().outbox_len() == 0
+            && shared.ledger.lock().normal_len() == 0
         {
             let _ = shared.commands.send(Command::Commit);
         }
         let mut ledger = shared.ledger.lock();
         let wake = crate::clock::deadline_in(Duration::from_millis(20)).min(deadline);
         shared.ledger_changed.wait_until(&mut ledger, wake);
+    }
+}
+
+/// What a `flush` still waits for.
+struct Pending {
+    /// Taken in and held.
+    held: usize,
+    /// Still in a queue.
+    not_taken: usize,
+    /// Handed back by a shutdown: payloads, entries.
+    handed_back: (u64, u64),
+}
+
+impl Pending {
+    fn outstanding(&self) -> usize {
+        self.held.saturating_add(self.not_taken)
     }
 }
 
@@ -631,7 +776,8 @@ impl Drop for LogSender {
                 lost.len()
             );
             for p in lost {
-                self.shared.dropped(Some(p), DropReason::SenderDropped);
+                self.shared
+                    .report_dropped(Some(p), DropReason::SenderDropped);
             }
         }
     }

@@ -20,7 +20,7 @@ use crate::command::{Command, Report};
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::{BackpressureEvent, DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
-use crate::ledger::{Item, Ledger};
+use crate::ledger::{entries_of, Item, Ledger};
 use crate::model::LogPayload;
 use crate::queues::Queues;
 use crate::stats::Counters;
@@ -156,21 +156,30 @@ impl Shared {
         }
     }
 
-    /// Counts and reports a dropped payload (`None` if it could not be decoded back).
-    pub(crate) fn dropped(&self, payload: Option<LogPayload>, reason: DropReason) {
+    /// Counts a payload dropped for `reason` (and its `entries`). Called before the
+    /// payload leaves the ledger (under its lock, where the caller holds it), so that a
+    /// `flush` that sees it gone sees it counted; then [`Shared::report_dropped`] tells
+    /// the handler, with no lock held.
+    pub(crate) fn count_dropped(&self, reason: DropReason, entries: u32) {
         let counter = match reason {
-            DropReason::Newest => Some(&self.counters.dropped_newest),
-            DropReason::Oldest => Some(&self.counters.dropped_oldest),
-            DropReason::BlockTimeout => Some(&self.counters.dropped_block_timeout),
+            DropReason::Newest => &self.counters.dropped_newest,
+            DropReason::Oldest => &self.counters.dropped_oldest,
+            DropReason::BlockTimeout => &self.counters.dropped_block_timeout,
             // Logged in bulk by `Drop`; nobody can read the counters any more.
-            DropReason::SenderDropped => None,
+            DropReason::SenderDropped => return,
         };
+        Counters::add(counter, 1);
+        Counters::add(&self.counters.entries_dropped, u64::from(entries));
+    }
+
+    /// Logs a dropped payload, counted already, and hands it to the handler (`None` if
+    /// it could not be decoded back).
+    pub(crate) fn report_dropped(&self, payload: Option<LogPayload>, reason: DropReason) {
+        if reason != DropReason::SenderDropped {
+            warn!("dropped a payload: buffer full ({reason:?})");
+        }
         if let Some(p) = payload {
             self.handler(|h| h.on_dropped(DroppedEvent::new(p, reason)));
-        }
-        if let Some(counter) = counter {
-            Counters::add(counter, 1);
-            warn!("dropped a payload: buffer full ({reason:?})");
         }
     }
 
@@ -185,6 +194,7 @@ impl Shared {
             }
         }
         Counters::add(&self.counters.dead_lettered, items.len() as u64);
+        Counters::add(&self.counters.entries_dead_lettered, entries_of(&items));
         self.ledger.lock().forget_rejected(&items);
         self.ledger_changed.notify_all();
     }

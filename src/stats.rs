@@ -75,6 +75,14 @@ pub struct Stats {
     /// Backpressure episodes so far (see
     /// [`EventHandler::on_backpressure`](crate::EventHandler::on_backpressure)).
     pub backpressure_episodes: u64,
+    /// Entries in the payloads taken in (`enqueued`, counted in entries).
+    pub entries_enqueued: u64,
+    /// Entries in the payloads acknowledged.
+    pub entries_acknowledged: u64,
+    /// Entries in the payloads dropped, whatever the reason.
+    pub entries_dropped: u64,
+    /// Entries in the payloads dead-lettered.
+    pub entries_dead_lettered: u64,
 }
 
 impl Stats {
@@ -84,14 +92,26 @@ impl Stats {
     }
 }
 
-/// What became of payloads, as [`LogSender::flush`](crate::LogSender::flush) and
+/// What became of payloads and their entries, as
+/// [`LogSender::flush`](crate::LogSender::flush) and
 /// [`LogSender::shutdown`](crate::LogSender::shutdown) report it.
 ///
-/// The counts cover what happened since the previous report (or since the sender was
-/// created), so a payload is counted in one report only; `outstanding` and
-/// `entries_outstanding` are what the call was still waiting for when it returned.
-/// Only [`all_delivered`](Report::all_delivered) means that nothing was lost or is
-/// still on its way.
+/// Every count is given twice: in payloads (`acknowledged`, ...) and in the log entries
+/// they carry (`entries_acknowledged`, ...). [`covers`](Report::covers) says over which
+/// window: a `flush` reports what happened since the previous `flush` (or since the
+/// sender was created), so that a payload is counted in one such report only; the report
+/// of `shutdown` and `close` covers the sender's whole life. `outstanding` and
+/// `entries_outstanding` are what the call was still waiting for when it returned. Only
+/// [`all_delivered`](Report::all_delivered) means that nothing was lost or is still on
+/// its way.
+///
+/// ```
+/// use logsender::{Covers, Report};
+///
+/// let report = Report::default();
+/// assert_eq!(report.covers, Covers::SincePreviousReport);
+/// assert!(report.all_delivered());
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
@@ -109,8 +129,34 @@ pub struct Report {
     pub dropped: u64,
     /// Payloads given up for good (see [`EventHandler::on_dead_letter`](crate::EventHandler::on_dead_letter)).
     pub dead_lettered: u64,
-    /// Payloads handed back undelivered by `shutdown`/`close`.
+    /// Payloads handed back undelivered by `shutdown`/`close`. In a `flush` report: of
+    /// the payloads the flush waited for, those a `shutdown` running meanwhile handed
+    /// back to its caller (the flush then returns as soon as nothing else is pending).
     pub handed_back: u64,
+    /// Entries in the payloads acknowledged.
+    pub entries_acknowledged: u64,
+    /// Entries in the payloads dropped.
+    pub entries_dropped: u64,
+    /// Entries in the payloads dead-lettered.
+    pub entries_dead_lettered: u64,
+    /// Entries in the payloads handed back (in a `flush` report: an upper bound for the
+    /// entries a concurrent `shutdown` handed back before they reached a payload).
+    pub entries_handed_back: u64,
+    /// The window the counts cover.
+    pub covers: Covers,
+}
+
+/// The window a [`Report`]'s counts cover.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Covers {
+    /// What happened since the previous `flush` report (or since the sender was
+    /// created): the reports of successive flushes add up.
+    #[default]
+    SincePreviousReport,
+    /// The sender's whole life: the report of `shutdown` and `close`, whose
+    /// [`all_delivered`](Report::all_delivered) says whether anything was ever lost.
+    WholeLife,
 }
 
 impl Report {
@@ -122,6 +168,50 @@ impl Report {
             && self.dropped == 0
             && self.dead_lettered == 0
             && self.handed_back == 0
+            && self.entries_dropped == 0
+            && self.entries_dead_lettered == 0
+            && self.entries_handed_back == 0
+    }
+}
+
+/// The settled counts a [`Report`] is made of, as the counters hold them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settled {
+    acknowledged: u64,
+    dropped: u64,
+    dead_lettered: u64,
+    entries_acknowledged: u64,
+    entries_dropped: u64,
+    entries_dead_lettered: u64,
+}
+
+impl Settled {
+    fn since(self, before: Settled) -> Settled {
+        Settled {
+            acknowledged: self.acknowledged.saturating_sub(before.acknowledged),
+            dropped: self.dropped.saturating_sub(before.dropped),
+            dead_lettered: self.dead_lettered.saturating_sub(before.dead_lettered),
+            entries_acknowledged: self
+                .entries_acknowledged
+                .saturating_sub(before.entries_acknowledged),
+            entries_dropped: self.entries_dropped.saturating_sub(before.entries_dropped),
+            entries_dead_lettered: self
+                .entries_dead_lettered
+                .saturating_sub(before.entries_dead_lettered),
+        }
+    }
+
+    fn report(self, covers: Covers) -> Report {
+        Report {
+            acknowledged: self.acknowledged,
+            dropped: self.dropped,
+            dead_lettered: self.dead_lettered,
+            entries_acknowledged: self.entries_acknowledged,
+            entries_dropped: self.entries_dropped,
+            entries_dead_lettered: self.entries_dead_lettered,
+            covers,
+            ..Report::default()
+        }
     }
 }
 
@@ -142,13 +232,17 @@ pub(crate) struct Counters {
     pub(crate) epochs_failed: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
+    pub(crate) entries_enqueued: AtomicU64,
+    pub(crate) entries_acknowledged: AtomicU64,
+    pub(crate) entries_dropped: AtomicU64,
+    pub(crate) entries_dead_lettered: AtomicU64,
     state: AtomicU8,
     /// Guards nothing but the state's condvar: `set_state` notifies under it.
     state_lock: Mutex<()>,
     state_changed: Condvar,
     last_error: Mutex<Option<LastError>>,
     /// Counts of the last [`Report`]: the next one reports what happened since.
-    reported: Mutex<Report>,
+    reported: Mutex<Settled>,
     backpressure_episodes: AtomicU64,
     /// Threads waiting for room now, and the time they waited.
     waiting: Mutex<Waiting>,
@@ -291,27 +385,33 @@ impl Counters {
         Some(BackpressureEvent::Ended { episode, lasted })
     }
 
-    /// The counts since the previous report; `outstanding` and the rest are the
-    /// caller's to fill.
-    pub(crate) fn report(&self) -> Report {
-        // Read under the lock, so that two reports cannot store their counts out of order.
-        let mut reported = self.reported.lock();
-        let now = Report {
+    fn settled(&self) -> Settled {
+        Settled {
             acknowledged: self.acknowledged.load(Relaxed),
             dropped: self.dropped_newest.load(Relaxed)
                 + self.dropped_oldest.load(Relaxed)
                 + self.dropped_block_timeout.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
-            ..Report::default()
-        };
-        let since = Report {
-            acknowledged: now.acknowledged.saturating_sub(reported.acknowledged),
-            dropped: now.dropped.saturating_sub(reported.dropped),
-            dead_lettered: now.dead_lettered.saturating_sub(reported.dead_lettered),
-            ..Report::default()
-        };
+            entries_acknowledged: self.entries_acknowledged.load(Relaxed),
+            entries_dropped: self.entries_dropped.load(Relaxed),
+            entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
+        }
+    }
+
+    /// The counts since the previous report; `outstanding` and the rest are the
+    /// caller's to fill.
+    pub(crate) fn report(&self) -> Report {
+        // Read under the lock, so that two reports cannot store their counts out of order.
+        let mut reported = self.reported.lock();
+        let now = self.settled();
+        let since = now.since(*reported);
         *reported = now;
-        since
+        since.report(Covers::SincePreviousReport)
+    }
+
+    /// The counts since the sender was created; `handed_back` is the caller's to fill.
+    pub(crate) fn lifetime(&self) -> Report {
+        self.settled().report(Covers::WholeLife)
     }
 
     pub(crate) fn snapshot(&self, queue_depth: u64, unacked: u64, unacked_bytes: u64) -> Stats {
@@ -338,6 +438,10 @@ impl Counters {
             last_error: self.last_error(),
             blocked: self.waiting.lock().blocked(),
             backpressure_episodes: self.backpressure_episodes.load(Relaxed),
+            entries_enqueued: self.entries_enqueued.load(Relaxed),
+            entries_acknowledged: self.entries_acknowledged.load(Relaxed),
+            entries_dropped: self.entries_dropped.load(Relaxed),
+            entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
         }
     }
 }

@@ -44,7 +44,7 @@ use crate::command::{Command, Report};
 use crate::config::{Compression, DeliveryMode, Transport};
 use crate::error::{classify, DialCause, Error, Retry};
 use crate::events::DialFailedEvent;
-use crate::ledger::Verdict;
+use crate::ledger::{entries_of, Verdict};
 use crate::shared::Shared;
 use crate::stats::{ConnectionState, Counters};
 
@@ -533,6 +533,10 @@ impl Supervisor {
                     let mut ledger = shared.ledger.lock();
                     let delivered = ledger.commit(id);
                     Counters::add(&shared.counters.acknowledged, delivered.len() as u64);
+                    Counters::add(
+                        &shared.counters.entries_acknowledged,
+                        entries_of(&delivered),
+                    );
                     Counters::add(&shared.counters.epochs_committed, 1);
                     delivered
                 };
@@ -731,6 +735,7 @@ impl Supervisor {
                         self.schedule_retry(retry, &err);
                     }
                     self.suspects_due = shared.ledger.lock().next_suspect_due(Instant::now());
+                    crate::hooks::pause(crate::hooks::Point::AfterStrike);
                 }
                 Verdict::Unproven => {
                     info!("epoch {epoch}: rejected ({code:?}) while no data was accepted since; backing off");
@@ -914,18 +919,22 @@ impl Supervisor {
     }
 }
 
-/// Half-closes a call on the completion-queue thread. `half_closed` is set first: a
-/// status the call's watcher sees before that was sent before the collector could know
-/// the stream had ended (an early OK proves nothing); one it sees after can only be
-/// trusted if the collector keeps the contract of reading to the end of the stream.
+/// Half-closes a call on the completion-queue thread. `half_closed` is set there, in the
+/// same future, right before the half-close is handed to the gRPC core: the call's
+/// watcher runs on that thread too, so a status it sees before that moment was sent
+/// before the collector could know the stream had ended (an early OK proves nothing).
+/// The one window left is a status the collector sent before it read the half-close but
+/// that reached this thread after it was handed over: indistinguishable on the wire
+/// from a proper one, it can only be trusted because the collector keeps the contract
+/// of reading to the end of the stream before it answers.
 fn spawn_half_close(
     client: &Client,
     mut sink: ClientDuplexSender<GrpcSlice>,
     id: u64,
     half_closed: Arc<AtomicBool>,
 ) {
-    half_closed.store(true, Ordering::Release);
     client.spawn(async move {
+        half_closed.store(true, Ordering::Release);
         // An error means the call already ended; its status tells why.
         match AssertUnwindSafe(sink.close()).catch_unwind().await {
             Ok(Ok(())) => {}

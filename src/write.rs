@@ -16,7 +16,7 @@ use crate::call::Slot;
 use crate::command::{Command, Report};
 use crate::config::DeliveryMode;
 use crate::error::Error;
-use crate::ledger::{Batch, Item};
+use crate::ledger::{entries_of, Batch, Item};
 use crate::shared::Shared;
 use crate::stats::Counters;
 
@@ -25,10 +25,12 @@ use crate::stats::Counters;
 const MAX_BATCH: usize = 64;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// Why a pass of the write path stopped.
+/// What one batch of the write path left.
 #[derive(PartialEq, Eq)]
 enum Pass {
-    /// The outbox was empty.
+    /// A batch was written; there may be more.
+    Wrote,
+    /// Nothing to write.
     Drained,
     /// No usable stream (none, broken, or the epoch is full and waits for its swap).
     Blocked,
@@ -46,21 +48,27 @@ pub(crate) fn run_writer(shared: &Shared, wake: &Receiver<()>, stop: &Receiver<(
     }
 }
 
-/// Writes the outbox onto the stream if no one else is writing. The holder of the
-/// stream lock re-checks the outbox after it lets go, so nothing is left behind.
+/// Writes the outbox onto the stream if no one else is writing, one batch per hold of
+/// the stream lock (so that `send_logs` and the supervisor's swap wait for one batch at
+/// most). Whoever holds the lock re-checks the outbox after it lets go, so nothing is
+/// left behind.
 pub(crate) fn pump(shared: &Shared) {
     loop {
         let Some(mut slot) = shared.stream.slot.try_lock() else {
             return;
         };
-        if write_outbox(shared, &mut slot) == Pass::Blocked {
-            return;
-        }
+        let pass = write_batch_of_outbox(shared, &mut slot);
         drop(slot);
-        // Suspect groups wait for an epoch of their own: only the outbox proper is worth
-        // another pass.
-        if shared.ledger.lock().normal_len() == 0 {
-            return;
+        match pass {
+            Pass::Wrote => {}
+            Pass::Blocked => return,
+            // Suspect groups wait for an epoch of their own: only the outbox proper is
+            // worth another pass.
+            Pass::Drained => {
+                if shared.ledger.lock().normal_len() == 0 {
+                    return;
+                }
+            }
         }
     }
 }
@@ -111,53 +119,53 @@ fn write_one(shared: &Shared, slot: &mut Option<Slot>, item: Item) -> Result<(),
     }
 }
 
-fn write_outbox(shared: &Shared, slot: &mut MutexGuard<'_, Option<Slot>>) -> Pass {
-    loop {
-        let Some(s) = slot.as_mut().filter(|s| !s.broken) else {
-            return Pass::Blocked;
-        };
-        let (epoch, room) = match shared.config.delivery {
-            DeliveryMode::AtLeastOnce if s.dedicated => (Some(s.epoch), MAX_BATCH),
-            DeliveryMode::AtLeastOnce => (
-                Some(s.epoch),
-                shared.config.commit_every.saturating_sub(s.written),
-            ),
-            _ => (None, MAX_BATCH),
-        };
-        if room == 0 {
+/// Writes one batch of the outbox (or of the current dedicated epoch's group).
+fn write_batch_of_outbox(shared: &Shared, slot: &mut MutexGuard<'_, Option<Slot>>) -> Pass {
+    let Some(s) = slot.as_mut().filter(|s| !s.broken) else {
+        return Pass::Blocked;
+    };
+    let (epoch, room) = match shared.config.delivery {
+        DeliveryMode::AtLeastOnce if s.dedicated => (Some(s.epoch), MAX_BATCH),
+        DeliveryMode::AtLeastOnce => (
+            Some(s.epoch),
+            shared.config.commit_every.saturating_sub(s.written),
+        ),
+        _ => (None, MAX_BATCH),
+    };
+    if room == 0 {
+        ask_rotate(shared, s);
+        return Pass::Blocked;
+    }
+    // Bound first: the ledger lock must not be held through the match.
+    let taken = shared
+        .ledger
+        .lock()
+        .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES);
+    let batch = match taken {
+        Batch::Items(batch) => batch,
+        Batch::Empty => return Pass::Drained,
+        Batch::GroupWritten => {
             ask_rotate(shared, s);
             return Pass::Blocked;
         }
-        // Bound first: the ledger lock must not be held through the match.
-        let taken = shared
-            .ledger
-            .lock()
-            .take_batch(epoch, room.min(MAX_BATCH), MAX_BATCH_BYTES);
-        let batch = match taken {
-            Batch::Items(batch) => batch,
-            Batch::Empty => return Pass::Drained,
-            Batch::GroupWritten => {
-                ask_rotate(shared, s);
-                return Pass::Blocked;
-            }
-        };
-        if let Err(e) = write_batch(shared, s, &batch) {
-            debug!("write on epoch {} failed: {e}", s.epoch);
-            s.broken = true;
-            if epoch.is_some() {
-                // Some of the batch may have reached the collector before the call
-                // ended: the epoch's final status decides for all of it (re-sent, or put
-                // on trial with the rest).
-                shared.ledger.lock().written(s.epoch, batch);
-            } else {
-                Counters::add(&shared.counters.retried, batch.len() as u64);
-                shared.ledger.lock().requeue(batch);
-            }
-            let _ = shared.reports.send(Report::WriteFailed { epoch: s.epoch });
-            return Pass::Blocked;
+    };
+    if let Err(e) = write_batch(shared, s, &batch) {
+        debug!("write on epoch {} failed: {e}", s.epoch);
+        s.broken = true;
+        if epoch.is_some() {
+            // Some of the batch may have reached the collector before the call
+            // ended: the epoch's final status decides for all of it (re-sent, or put
+            // on trial with the rest).
+            shared.ledger.lock().written(s.epoch, batch);
+        } else {
+            Counters::add(&shared.counters.retried, batch.len() as u64);
+            shared.ledger.lock().requeue(batch);
         }
-        record_written(shared, s, batch);
+        let _ = shared.reports.send(Report::WriteFailed { epoch: s.epoch });
+        return Pass::Blocked;
     }
+    record_written(shared, s, batch);
+    Pass::Wrote
 }
 
 /// One batch: every payload but the last with the buffer hint, then a flush.
@@ -236,6 +244,7 @@ fn record_written(shared: &Shared, slot: &mut Slot, batch: Vec<Item>) {
                 let mut ledger = shared.ledger.lock();
                 ledger.settle(&batch);
                 Counters::add(&shared.counters.acknowledged, n as u64);
+                Counters::add(&shared.counters.entries_acknowledged, entries_of(&batch));
             }
             shared.ledger_changed.notify_all();
         }
