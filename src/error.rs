@@ -222,6 +222,58 @@ impl DialCause {
             DialCause::Other
         }
     }
+
+    /// The likely fix for a dial to `addr` that failed for this cause with `message`,
+    /// where the cause and the gRPC core's words point to one.
+    pub(crate) fn hint(self, message: &str, addr: &str) -> Option<String> {
+        let m = message.to_ascii_lowercase();
+        let any = |words: &[&str]| words.iter().any(|w| m.contains(w));
+        let hint = match self {
+            // A plaintext HTTP/2 answer read as a TLS record (OpenSSL, BoringSSL).
+            DialCause::Tls
+                if any(&[
+                    "wrong version number",
+                    "wrong_version_number",
+                    "packet length",
+                ]) =>
+            {
+                "the collector may be plaintext: use `.plaintext()`".to_string()
+            }
+            // The core's own check: "Peer name NAME is not in peer certificate".
+            DialCause::Tls if any(&["not in peer certificate"]) => {
+                "set `tls_server_name` to a name in the collector's certificate".to_string()
+            }
+            DialCause::Tls if any(&["certificate verify failed", "certificate_verify_failed"]) => {
+                "give the collector's CA with `tls_ca_file`".to_string()
+            }
+            DialCause::Refused => format!("nothing listens on {addr}: is the collector running?"),
+            DialCause::NameResolution => format!("the host name in {addr} does not resolve"),
+            DialCause::Timeout => format!(
+                "{addr} did not complete a gRPC connection within `connect_timeout`: is it \
+                 the collector's port, or does a firewall drop the packets?"
+            ),
+            _ => return None,
+        };
+        Some(hint)
+    }
+}
+
+/// A message followed by its hint, if any: `message (hint: ...)`.
+pub(crate) struct Hinted<'a> {
+    /// What went wrong.
+    pub(crate) message: &'a str,
+    /// The likely fix.
+    pub(crate) hint: Option<&'a str>,
+}
+
+impl fmt::Display for Hinted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)?;
+        match self.hint {
+            Some(hint) => write!(f, " (hint: {hint})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The most recent error of the connection, in [`Stats::last_error`](crate::Stats::last_error).
@@ -234,13 +286,20 @@ pub struct LastError {
     pub at: SystemTime,
     /// Why, if it was a failed dial.
     pub cause: Option<DialCause>,
+    /// The likely fix, where the cause points to one, e.g. "nothing listens on ADDR: is
+    /// the collector running?". [`Display`](fmt::Display) shows it after the message.
+    pub hint: Option<String>,
     /// When a stream came up after it: `Some` means the error is history.
     pub recovered_at: Option<SystemTime>,
 }
 
 impl fmt::Display for LastError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
+        let hinted = Hinted {
+            message: &self.message,
+            hint: self.hint.as_deref(),
+        };
+        write!(f, "{hinted}")?;
         if self.recovered_at.is_some() {
             f.write_str(" (recovered since)")?;
         }

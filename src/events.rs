@@ -71,6 +71,7 @@ pub trait EventHandler: Send + Sync {
 pub struct DialFailedEvent {
     pub(crate) cause: DialCause,
     pub(crate) message: String,
+    pub(crate) hint: Option<String>,
     pub(crate) retry_in: Duration,
     pub(crate) attempt: u32,
 }
@@ -84,6 +85,12 @@ impl DialFailedEvent {
     /// The failure in the gRPC core's words (also in [`Stats::last_error`](crate::Stats::last_error)).
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The likely fix, where the cause points to one, e.g. "nothing listens on ADDR: is
+    /// the collector running?" (also in [`LastError::hint`](crate::LastError::hint)).
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
     }
 
     /// How long until the next attempt.

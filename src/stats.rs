@@ -333,11 +333,17 @@ impl Counters {
         }
     }
 
-    pub(crate) fn set_last_error(&self, error: &dyn std::fmt::Display, cause: Option<DialCause>) {
+    pub(crate) fn set_last_error(
+        &self,
+        error: &dyn std::fmt::Display,
+        cause: Option<DialCause>,
+        hint: Option<String>,
+    ) {
         *self.last_error.lock() = Some(LastError {
             message: error.to_string(),
             at: SystemTime::now(),
             cause,
+            hint,
             recovered_at: None,
         });
     }

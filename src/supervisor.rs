@@ -42,7 +42,7 @@ use crate::call::{Slot, SUBMIT_STREAM};
 use crate::clock::after;
 use crate::command::{Command, Report};
 use crate::config::{Compression, DeliveryMode, Transport};
-use crate::error::{classify, DialCause, Error, Retry};
+use crate::error::{classify, DialCause, Error, Hinted, Retry};
 use crate::events::DialFailedEvent;
 use crate::ledger::{entries_of, Verdict};
 use crate::shared::Shared;
@@ -262,14 +262,23 @@ impl Supervisor {
         }
     }
 
-    /// Records a failed attempt to connect, schedules the next and reports both.
+    /// Records a failed attempt to connect, schedules the next and reports both: one
+    /// `warn` line (in `schedule_retry`), `last_error` and the event, each with the hint.
     fn dial_failed(&mut self, cause: DialCause, message: String) {
         self.failed_dials = self.failed_dials.saturating_add(1);
-        self.shared.counters.set_last_error(&message, Some(cause));
-        let retry_in = self.schedule_retry(Retry::Backoff, &message);
+        let hint = cause.hint(&message, &self.shared.config.addr);
+        self.shared
+            .counters
+            .set_last_error(&message, Some(cause), hint.clone());
+        let hinted = Hinted {
+            message: &message,
+            hint: hint.as_deref(),
+        };
+        let retry_in = self.schedule_retry(Retry::Backoff, &hinted);
         let event = DialFailedEvent {
             cause,
             message,
+            hint,
             retry_in,
             attempt: self.failed_dials,
         };
@@ -600,7 +609,7 @@ impl Supervisor {
         let code = status.code();
         let retry = classify(code);
         let err = Error::Rpc(err);
-        shared.counters.set_last_error(&err, None);
+        shared.counters.set_last_error(&err, None, None);
         Counters::add(&shared.counters.epochs_failed, 1);
         let old_slot = if was_current {
             let slot = self.drop_current();

@@ -68,8 +68,9 @@ fn silent_peer() -> String {
 }
 
 /// Starts a sender with `config`'s builder and the dial recorder; waits for two failed
-/// dials and checks that both carry `cause`, a delay, and consecutive attempt numbers.
-fn assert_dials_fail_with(builder: ConfigBuilder, cause: DialCause) -> LogSender {
+/// dials and checks that both carry `cause`, a hint containing `hint`, a delay, and
+/// consecutive attempt numbers, and that `last_error` has the same cause and hint.
+fn assert_dials_fail_with(builder: ConfigBuilder, cause: DialCause, hint: &str) -> LogSender {
     let dials = Arc::new(Dials::default());
     let sender = LogSender::new(builder.event_handler(dials.clone()).build().unwrap()).unwrap();
     assert!(
@@ -83,9 +84,15 @@ fn assert_dials_fail_with(builder: ConfigBuilder, cause: DialCause) -> LogSender
         assert_eq!(event.attempt() as usize, i + 1, "{seen:?}");
         assert!(event.retry_in() > Duration::ZERO, "{event:?}");
         assert!(!event.message().is_empty());
+        assert!(event.hint().is_some_and(|h| h.contains(hint)), "{event:?}");
     }
     let last = sender.stats().last_error.expect("last_error");
     assert_eq!(last.cause, Some(cause), "{last:?}");
+    assert!(
+        last.hint.as_deref().is_some_and(|h| h.contains(hint)),
+        "{last:?}"
+    );
+    assert!(last.to_string().contains(hint), "{last}");
     assert!(last.at <= SystemTime::now() && last.recovered_at.is_none());
     match sender.wait_connected(Duration::from_millis(100)) {
         Err(Error::NotConnected {
@@ -102,7 +109,11 @@ fn assert_dials_fail_with(builder: ConfigBuilder, cause: DialCause) -> LogSender
 fn tls_against_a_plaintext_collector_is_named_a_tls_failure() {
     watch_panics();
     let sink = Sink::start();
-    let sender = assert_dials_fail_with(builder(&sink.addr()), DialCause::Tls);
+    let sender = assert_dials_fail_with(
+        builder(&sink.addr()),
+        DialCause::Tls,
+        "the collector may be plaintext: use `.plaintext()`",
+    );
     let message = sender
         .stats()
         .last_error
@@ -123,6 +134,7 @@ fn a_refused_port_is_named_refused_and_recovery_is_marked() {
     let sender = assert_dials_fail_with(
         builder(&format!("127.0.0.1:{port}")).plaintext(),
         DialCause::Refused,
+        &format!("nothing listens on 127.0.0.1:{port}: is the collector running?"),
     );
     let sink = Sink::start_with(port, Ending::OkNoMessage, None);
     sender
@@ -145,14 +157,23 @@ fn an_unresolvable_name_is_named_a_resolution_failure() {
     // The resolver asks the loopback DNS server given in the target's authority.
     let dns = nxdomain_server();
     let addr = format!("dns://127.0.0.1:{dns}/collector.invalid:50051");
-    let sender = assert_dials_fail_with(builder(&addr).plaintext(), DialCause::NameResolution);
+    let sender = assert_dials_fail_with(
+        builder(&addr).plaintext(),
+        DialCause::NameResolution,
+        &format!("the host name in {addr} does not resolve"),
+    );
     sender.close();
 }
 
 #[test]
 fn a_peer_that_never_answers_is_named_a_timeout() {
     watch_panics();
-    let sender = assert_dials_fail_with(builder(&silent_peer()).plaintext(), DialCause::Timeout);
+    let addr = silent_peer();
+    let sender = assert_dials_fail_with(
+        builder(&addr).plaintext(),
+        DialCause::Timeout,
+        &format!("{addr} did not complete a gRPC connection within `connect_timeout`"),
+    );
     sender.close();
 }
 

@@ -4,10 +4,14 @@
 mod support;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logsender::{Config, ConnectionState, Error, LogSender};
-use support::helpers::wait_connected;
+use logsender::{
+    Config, ConfigBuilder, ConnectionState, DialCause, DialFailedEvent, Error, EventHandler,
+    LogSender,
+};
+use support::helpers::{wait_connected, wait_until};
 use support::sink::{Sink, TlsServer};
 use support::{fast_config, id_of, payload, queue, sender_with_pool};
 
@@ -39,6 +43,45 @@ fn tls_sink(mutual: bool) -> Sink {
         key: read("server-key.pem"),
         client_ca: mutual.then(|| read("ca.pem")),
     })
+}
+
+#[derive(Default)]
+struct Dials(Mutex<Vec<DialFailedEvent>>);
+
+impl EventHandler for Dials {
+    fn on_dial_failed(&self, event: &DialFailedEvent) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
+/// Starts a sender with `builder`, waits for a failed dial and checks that it and
+/// `last_error` name a TLS failure with a hint containing `hint`.
+fn assert_tls_dial_fails_with_hint(builder: ConfigBuilder, hint: &str) {
+    let dials = Arc::new(Dials::default());
+    let sender = LogSender::new(builder.event_handler(dials.clone()).build().unwrap()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !dials
+            .0
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "no failed dial: {:?}",
+        sender.stats()
+    );
+    let event = dials.0.lock().unwrap()[0].clone();
+    assert_eq!(event.cause(), DialCause::Tls, "{event:?}");
+    assert!(event.hint().is_some_and(|h| h.contains(hint)), "{event:?}");
+    let last = sender
+        .stats()
+        .last_error
+        .expect("a connection error is recorded");
+    assert_eq!(last.cause, Some(DialCause::Tls), "{last:?}");
+    assert!(
+        last.hint.as_deref().is_some_and(|h| h.contains(hint)),
+        "{last:?}"
+    );
+    assert!(last.to_string().contains(hint), "{last}");
+    assert!(sender.close().undelivered.is_empty());
 }
 
 fn ship_and_check(sink: &Sink, config: Config) {
@@ -156,4 +199,26 @@ fn missing_and_malformed_tls_files_are_typed_errors() {
             .build(),
         Err(Error::InvalidConfig { .. })
     ));
+}
+
+#[test]
+fn a_server_name_not_in_the_certificate_says_to_set_tls_server_name() {
+    let sink = tls_sink(false);
+    // server.pem is for `localhost` and 127.0.0.1 only.
+    let builder = tls_config(&sink.addr())
+        .tls_ca_file(tls_file("ca.pem"))
+        .tls_server_name("collector.example");
+    assert_tls_dial_fails_with_hint(
+        builder,
+        "set `tls_server_name` to a name in the collector's certificate",
+    );
+    assert_eq!(sink.count(), 0);
+}
+
+#[test]
+fn the_wrong_ca_says_to_give_the_collectors_ca() {
+    let sink = tls_sink(false);
+    let builder = tls_config(&sink.addr()).tls_ca_file(tls_file("other-ca.pem"));
+    assert_tls_dial_fails_with_hint(builder, "give the collector's CA with `tls_ca_file`");
+    assert_eq!(sink.count(), 0);
 }
