@@ -24,19 +24,11 @@ use crate::stats::{ConnectionState, Counters, Report, Stats};
 use crate::supervisor::Supervisor;
 use crate::{intake, write};
 
-/// Sends the gRPC core's own diagnostics to `log` (and so nowhere without a logger),
-/// never to stderr: a library does not print. grpcio's `redirect_log` restores the
-/// core's stderr printer when logging is off, so it is called with the level raised
-/// for that instant (the messages then reach `log`, which drops them while it is off).
+/// Sends the gRPC core's own diagnostics to `log` under the target `logsender::grpc`
+/// (and so nowhere without a logger), never to stderr: a library does not print. See
+/// `grpc_log` for the levels.
 fn route_grpc_core_logs() {
-    let level = log::max_level();
-    if level == log::LevelFilter::Off {
-        log::set_max_level(log::LevelFilter::Error);
-        grpcio::redirect_log();
-        log::set_max_level(level);
-    } else {
-        grpcio::redirect_log();
-    }
+    crate::grpc_log::install();
 }
 
 /// Ships `LogPayload`s to a GoSight-compatible collector over one long-lived gRPC

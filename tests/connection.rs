@@ -258,3 +258,141 @@ fn the_grpc_core_never_writes_to_stderr() {
     );
     assert!(stderr.is_empty(), "the child wrote to stderr:\n{stderr}");
 }
+
+/// One record seen by [`Capture`]: target, level, file, message.
+type Seen = (String, log::Level, Option<String>, String);
+
+/// A logger that keeps every record, at every level.
+struct Capture(Mutex<Vec<Seen>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push((
+            record.target().to_string(),
+            record.level(),
+            record.file().map(str::to_string),
+            record.args().to_string(),
+        ));
+    }
+
+    fn flush(&self) {}
+}
+
+/// What the logging child prints on stdout when its checks passed.
+const LOG_CHILD_DONE: &str = "child: the core logs under logsender::grpc";
+
+/// Run as a child process by `the_grpc_core_logs_under_its_own_target_below_info` (and
+/// skipped otherwise): with a logger capturing everything at `trace`, provokes a TLS
+/// mismatch, a refused port and a resolution failure, then checks the records.
+#[test]
+fn child_logs_dial_failures_at_trace() {
+    if std::env::var_os("LOGSENDER_LOG_CHILD").is_none() {
+        return;
+    }
+    let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+    log::set_logger(capture).expect("the only logger");
+    log::set_max_level(log::LevelFilter::Trace);
+    // The senders come first, so every record of the core reaches the logger.
+    let sink_port = free_port();
+    let dns = nxdomain_server();
+    let dials = Arc::new(Dials::default());
+    let senders: Vec<LogSender> = [
+        builder(&format!("127.0.0.1:{sink_port}")),
+        builder(&format!("127.0.0.1:{}", free_port())).plaintext(),
+        builder(&format!("dns://127.0.0.1:{dns}/collector.invalid:50051")).plaintext(),
+    ]
+    .into_iter()
+    .map(|b| LogSender::new(b.event_handler(dials.clone()).build().unwrap()).unwrap())
+    .collect();
+    let _sink = Sink::start_with(sink_port, Ending::OkNoMessage, None);
+    let each_twice = || {
+        let seen = dials.0.lock().unwrap();
+        [
+            DialCause::Tls,
+            DialCause::Refused,
+            DialCause::NameResolution,
+        ]
+        .iter()
+        .all(|c| seen.iter().filter(|e| e.cause() == *c).count() >= 2)
+    };
+    assert!(
+        wait_until(WAIT, each_twice),
+        "{:?}",
+        dials.0.lock().unwrap()
+    );
+    // Joined: no dial fails (and no line is logged) past this point.
+    for sender in senders {
+        sender.close();
+    }
+    let records = capture.0.lock().unwrap().clone();
+    // The core's records are the ones logged from its C/C++ sources.
+    let from_core = |file: &Option<String>| {
+        file.as_deref()
+            .is_some_and(|f| [".cc", ".c", ".h"].iter().any(|e| f.ends_with(e)))
+    };
+    let core: Vec<&Seen> = records.iter().filter(|r| from_core(&r.2)).collect();
+    assert!(
+        !core.is_empty(),
+        "no record from the gRPC core: {records:#?}"
+    );
+    for r in &core {
+        assert_eq!(r.0, "logsender::grpc", "{r:?}");
+        assert!(r.1 >= log::Level::Debug, "a core record above debug: {r:?}");
+    }
+    assert!(
+        records
+            .iter()
+            .all(|r| r.0 != "logsender::grpc" || from_core(&r.2)),
+        "only the core logs under logsender::grpc"
+    );
+    // logsender's own warn lines: one per failed dial, each with its hint (the three
+    // senders' lines and events may interleave differently: compare them sorted).
+    let warns: Vec<&Seen> = records
+        .iter()
+        .filter(|r| r.0.starts_with("logsender") && r.1 <= log::Level::Warn)
+        .collect();
+    let mut warned: Vec<String> = warns
+        .iter()
+        .map(|r| {
+            assert_eq!(r.1, log::Level::Warn, "{r:?}");
+            let (line, _) = r.3.rsplit_once("; next attempt in").expect("a retry line");
+            let (_, hint) = line.split_once(" (hint: ").expect("a hint");
+            hint.strip_suffix(')').expect("a hint").to_string()
+        })
+        .collect();
+    let dials = dials.0.lock().unwrap();
+    let mut hinted: Vec<String> = dials
+        .iter()
+        .map(|d| d.hint().expect("a hint").to_string())
+        .collect();
+    warned.sort();
+    hinted.sort();
+    assert_eq!(warned, hinted, "{warns:#?}\n{dials:#?}");
+    println!("{LOG_CHILD_DONE}: {} core records", core.len());
+}
+
+#[test]
+fn the_grpc_core_logs_under_its_own_target_below_info() {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args([
+            "--exact",
+            "child_logs_dial_failures_at_trace",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LOGSENDER_LOG_CHILD", "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(LOG_CHILD_DONE),
+        "the child did not run its checks:\n{stdout}"
+    );
+}
