@@ -231,7 +231,7 @@ fn realistic_payload(seq: usize) -> LogPayload {
         "kernel: TCP: request_sock_TCP: Possible SYN flooding on port 443. Sending cookies.",
         "payment-service: retrying charge for order 7731 (attempt 2/5) after timeout",
     ];
-    const LEVELS: [&str; 4] = ["info", "info", "warn", "error"];
+    const LEVELS: [Level; 4] = [Level::Info, Level::Info, Level::Warning, Level::Error];
     let entries = 3 + seq % 8;
     let logs = (0..entries)
         .map(|i| {
@@ -243,7 +243,7 @@ fn realistic_payload(seq: usize) -> LogPayload {
             tags.insert("team".to_string(), "payments".to_string());
             LogEntry {
                 timestamp: Some(SystemTime::now()),
-                level: LEVELS[k % LEVELS.len()].into(),
+                level: LEVELS[k % LEVELS.len()].as_str().into(),
                 message: MESSAGES[k % MESSAGES.len()].into(),
                 source: "journald".into(),
                 category: "system".into(),
