@@ -1,7 +1,8 @@
 //! The logsender demo: starts an embedded GoSight-compatible sink on 127.0.0.1, ships a
 //! few thousand realistic log payloads through a worker pool from plain producer
-//! threads, and tens of thousands of single entries through an `EntrySender`, stops and
-//! restarts the sink once midway, and prints what was sent, received and retried.
+//! threads, tens of thousands of single entries through an `EntrySender`, and its own
+//! `log::info!` lines through the `log` bridge, stops and restarts the sink once
+//! midway, and prints what was sent, received and retried.
 //!
 //! Run it with `scripts/demo.sh` (or `cargo run --release --example demo`).
 //! Optional arguments: `--payloads N` (default 4000), `--entries N` (default 20000),
@@ -18,7 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use logsender::{
-    crossbeam_channel, Batching, Config, Level, LogEntry, LogMeta, LogPayload, LogSender, Meta,
+    crossbeam_channel, Batching, Config, Level, LogBridge, LogEntry, LogMeta, LogPayload,
+    LogSender, Meta,
 };
 use sink::{Ending, Sink};
 
@@ -27,6 +29,10 @@ const PRODUCERS: usize = 4;
 const LOGGERS: usize = 2;
 /// The prefix of the entry-level lines, to find them at the sink.
 const APP_LINE: &str = "app line ";
+/// The prefix of the demo's own `log` lines, shipped by the bridge.
+const DEMO_LINE: &str = "demo: ";
+/// The agent id of the bridge's payloads.
+const BRIDGE_AGENT: &str = "agent-7f3a-log";
 
 fn main() -> ExitCode {
     let mut payloads = 4000usize;
@@ -59,7 +65,14 @@ fn main() -> ExitCode {
         .commit_interval(Duration::from_millis(200))
         .build()
         .expect("valid config");
-    let sender = LogSender::new(config).expect("start sender");
+    // The demo's own `log::info!` lines go to the collector too, through the bridge,
+    // which owns the sender from here on.
+    let guard = LogBridge::new(Batching::new(LogPayload::from_host(BRIDGE_AGENT)))
+        .filter("info")
+        .install(LogSender::new(config).expect("start sender"))
+        .expect("install the log bridge");
+    let sender = guard.sender();
+    log::info!("{DEMO_LINE}started, {payloads} payloads and {entries} entries to ship");
     let (tx, rx) = crossbeam_channel::bounded::<LogPayload>(512);
     sender
         .start_worker_pool(rx, workers)
@@ -90,6 +103,7 @@ fn main() -> ExitCode {
                         thread::sleep(Duration::from_millis(2));
                     }
                 }
+                log::info!(thread = t; "{DEMO_LINE}entry thread {t} done");
             })
         })
         .collect();
@@ -113,6 +127,7 @@ fn main() -> ExitCode {
                         thread::sleep(Duration::from_millis(2));
                     }
                 }
+                log::info!(producer = p; "{DEMO_LINE}producer {p} done");
             })
         })
         .collect();
@@ -123,6 +138,7 @@ fn main() -> ExitCode {
         thread::sleep(Duration::from_millis(5));
     }
     let before = sink.count();
+    log::info!("{DEMO_LINE}stopping the sink after {before} payloads");
     sink.stop();
     println!(
         "sink      stopped after receiving {before} payloads ({} produced so far)",
@@ -138,6 +154,7 @@ fn main() -> ExitCode {
         s.queue_depth
     );
     sink.restart();
+    log::info!("{DEMO_LINE}sink restarted");
     println!("sink      restarted on {}", sink.addr());
 
     for p in producers.into_iter().chain(loggers) {
@@ -147,12 +164,23 @@ fn main() -> ExitCode {
     let left = flushed.outstanding + flushed.entries_outstanding;
     let elapsed = started.elapsed();
     let stats = sender.stats();
-    let undelivered = sender.close().undelivered;
+    let undelivered = guard.shutdown(Duration::from_secs(10)).undelivered;
 
-    let (received, from_entries): (Vec<LogPayload>, Vec<LogPayload>) = sink
+    let (bridged, received): (Vec<LogPayload>, Vec<LogPayload>) = sink
         .received()
         .into_iter()
+        .partition(|p| p.agent_id == BRIDGE_AGENT);
+    let (received, from_entries): (Vec<LogPayload>, Vec<LogPayload>) = received
+        .into_iter()
         .partition(|p| p.host_id.starts_with("seq-"));
+    let demo_lines: HashSet<&str> = bridged
+        .iter()
+        .flat_map(|p| p.logs.iter().map(|e| e.message.as_str()))
+        .filter(|m| m.starts_with(DEMO_LINE))
+        .collect();
+    // started, stopping, restarted, and one per thread.
+    let demo_expected = 3 + PRODUCERS + LOGGERS;
+    let demo_missing = demo_expected.saturating_sub(demo_lines.len());
     let lines: HashSet<&str> = from_entries
         .iter()
         .flat_map(|p| p.logs.iter().map(|e| e.message.as_str()))
@@ -190,6 +218,10 @@ fn main() -> ExitCode {
         from_entries.len()
     );
     println!(
+        "bridge    {} of the demo's own {demo_expected} log::info! lines arrived; {demo_missing} missing",
+        demo_lines.len()
+    );
+    println!(
         "delivery  acknowledged {}, retried {} (of which re-sent after a fault {}), dropped {}, dead-lettered {}",
         stats.acknowledged, stats.retried, stats.resent_after_fault, stats.dropped(), stats.dead_lettered
     );
@@ -208,12 +240,14 @@ fn main() -> ExitCode {
         undelivered.len()
     );
 
-    if missing == 0 && entries_missing == 0 && undelivered.is_empty() {
-        println!("\nOK: every payload and every entry reached the sink at least once.");
+    if missing == 0 && entries_missing == 0 && demo_missing == 0 && undelivered.is_empty() {
+        println!(
+            "\nOK: every payload, every entry and every log line reached the sink at least once."
+        );
         ExitCode::SUCCESS
     } else {
         println!(
-            "\nFAILED: {missing} payloads and {entries_missing} entries missing, {} undelivered.",
+            "\nFAILED: {missing} payloads, {entries_missing} entries and {demo_missing} log lines missing, {} undelivered.",
             undelivered.len()
         );
         ExitCode::FAILURE

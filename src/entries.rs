@@ -327,21 +327,43 @@ impl EntrySender {
     /// [`LogError::Closed`] once the sender shuts down, [`LogError::TooLarge`] for an
     /// entry no payload can carry. The entry is handed back either way.
     pub fn log(&self, entry: LogEntry) -> Result<(), LogError> {
+        self.log_waiting(entry, None)
+    }
+
+    /// Queues an entry for the next batch, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Full`] when no room was made in time, [`LogError::Closed`] once the
+    /// sender shuts down, [`LogError::TooLarge`] for an entry no payload can carry. The
+    /// entry is handed back.
+    pub fn log_timeout(&self, entry: LogEntry, timeout: Duration) -> Result<(), LogError> {
+        self.log_waiting(entry, Some(timeout))
+    }
+
+    /// `log` with an optional bound on the wait for room.
+    fn log_waiting(&self, entry: LogEntry, timeout: Option<Duration>) -> Result<(), LogError> {
         let (entry, len) = self.check(entry)?;
         let entry = match self.attempt(entry, len, Wait::No) {
             Err(LogError::Full(entry)) => *entry,
             done => return done,
         };
         let began = Instant::now();
-        let entry = match self.attempt(entry, len, Wait::For(BACKPRESSURE_AFTER)) {
+        let first = timeout.map_or(BACKPRESSURE_AFTER, |t| t.min(BACKPRESSURE_AFTER));
+        let entry = match self.attempt(entry, len, Wait::For(first)) {
             Err(LogError::Full(entry)) => *entry,
             done => return done,
+        };
+        let rest = match timeout {
+            None => Wait::Forever,
+            Some(t) if t <= first => return Err(LogError::Full(Box::new(entry))),
+            Some(t) => Wait::For(t.saturating_sub(first)),
         };
         // Still no room after a while: backpressure. The handler hears of it here,
         // between two attempts, so that it never runs while the batcher waits for this
         // producer to leave the channel (at shutdown).
         let _waiting = self.inner.shared.start_waiting(began);
-        self.attempt(entry, len, Wait::Forever)
+        self.attempt(entry, len, rest)
     }
 
     /// Queues an entry for the next batch if there is room now; never waits.
@@ -386,6 +408,11 @@ impl EntrySender {
             // Only `flush` sends markers.
             (Msg::Flush(_), _) => Ok(()),
         }
+    }
+
+    /// The state of the sender this handle feeds.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     /// Rejects an entry that no payload can carry; returns how many bytes it adds to

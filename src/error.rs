@@ -73,6 +73,9 @@ pub enum Error {
     Closed,
     /// An OS thread could not be spawned.
     Spawn(std::io::Error),
+    /// [`LogBridge::install`](crate::LogBridge::install): the program has a `log`
+    /// logger already (a process has one).
+    LoggerInstalled,
 }
 
 impl Error {
@@ -153,6 +156,7 @@ impl fmt::Display for Error {
             Error::Decode(e) => write!(f, "cannot decode LogPayload: {e}"),
             Error::Closed => f.write_str("the sender is closed"),
             Error::Spawn(e) => write!(f, "cannot spawn a thread: {e}"),
+            Error::LoggerInstalled => f.write_str("a `log` logger is installed already"),
         }
     }
 }

@@ -64,6 +64,25 @@ pub trait EventHandler: Send + Sync {
     fn on_backpressure(&self, event: BackpressureEvent) {
         let _ = event;
     }
+
+    /// The [`log` bridge](crate::LogBridge) (or the `tracing` layer) dropped records
+    /// rather than block the program. Called at most once a second, from the thread
+    /// whose record was dropped, with the count since the previous call (and once more
+    /// at shutdown for the rest).
+    fn on_records_dropped(&self, event: RecordsDroppedEvent) {
+        let _ = event;
+    }
+}
+
+/// Records the `log` bridge or the `tracing` layer dropped, reported to
+/// [`EventHandler::on_records_dropped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordsDroppedEvent {
+    /// Dropped since the previous event.
+    pub dropped: u64,
+    /// Dropped since the sender was created ([`Stats::records_dropped`](crate::Stats::records_dropped)).
+    pub total: u64,
 }
 
 /// A failed dial, reported to [`EventHandler::on_dial_failed`].

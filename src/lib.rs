@@ -85,6 +85,7 @@
 // The modules' imports form a chain, from the leaves (clock, error, model, ...) through
 // ledger, call, shared, write and intake up to supervisor and sender; ARCHITECTURE.md
 // draws it, and `scripts/imports.sh` fails on any import cycle.
+mod bridge;
 mod call;
 mod clock;
 mod command;
@@ -109,6 +110,7 @@ mod supervisor;
 pub mod wire;
 mod write;
 
+pub use bridge::{BridgeGuard, BridgeLogger, LogBridge};
 pub use call::SUBMIT_STREAM_PATH;
 pub use config::{Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy};
 /// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
@@ -118,6 +120,7 @@ pub use entries::{Batching, EntrySender, LogError};
 pub use error::{classify, DialCause, Error, LastError, Retry, RpcStatus, RpcStatusCode};
 pub use events::{
     BackpressureEvent, DeadLetterEvent, DialFailedEvent, DropReason, DroppedEvent, EventHandler,
+    RecordsDroppedEvent,
 };
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
 pub use sender::{LogSender, Shutdown};

@@ -538,6 +538,11 @@ impl LogSender {
         self.shutdown(timeout)
     }
 
+    /// The configured `close_timeout`.
+    pub(crate) fn close_timeout_setting(&self) -> Duration {
+        self.shared.config.close_timeout
+    }
+
     /// [`shutdown`](LogSender::shutdown), consuming the sender.
     pub fn close_timeout(self, timeout: Duration) -> Shutdown {
         self.shutdown(timeout)

@@ -83,6 +83,10 @@ pub struct Stats {
     pub entries_dropped: u64,
     /// Entries in the payloads dead-lettered.
     pub entries_dead_lettered: u64,
+    /// Records the [`log` bridge](crate::LogBridge) (or the `tracing` layer) did not
+    /// take: the entry channel was full (it never blocks by default), the sender was
+    /// closed, or the record was too large for a payload.
+    pub records_dropped: u64,
 }
 
 impl Stats {
@@ -142,6 +146,9 @@ pub struct Report {
     /// Entries in the payloads handed back (in a `flush` report: an upper bound for the
     /// entries a concurrent `shutdown` handed back before they reached a payload).
     pub entries_handed_back: u64,
+    /// Records the [`log` bridge](crate::LogBridge) (or the `tracing` layer) dropped
+    /// instead of blocking the program (see [`Stats::records_dropped`]).
+    pub records_dropped: u64,
     /// The window the counts cover.
     pub covers: Covers,
 }
@@ -171,6 +178,7 @@ impl Report {
             && self.entries_dropped == 0
             && self.entries_dead_lettered == 0
             && self.entries_handed_back == 0
+            && self.records_dropped == 0
     }
 }
 
@@ -183,6 +191,7 @@ struct Settled {
     entries_acknowledged: u64,
     entries_dropped: u64,
     entries_dead_lettered: u64,
+    records_dropped: u64,
 }
 
 impl Settled {
@@ -198,6 +207,7 @@ impl Settled {
             entries_dead_lettered: self
                 .entries_dead_lettered
                 .saturating_sub(before.entries_dead_lettered),
+            records_dropped: self.records_dropped.saturating_sub(before.records_dropped),
         }
     }
 
@@ -209,6 +219,7 @@ impl Settled {
             entries_acknowledged: self.entries_acknowledged,
             entries_dropped: self.entries_dropped,
             entries_dead_lettered: self.entries_dead_lettered,
+            records_dropped: self.records_dropped,
             covers,
             ..Report::default()
         }
@@ -236,6 +247,7 @@ pub(crate) struct Counters {
     pub(crate) entries_acknowledged: AtomicU64,
     pub(crate) entries_dropped: AtomicU64,
     pub(crate) entries_dead_lettered: AtomicU64,
+    pub(crate) records_dropped: AtomicU64,
     state: AtomicU8,
     /// Guards nothing but the state's condvar: `set_state` notifies under it.
     state_lock: Mutex<()>,
@@ -401,6 +413,7 @@ impl Counters {
             entries_acknowledged: self.entries_acknowledged.load(Relaxed),
             entries_dropped: self.entries_dropped.load(Relaxed),
             entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
+            records_dropped: self.records_dropped.load(Relaxed),
         }
     }
 
@@ -448,6 +461,7 @@ impl Counters {
             entries_acknowledged: self.entries_acknowledged.load(Relaxed),
             entries_dropped: self.entries_dropped.load(Relaxed),
             entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
+            records_dropped: self.records_dropped.load(Relaxed),
         }
     }
 }

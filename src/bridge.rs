@@ -1,0 +1,460 @@
+//! The `log` bridge: a [`log::Log`] that turns the program's `log` records (its own
+//! and its dependencies') into [`LogEntry`]s on an [`EntrySender`], installed with one
+//! call that returns a guard.
+//!
+//! A record becomes an entry with its level, its message, its target as `source`, and
+//! as fields its module path (`module`), file (`file`) and line (`line`) and its
+//! structured key-values (`log`'s `kv`; a key-value named like one of those replaces
+//! it). The bridge never blocks the program by default: with the entry channel full it
+//! drops the record and counts it ([`Stats::records_dropped`](crate::Stats::records_dropped),
+//! [`Report::records_dropped`](crate::Report::records_dropped), and at most once a
+//! second [`EventHandler::on_records_dropped`](crate::EventHandler::on_records_dropped)).
+//! logsender's own records (targets `logsender…`, which include the gRPC core's
+//! `logsender::grpc`, and `grpcio…`) never reach the collector through it, and nothing
+//! logged while the bridge ships a record (on the same thread) does either: no loop.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+use crate::entries::{Batching, EntrySender};
+use crate::error::{invalid_config, Error};
+use crate::events::{DropReason, RecordsDroppedEvent};
+use crate::model::LogEntry;
+use crate::sender::{LogSender, Shutdown};
+use crate::stats::Counters;
+
+/// Drop events are reported at most this often.
+const EVENT_EVERY: Duration = Duration::from_secs(1);
+
+/// A `log` bridge, to be [`install`](LogBridge::install)ed as the program's logger.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use logsender::{Batching, Config, LogBridge, LogPayload, LogSender};
+///
+/// // Nothing listens on this loopback port.
+/// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+/// let sender = LogSender::new(Config::builder(format!("127.0.0.1:{port}")).plaintext().build()?)?;
+/// let guard = LogBridge::new(Batching::new(LogPayload::from_host("agent-1")))
+///     .filter("info,my_noisy_dependency=warn")
+///     .install(sender)?;
+/// log::info!(user = "ada"; "signed in");
+/// // No collector: the line comes back, in a payload of one entry.
+/// let done = guard.shutdown(Duration::from_millis(300));
+/// assert_eq!(done.undelivered[0].logs[0].message, "signed in");
+/// assert_eq!(done.undelivered[0].logs[0].fields["user"], "ada");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub struct LogBridge {
+    batching: Batching,
+    filter: String,
+    block: Option<Duration>,
+    tee: Option<(Box<dyn Log>, LevelFilter)>,
+}
+
+impl std::fmt::Debug for LogBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogBridge")
+            .field("filter", &self.filter)
+            .field("block", &self.block)
+            .field("tee", &self.tee.as_ref().map(|(_, level)| level))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogBridge {
+    /// A bridge whose records are batched into payloads as `batching` says, at level
+    /// `info` and above.
+    pub fn new(batching: Batching) -> LogBridge {
+        LogBridge {
+            batching,
+            filter: "info".into(),
+            block: None,
+            tee: None,
+        }
+    }
+
+    /// Which records to ship, in `RUST_LOG`'s syntax: `warn`, `info,my_crate=debug`,
+    /// `my_crate::db=trace` (directives without a regex). Checked by `install`.
+    pub fn filter(mut self, spec: impl Into<String>) -> Self {
+        self.filter = spec.into();
+        self
+    }
+
+    /// [`filter`](LogBridge::filter) from the environment variable `var` (such as
+    /// `RUST_LOG`), if it is set; the filter stays as it was otherwise.
+    pub fn filter_from_env(self, var: &str) -> Self {
+        match std::env::var(var) {
+            Ok(spec) => self.filter(spec),
+            Err(_) => self,
+        }
+    }
+
+    /// Blocks the logging thread for at most `timeout` while the entry channel is full,
+    /// then drops the record (by default it is dropped at once: the bridge never makes
+    /// the program wait).
+    pub fn block_for(mut self, timeout: Duration) -> Self {
+        self.block = Some(timeout);
+        self
+    }
+
+    /// Also hands every record at `level` or above to `logger` (its own filter
+    /// applies too), so the program keeps its terminal or journal output. logsender's
+    /// own records go there as well.
+    pub fn tee(mut self, logger: impl Log + 'static, level: LevelFilter) -> Self {
+        self.tee = Some((Box::new(logger), level));
+        self
+    }
+
+    /// Builds the bridge's logger on an entry handle of `sender`, without installing
+    /// it (to compose it with another logger, or to install it yourself).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a filter that does not parse or a `batching` that
+    /// makes no sense, [`Error::Closed`] once the sender shuts down.
+    pub fn logger(self, sender: &LogSender) -> Result<BridgeLogger, Error> {
+        let mut builder = env_filter::Builder::new();
+        builder.filter_level(LevelFilter::Off);
+        if builder.try_parse(&self.filter).is_err() {
+            return invalid_config("filter", "not a RUST_LOG-style filter");
+        }
+        let filter = builder.build();
+        let entries = sender.entry_sender(self.batching)?;
+        let max_level = self
+            .tee
+            .as_ref()
+            .map_or(filter.filter(), |(_, level)| filter.filter().max(*level));
+        Ok(BridgeLogger {
+            inner: Arc::new(Inner {
+                shipper: Shipper::new(entries, self.block),
+                filter,
+                tee: self.tee,
+                max_level,
+            }),
+        })
+    }
+
+    /// Installs the bridge as the program's `log` logger (and sets `log`'s maximum
+    /// level from the filter and the tee), on an entry handle of `sender`, which the
+    /// guard then owns. Dropping the guard shuts the sender down (for its
+    /// `close_timeout`), delivering what it can; what it could not is logged to the tee
+    /// and reported to the event handler as [`DropReason::SenderDropped`]. Call
+    /// [`BridgeGuard::shutdown`] to get it back instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`logger`](LogBridge::logger), and [`Error::LoggerInstalled`] when the
+    /// program has a logger already (the sender is then shut down).
+    pub fn install(self, sender: LogSender) -> Result<BridgeGuard, Error> {
+        let logger = self.logger(&sender)?;
+        let max_level = logger.inner.max_level;
+        if log::set_boxed_logger(Box::new(logger.clone())).is_err() {
+            return Err(Error::LoggerInstalled);
+        }
+        log::set_max_level(max_level);
+        Ok(BridgeGuard {
+            sender: Some(sender),
+            logger,
+        })
+    }
+}
+
+/// The bridge's `log::Log`: ships records as entries (see [`LogBridge`]). Cloning it
+/// gives another handle to the same bridge.
+#[derive(Clone)]
+pub struct BridgeLogger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shipper: Shipper,
+    filter: env_filter::Filter,
+    tee: Option<(Box<dyn Log>, LevelFilter)>,
+    max_level: LevelFilter,
+}
+
+impl std::fmt::Debug for BridgeLogger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeLogger")
+            .field("filter", &self.inner.filter)
+            .field("max_level", &self.inner.max_level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BridgeLogger {
+    /// Whether records like this one go to the collector.
+    fn ships(&self, metadata: &Metadata<'_>) -> bool {
+        !is_ours(metadata.target()) && self.inner.filter.enabled(metadata)
+    }
+
+    /// The most verbose level the bridge or its tee wants (what `install` sets as
+    /// `log`'s maximum level).
+    pub fn max_level(&self) -> LevelFilter {
+        self.inner.max_level
+    }
+}
+
+impl Log for BridgeLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.ships(metadata)
+            || self
+                .inner
+                .tee
+                .as_ref()
+                .is_some_and(|(tee, level)| metadata.level() <= *level && tee.enabled(metadata))
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if let Some((tee, level)) = &self.inner.tee {
+            if record.level() <= *level {
+                tee.log(record);
+            }
+        }
+        if !self.ships(record.metadata()) || !self.inner.filter.matches(record) {
+            return;
+        }
+        // Anything logged while this thread ships a record (by logsender, by an event
+        // handler) is not shipped: no loop.
+        let Some(_shipping) = Shipping::enter() else {
+            return;
+        };
+        self.inner.shipper.ship(entry_of(record));
+    }
+
+    /// Flushes the tee. (The bridge's entries are flushed by the sender:
+    /// [`LogSender::flush`], [`BridgeGuard::shutdown`].)
+    fn flush(&self) {
+        if let Some((tee, _)) = &self.inner.tee {
+            tee.flush();
+        }
+    }
+}
+
+/// Shuts the bridge's sender down when dropped (see [`LogBridge::install`]).
+#[must_use = "dropping the guard shuts the bridge's sender down"]
+pub struct BridgeGuard {
+    sender: Option<LogSender>,
+    logger: BridgeLogger,
+}
+
+impl std::fmt::Debug for BridgeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeGuard")
+            .field("sender", &self.sender)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BridgeGuard {
+    /// The sender the bridge ships through (to send payloads, flush, read stats).
+    pub fn sender(&self) -> &LogSender {
+        match &self.sender {
+            Some(sender) => sender,
+            // Taken only by `finish`, which consumes or drops the guard.
+            None => unreachable!("the guard's sender is there until it is shut down"),
+        }
+    }
+
+    /// Shuts the sender down within `timeout` (see [`LogSender::shutdown`]) and returns
+    /// what it could not deliver, with the whole life's report. Records logged from
+    /// then on go to the tee only (and are counted as dropped).
+    pub fn shutdown(mut self, timeout: Duration) -> Shutdown {
+        match self.finish(timeout) {
+            Some(done) => done,
+            None => unreachable!("the guard is shut down once"),
+        }
+    }
+
+    fn finish(&mut self, timeout: Duration) -> Option<Shutdown> {
+        let sender = self.sender.take()?;
+        let done = sender.shutdown(timeout);
+        self.logger.inner.shipper.close();
+        Some(done)
+    }
+}
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let Some(timeout) = self.sender.as_ref().map(LogSender::close_timeout_setting) else {
+            return;
+        };
+        let Some(done) = self.finish(timeout) else {
+            return;
+        };
+        if done.report.all_delivered() {
+            return;
+        }
+        let r = &done.report;
+        log::error!(
+            target: "logsender::bridge",
+            "the log bridge shut down with lines undelivered: {} handed back, {} dropped, {} dead-lettered, {} records dropped",
+            r.entries_handed_back,
+            r.entries_dropped,
+            r.entries_dead_lettered,
+            r.records_dropped,
+        );
+        let shared = self.logger.inner.shipper.entries.shared();
+        for p in done.undelivered {
+            shared.report_dropped(Some(p), DropReason::SenderDropped);
+        }
+    }
+}
+
+/// Whether a record comes from logsender itself or from grpcio (including the gRPC
+/// core's records, which logsender logs as `logsender::grpc`).
+fn is_ours(target: &str) -> bool {
+    let under = |name: &str| {
+        target
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    };
+    under("logsender") || under("grpcio") || under("grpcio_sys")
+}
+
+thread_local! {
+    /// Set while this thread ships a record.
+    static SHIPPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread ships a record, while it lives.
+pub(crate) struct Shipping(());
+
+impl Shipping {
+    /// `None` if this thread ships a record already (or is being torn down).
+    pub(crate) fn enter() -> Option<Shipping> {
+        SHIPPING
+            .try_with(|s| (!s.replace(true)).then_some(Shipping(())))
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Shipping {
+    fn drop(&mut self) {
+        let _ = SHIPPING.try_with(|s| s.set(false));
+    }
+}
+
+/// Puts entries on an entry handle without blocking (or for a bound), counting and
+/// reporting (rate-limited) what it has to drop. Shared by the `log` bridge and the
+/// `tracing` layer.
+pub(crate) struct Shipper {
+    entries: EntrySender,
+    block: Option<Duration>,
+    /// Set when the bridge's sender was shut down: records are dropped at once.
+    closed: AtomicBool,
+    /// Dropped since the last event.
+    unreported: AtomicU64,
+    /// When the last event was sent, in nanoseconds after `epoch` (0: never).
+    last_event: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shipper {
+    pub(crate) fn new(entries: EntrySender, block: Option<Duration>) -> Shipper {
+        Shipper {
+            entries,
+            block,
+            closed: AtomicBool::new(false),
+            unreported: AtomicU64::new(0),
+            last_event: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Puts `entry` on the handle, or drops and counts it.
+    pub(crate) fn ship(&self, entry: LogEntry) {
+        if self.closed.load(Ordering::Acquire) {
+            self.dropped();
+            return;
+        }
+        let taken = match self.block {
+            None => self.entries.try_log(entry),
+            Some(timeout) => self.entries.log_timeout(entry, timeout),
+        };
+        if taken.is_err() {
+            self.dropped();
+        }
+    }
+
+    fn dropped(&self) {
+        let counters = &self.entries.shared().counters;
+        Counters::add(&counters.records_dropped, 1);
+        self.unreported.fetch_add(1, Ordering::AcqRel);
+        let now = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.last_event.load(Ordering::Acquire);
+        let every = u64::try_from(EVENT_EVERY.as_nanos()).unwrap_or(u64::MAX);
+        if (last == 0 || now.saturating_sub(last) >= every)
+            && self
+                .last_event
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.report();
+        }
+    }
+
+    /// Reports what was dropped since the last event, if anything.
+    fn report(&self) {
+        let dropped = self.unreported.swap(0, Ordering::AcqRel);
+        if dropped == 0 {
+            return;
+        }
+        let shared = self.entries.shared();
+        let total = shared.counters.records_dropped.load(Ordering::Relaxed);
+        shared.handler(|h| h.on_records_dropped(RecordsDroppedEvent { dropped, total }));
+    }
+
+    /// The sender shut down: drop from now on, and report what was not yet.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.report();
+    }
+}
+
+/// The entry for a record (see the module's doc for what goes where).
+fn entry_of(record: &Record<'_>) -> LogEntry {
+    let message = match record.args().as_str() {
+        Some(s) => s.to_owned(),
+        None => record.args().to_string(),
+    };
+    let mut entry = LogEntry::new(record.level().into(), message).with_source(record.target());
+    entry.pid = i32::try_from(std::process::id()).unwrap_or(0);
+    if let Some(module) = record.module_path() {
+        entry.fields.insert("module".into(), module.into());
+    }
+    if let Some(file) = record.file() {
+        entry.fields.insert("file".into(), file.into());
+    }
+    if let Some(line) = record.line() {
+        entry.fields.insert("line".into(), line.to_string());
+    }
+    let _ = record.key_values().visit(&mut Fields(&mut entry.fields));
+    entry
+}
+
+/// Collects `log`'s key-values as fields.
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        self.0.insert(key.as_str().to_owned(), value.to_string());
+        Ok(())
+    }
+}
