@@ -433,27 +433,48 @@ impl EntrySender {
 }
 
 /// The sender's side of one entry handle: how to flush and stop its batcher. It holds
-/// no sending end of the entry channel, so that the batcher sees the channel disconnect
-/// when the last [`EntrySender`] is dropped.
+/// no end of the entry channel, so that the channel disconnects when the last
+/// [`EntrySender`] is dropped (the batcher then ends), or when the batcher ends (a
+/// producer waiting in `log` then gets `Closed`).
 pub(crate) struct Batcher {
-    state: Arc<BatchState>,
-    /// The users' handle, while one lives: flush markers go through its channel.
-    handle: Weak<Handle>,
-    /// The entry channel's receiving end, for its length only.
-    waiting: Receiver<Msg>,
-    /// Disconnects when the batcher thread ends.
-    done: Receiver<()>,
+    watch: Watch,
     /// Dropped to stop the batcher.
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<Vec<LogPayload>>>,
 }
 
+/// What a `flush` needs of a batcher to put a marker through it and wait for it, kept
+/// while the batcher runs (also while a shutdown joins it).
+#[derive(Clone)]
+pub(crate) struct Watch {
+    state: Arc<BatchState>,
+    /// The users' handle, while one lives: flush markers go through its channel.
+    handle: Weak<Handle>,
+    /// Disconnects when the batcher thread ends.
+    done: Receiver<()>,
+}
+
+impl Watch {
+    /// A flush marker for this batcher, not sent yet (cheap: call it under the
+    /// batchers lock, then [`Mark::cut`] without it).
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            state: self.state.clone(),
+            handle: self.handle.clone(),
+            entries: self.handle.upgrade().map(|h| h.entries.clone()),
+            done: self.done.clone(),
+            answer: None,
+        }
+    }
+}
+
 /// A flush marker on its way through a batcher.
 pub(crate) struct Mark {
     state: Arc<BatchState>,
-    /// `None` when every handle is gone (the batcher finishes by itself).
+    handle: Weak<Handle>,
+    /// The channel to send the marker on, until [`Mark::cut`] (`None` when every
+    /// handle was gone already).
     entries: Option<Sender<Msg>>,
-    waiting: Receiver<Msg>,
     done: Receiver<()>,
     /// `None` when the marker was not queued.
     answer: Option<Receiver<Left>>,
@@ -461,11 +482,12 @@ pub(crate) struct Mark {
 
 impl Mark {
     /// Puts the marker behind every entry logged so far (waiting for room until
-    /// `deadline` at most). Counted inside like a producer, so that a batcher shutting
-    /// down answers it too; not sent once the sender is closing, nor when every handle
-    /// is gone (the batcher then passes on its last entries and ends by itself).
+    /// `deadline` at most), then lets go of the channel. Counted inside like a producer,
+    /// so that a batcher shutting down answers it too; not sent once the sender is
+    /// closing, nor when every handle is gone: the batcher then passes on its last
+    /// entries and ends by itself.
     pub(crate) fn cut(&mut self, deadline: Instant) {
-        let Some(entries) = &self.entries else {
+        let Some(entries) = self.entries.take() else {
             return;
         };
         let Some(_inside) = self.state.enter() else {
@@ -481,7 +503,7 @@ impl Mark {
     }
 
     /// Waits until the batcher has passed on every entry ahead of the marker (or, with
-    /// every handle gone, until the batcher has ended), or `deadline`. Says how many
+    /// no marker queued, until the batcher has ended), or `deadline`. Says how many
     /// entries still wait on the channel or in the batcher's hands when it gave up (an
     /// upper bound: entries logged since the marker, and other flushes' markers, count
     /// too), and what the batcher kept to hand back.
@@ -500,18 +522,17 @@ impl Mark {
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             },
-            None if self.entries.is_none() => {
+            None => {
                 if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
                     self.done.recv_deadline(deadline)
                 {
                     return passed(self.state.left());
                 }
             }
-            None => {}
         }
+        let waiting = self.handle.upgrade().map_or(0, |h| h.entries.len());
         Passed {
-            outstanding: (self.waiting.len() as u64)
-                .saturating_add(self.state.holding.load(SeqCst)),
+            outstanding: (waiting as u64).saturating_add(self.state.holding.load(SeqCst)),
             left: self.state.left(),
         }
     }
@@ -539,7 +560,7 @@ pub(crate) fn start(
     let run = Run {
         shared: shared.clone(),
         state: state.clone(),
-        entries: entries_rx.clone(),
+        entries: entries_rx,
         stop: stop_rx,
         _done: done_tx,
         queue,
@@ -564,10 +585,11 @@ pub(crate) fn start(
         }),
     };
     let batcher = Batcher {
-        state,
-        handle: Arc::downgrade(&handle.inner),
-        waiting: entries_rx,
-        done: done_rx,
+        watch: Watch {
+            state,
+            handle: Arc::downgrade(&handle.inner),
+            done: done_rx,
+        },
         stop: Some(stop_tx),
         thread: Some(thread),
     };
@@ -575,16 +597,9 @@ pub(crate) fn start(
 }
 
 impl Batcher {
-    /// A flush marker for this batcher, not sent yet (cheap: call it under the
-    /// batchers lock, then [`Mark::cut`] without it).
-    pub(crate) fn mark(&self) -> Mark {
-        Mark {
-            state: self.state.clone(),
-            entries: self.handle.upgrade().map(|h| h.entries.clone()),
-            waiting: self.waiting.clone(),
-            done: self.done.clone(),
-            answer: None,
-        }
+    /// What a `flush` needs of this batcher.
+    pub(crate) fn watch(&self) -> &Watch {
+        &self.watch
     }
 
     /// Whether the batcher thread has ended (every handle was dropped, and it passed
@@ -595,7 +610,7 @@ impl Batcher {
 
     /// Refuses new entries and tells the batcher to pass on the last ones.
     pub(crate) fn stop(&mut self) {
-        self.state.closing.store(true, SeqCst);
+        self.watch.state.closing.store(true, SeqCst);
         self.stop.take();
     }
 

@@ -37,7 +37,7 @@ type Taken = Vec<(Origin, u64, LogPayload)>;
 pub(crate) fn run_worker(
     shared: &Shared,
     queue: &Receiver<LogPayload>,
-    index: usize,
+    source: u32,
     stop: &Receiver<()>,
     until_gone: bool,
 ) {
@@ -48,12 +48,12 @@ pub(crate) fn run_worker(
     while !shared.is_closing() {
         let ready = select.ready();
         if Some(ready) == from_queue {
-            match take(shared, index, &mut taken) {
+            match take(shared, source, &mut taken) {
                 Ok(()) => intake(shared, &mut taken),
                 // An entry handle's queue: its batcher is gone (every handle was
                 // dropped) and everything it sent is taken in, so this pool is done.
                 Err(Gone) if until_gone => {
-                    shared.queues.lock().retire(index);
+                    shared.queues.lock().retire(source);
                     shared.wake_writer();
                     return;
                 }
@@ -71,7 +71,7 @@ pub(crate) fn run_worker(
     // Closing: take in what was queued before the close, until the deadline.
     let deadline = shared.close_deadline();
     while deadline.map_or(true, |d| Instant::now() < d) {
-        if take(shared, index, &mut taken).is_err() {
+        if take(shared, source, &mut taken).is_err() {
             break;
         }
         if taken.is_empty() {
@@ -92,20 +92,20 @@ pub(crate) fn run_worker(
     shared.wake_writer();
 }
 
-/// Takes up to [`TAKE_AT_ONCE`] payloads off queue `index` (as many as the buffer has
+/// Takes up to [`TAKE_AT_ONCE`] payloads off queue `source` (as many as the buffer has
 /// room for, at least one; none if another worker was faster), numbers them in global
 /// intake order and marks them outstanding, all under the queues lock (and one hold of
 /// the ledger lock inside it), so that `flush` reading the queues' positions sees each
 /// either still queued or already outstanding. `Err` when the queue is empty and every
 /// producer is gone.
-fn take(shared: &Shared, index: usize, taken: &mut Taken) -> Result<(), Gone> {
+fn take(shared: &Shared, source: u32, taken: &mut Taken) -> Result<(), Gone> {
     let mut queues = shared.queues.lock();
     let mut ledger = shared.ledger.lock();
     // No more than there is room for (but one, to wait for room with): a full buffer
     // leaves the rest in the queue, where they hold back the producers.
     let at_once = ledger.room().clamp(1, TAKE_AT_ONCE);
     while taken.len() < at_once {
-        match queues.take(index) {
+        match queues.take(source) {
             Ok(Some((origin, payload))) => {
                 ledger.reserve(origin);
                 taken.push((origin, shared.next_seq(), payload));

@@ -379,6 +379,14 @@ impl Ledger {
             .min()
     }
 
+    /// Whether epoch `id` is dedicated to a suspect group not entirely written yet (it
+    /// asks to rotate itself once it is).
+    pub(crate) fn group_unwritten(&self, id: u64) -> bool {
+        self.epochs
+            .get(&id)
+            .is_some_and(|e| e.dedicated.is_some() && !e.unwritten.is_empty())
+    }
+
     /// Payloads written in epoch `id` and not yet settled.
     pub(crate) fn epoch_len(&self, id: u64) -> usize {
         self.epochs.get(&id).map_or(0, |e| e.written.len())

@@ -11,8 +11,7 @@ use crate::model::LogPayload;
 struct Queue {
     /// The queue's `Origin::source` (1, 2, ...; 0 is `send_logs`).
     source: u32,
-    /// `None` once its pool is done with it (an entry handle's queue whose batcher is
-    /// gone) or `close` let it go; its counts stay, for `flush`.
+    /// `None` once `close` let it go; its counts stay, for `flush`.
     rx: Option<Receiver<LogPayload>>,
     /// Payloads taken from it so far (the next one's `Origin::ord`).
     taken: u64,
@@ -25,39 +24,58 @@ pub(crate) struct FlushTarget {
     pub(crate) bounds: Vec<(u32, u64)>,
 }
 
-/// Every queue a worker pool reads.
+/// Every queue a worker pool reads, by source (ascending: sources only grow).
 #[derive(Default)]
 pub(crate) struct Queues {
     queues: Vec<Queue>,
+    /// Sources given out so far.
+    sources: u32,
 }
 
-/// The queue is empty and every producer is gone (or it was never registered).
+/// The queue is empty and every producer is gone (or it is not registered).
 pub(crate) struct Gone;
 
 impl Queues {
-    /// Registers a queue (or finds it, if the same channel was registered before);
-    /// returns its index.
-    pub(crate) fn register(&mut self, rx: &Receiver<LogPayload>) -> usize {
-        if let Some(i) = self
+    /// Registers a queue (or finds it, if the same channel is registered already);
+    /// returns its source.
+    pub(crate) fn register(&mut self, rx: &Receiver<LogPayload>) -> u32 {
+        if let Some(q) = self
             .queues
             .iter()
-            .position(|q| q.rx.as_ref().is_some_and(|r| r.same_channel(rx)))
+            .find(|q| q.rx.as_ref().is_some_and(|r| r.same_channel(rx)))
         {
-            return i;
+            return q.source;
         }
-        let source = u32::try_from(self.queues.len() + 1).unwrap_or(u32::MAX);
+        // 4 billion queues in one sender's life before sources would repeat.
+        self.sources = self.sources.saturating_add(1);
         self.queues.push(Queue {
-            source,
+            source: self.sources,
             rx: Some(rx.clone()),
             taken: 0,
         });
-        self.queues.len() - 1
+        self.sources
     }
 
-    /// Takes one payload off queue `index`, without blocking, and numbers it; `None`
+    fn get_mut(&mut self, source: u32) -> Option<&mut Queue> {
+        let i = self
+            .queues
+            .binary_search_by_key(&source, |q| q.source)
+            .ok()?;
+        self.queues.get_mut(i)
+    }
+
+    fn get(&self, source: u32) -> Option<&Queue> {
+        let i = self
+            .queues
+            .binary_search_by_key(&source, |q| q.source)
+            .ok()?;
+        self.queues.get(i)
+    }
+
+    /// Takes one payload off queue `source`, without blocking, and numbers it; `None`
     /// when the queue is empty for now.
-    pub(crate) fn take(&mut self, index: usize) -> Result<Option<(Origin, LogPayload)>, Gone> {
-        let Some(queue) = self.queues.get_mut(index) else {
+    pub(crate) fn take(&mut self, source: u32) -> Result<Option<(Origin, LogPayload)>, Gone> {
+        let Some(queue) = self.get_mut(source) else {
             return Err(Gone);
         };
         let Some(rx) = &queue.rx else {
@@ -88,11 +106,12 @@ impl Queues {
         FlushTarget { bounds }
     }
 
-    /// How many payloads of `target` still wait in a queue (not taken yet).
+    /// How many payloads of `target` still wait in a queue (not taken yet). A queue no
+    /// longer registered was taken to its end.
     pub(crate) fn not_taken(&self, target: &FlushTarget) -> usize {
         let mut n = 0u64;
         for &(source, bound) in target.bounds.iter().skip(1) {
-            if let Some(q) = self.queues.iter().find(|q| q.source == source) {
+            if let Some(q) = self.get(source) {
                 n = n.saturating_add(bound.saturating_sub(q.taken));
             }
         }
@@ -108,17 +127,18 @@ impl Queues {
             .sum()
     }
 
-    /// Lets go of queue `index`, empty and without producers: its pool is done with it
-    /// (its channel is freed once the workers' own ends go).
-    pub(crate) fn retire(&mut self, index: usize) {
-        if let Some(q) = self.queues.get_mut(index) {
-            q.rx = None;
+    /// Unregisters queue `source`, empty and without producers: its pool is done with
+    /// it (an entry handle's queue, once its batcher is gone). Everything taken from it
+    /// is in the ledger (or settled) already.
+    pub(crate) fn retire(&mut self, source: u32) {
+        if let Ok(i) = self.queues.binary_search_by_key(&source, |q| q.source) {
+            self.queues.remove(i);
         }
     }
 
     /// Takes every queue's receiver (for `close`), each with its source, to be drained
-    /// with [`drain`] outside the lock; the counts stay until [`Queues::handed_back`]
-    /// moves the drained payloads to the ledger's handed-back record.
+    /// with [`drain`]; the counts stay until [`Queues::handed_back`] moves the drained
+    /// payloads to the ledger's handed-back record (in the same hold of this lock).
     pub(crate) fn take_all(&mut self) -> Vec<(u32, Receiver<LogPayload>)> {
         self.queues
             .iter_mut()
@@ -129,7 +149,7 @@ impl Queues {
     /// Counts `n` payloads of `source` as taken (`close` took them back); returns the
     /// ordinal of the first.
     pub(crate) fn handed_back(&mut self, source: u32, n: usize) -> u64 {
-        match self.queues.iter_mut().find(|q| q.source == source) {
+        match self.get_mut(source) {
             Some(q) => {
                 let first = q.taken;
                 q.taken = q.taken.saturating_add(n as u64);

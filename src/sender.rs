@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use crate::command::Command;
 use crate::config::{Config, DeliveryMode};
-use crate::entries::{self, Batcher, Batching, EntrySender, Mark, Passed};
+use crate::entries::{self, Batcher, Batching, EntrySender, Mark, Passed, Watch};
 use crate::error::{invalid_config, Error};
 use crate::events::DropReason;
 use crate::ledger::Origin;
@@ -88,6 +88,9 @@ struct Threads {
 #[derive(Default)]
 struct Batchers {
     live: Vec<Batcher>,
+    /// The batchers a `shutdown` stopped and is joining: a `flush` meanwhile waits
+    /// for them too.
+    stopping: Vec<Watch>,
     /// Batchers started so far (names them).
     started: usize,
     /// What finished batchers could not pass on (nothing, unless a pool was lost), to
@@ -134,8 +137,8 @@ pub struct Shutdown {
     /// Every payload that was not delivered, oldest first, to persist or retry.
     pub undelivered: Vec<LogPayload>,
     /// What became of payloads and entries over the sender's whole life
-    /// ([`Covers::WholeLife`](crate::Covers::WholeLife)); `handed_back` counts
-    /// `undelivered`.
+    /// ([`Covers::WholeLife`](crate::Covers::WholeLife)); `handed_back` counts the
+    /// payloads the first `shutdown` handed back (`undelivered`, for its caller).
     pub report: Report,
     /// The final counters.
     pub stats: Stats,
@@ -308,7 +311,7 @@ impl LogSender {
         }
         crate::hooks::pause(crate::hooks::Point::BeforePoolSpawn);
         prune_workers(workers);
-        let index = self.shared.queues.lock().register(&receiver);
+        let source = self.shared.queues.lock().register(&receiver);
         for _ in 0..n {
             let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();
@@ -316,7 +319,7 @@ impl LogSender {
             let stop = self.stop_workers_rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("{}-w{id}", self.shared.config.thread_name))
-                .spawn(move || intake::run_worker(&shared, &queue, index, &stop, until_gone))
+                .spawn(move || intake::run_worker(&shared, &queue, source, &stop, until_gone))
                 .map_err(Error::Spawn)?;
             workers.push(handle);
         }
@@ -412,6 +415,7 @@ impl LogSender {
     /// ```
     pub fn flush(&self, timeout: Duration) -> Report {
         let deadline = crate::clock::deadline_in(timeout);
+        let began = self.shared.counters.settled();
         let passed = self.cut_batches(deadline);
         let target = self
             .shared
@@ -430,7 +434,7 @@ impl LogSender {
             entries_outstanding: passed.outstanding,
             handed_back: pending.handed_back.0.saturating_add(passed.left.payloads),
             entries_handed_back: pending.handed_back.1.saturating_add(passed.left.entries),
-            ..self.shared.counters.report()
+            ..self.shared.counters.report(began)
         }
     }
 
@@ -441,7 +445,8 @@ impl LogSender {
         let mut marks: Vec<Mark> = {
             let mut batchers = self.batchers.lock();
             batchers.prune();
-            batchers.live.iter().map(Batcher::mark).collect()
+            let live = batchers.live.iter().map(Batcher::watch);
+            live.chain(&batchers.stopping).map(Watch::mark).collect()
         };
         for mark in &mut marks {
             mark.cut(deadline);
@@ -617,20 +622,20 @@ impl LogSender {
         // (closing, so no longer waiting for room) take in until the deadline.
         let (mut batchers, mut kept) = {
             let mut list = self.batchers.lock();
-            (
-                std::mem::take(&mut list.live),
-                std::mem::take(&mut list.left),
-            )
+            let mut live = std::mem::take(&mut list.live);
+            for batcher in &mut live {
+                batcher.stop();
+            }
+            list.stopping = live.iter().map(|b| b.watch().clone()).collect();
+            (live, std::mem::take(&mut list.left))
         };
-        for batcher in &mut batchers {
-            batcher.stop();
-        }
         // Idle workers wake up when the stop channel disconnects.
         threads.stop_workers.take();
         for batcher in &mut batchers {
             kept.extend(batcher.join());
         }
         drop(batchers);
+        self.batchers.lock().stopping.clear();
         for worker in self.workers.lock().drain(..) {
             if worker.join().is_err() {
                 error!("a logsender worker panicked");
@@ -689,10 +694,12 @@ impl LogSender {
             .iter()
             .filter_map(decode_item)
             .collect();
-        let receivers = shared.queues.lock().take_all();
-        let queued = crate::queues::drain(receivers);
-        {
+        // One hold of the queues lock from taking the receivers to recording what they
+        // gave back (at most about 100 ms; the workers are joined): a `flush` reads the
+        // queues before or after, never in between.
+        let queued = {
             let mut queues = shared.queues.lock();
+            let queued = crate::queues::drain(queues.take_all());
             let mut ledger = shared.ledger.lock();
             for (source, payloads) in &queued {
                 let first = queues.handed_back(*source, payloads.len());
@@ -702,7 +709,8 @@ impl LogSender {
                     .collect();
                 ledger.hand_back_queued(*source, first, &entries);
             }
-        }
+            queued
+        };
         shared.ledger_changed.notify_all();
         undelivered.extend(queued.into_iter().flat_map(|(_, payloads)| payloads));
         undelivered.append(&mut kept);

@@ -158,7 +158,10 @@ pub struct Report {
 #[non_exhaustive]
 pub enum Covers {
     /// What happened since the previous `flush` report (or since the sender was
-    /// created): the reports of successive flushes add up.
+    /// created): the reports of successive flushes add up. (Two flushes that run at
+    /// the same time both count what happened while both ran.) `outstanding`,
+    /// `entries_outstanding` and a flush's `handed_back` are not counts over a window:
+    /// they say what of the flush's own payloads was still pending, or handed back.
     #[default]
     SincePreviousReport,
     /// The sender's whole life: the report of `shutdown` and `close`, whose
@@ -184,7 +187,7 @@ impl Report {
 
 /// The settled counts a [`Report`] is made of, as the counters hold them.
 #[derive(Debug, Clone, Copy, Default)]
-struct Settled {
+pub(crate) struct Settled {
     acknowledged: u64,
     dropped: u64,
     dead_lettered: u64,
@@ -195,6 +198,19 @@ struct Settled {
 }
 
 impl Settled {
+    /// The smaller of each count.
+    fn min(self, other: Settled) -> Settled {
+        Settled {
+            acknowledged: self.acknowledged.min(other.acknowledged),
+            dropped: self.dropped.min(other.dropped),
+            dead_lettered: self.dead_lettered.min(other.dead_lettered),
+            entries_acknowledged: self.entries_acknowledged.min(other.entries_acknowledged),
+            entries_dropped: self.entries_dropped.min(other.entries_dropped),
+            entries_dead_lettered: self.entries_dead_lettered.min(other.entries_dead_lettered),
+            records_dropped: self.records_dropped.min(other.records_dropped),
+        }
+    }
+
     fn since(self, before: Settled) -> Settled {
         Settled {
             acknowledged: self.acknowledged.saturating_sub(before.acknowledged),
@@ -403,7 +419,8 @@ impl Counters {
         Some(BackpressureEvent::Ended { episode, lasted })
     }
 
-    fn settled(&self) -> Settled {
+    /// The settled counts now (a `flush` reads them when it begins).
+    pub(crate) fn settled(&self) -> Settled {
         Settled {
             acknowledged: self.acknowledged.load(Relaxed),
             dropped: self.dropped_newest.load(Relaxed)
@@ -417,13 +434,15 @@ impl Counters {
         }
     }
 
-    /// The counts since the previous report; `outstanding` and the rest are the
-    /// caller's to fill.
-    pub(crate) fn report(&self) -> Report {
+    /// The counts since the previous report, or since `began` (when the caller's
+    /// `flush` began) if that is earlier: a flush racing another never misses what
+    /// happened while it ran because the other reported it first (both count it then).
+    /// `outstanding` and the rest are the caller's to fill.
+    pub(crate) fn report(&self, began: Settled) -> Report {
         // Read under the lock, so that two reports cannot store their counts out of order.
         let mut reported = self.reported.lock();
         let now = self.settled();
-        let since = now.since(*reported);
+        let since = now.since(reported.min(began));
         *reported = now;
         since.report(Covers::SincePreviousReport)
     }

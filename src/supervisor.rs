@@ -210,10 +210,11 @@ impl Supervisor {
                 }
             }
             Command::Commit => {
-                let carries = self
-                    .current
-                    .as_ref()
-                    .is_some_and(|c| self.shared.ledger.lock().epoch_len(c.id) > 0);
+                // A dedicated epoch rotates itself once its whole group is written.
+                let carries = self.current.as_ref().is_some_and(|c| {
+                    let ledger = self.shared.ledger.lock();
+                    ledger.epoch_len(c.id) > 0 && !ledger.group_unwritten(c.id)
+                });
                 if carries {
                     self.rotate();
                 }
@@ -928,22 +929,25 @@ impl Supervisor {
     }
 }
 
-/// Half-closes a call on the completion-queue thread. `half_closed` is set there, in the
-/// same future, right before the half-close is handed to the gRPC core: the call's
-/// watcher runs on that thread too, so a status it sees before that moment was sent
-/// before the collector could know the stream had ended (an early OK proves nothing).
-/// The one window left is a status the collector sent before it read the half-close but
-/// that reached this thread after it was handed over: indistinguishable on the wire
-/// from a proper one, it can only be trusted because the collector keeps the contract
-/// of reading to the end of the stream before it answers.
+/// Half-closes a call on the completion-queue thread. `half_closed` is set first, on
+/// this (the supervisor's) thread, right before the half-close is handed to the gRPC
+/// core (grpcio polls a spawned future once on the spawning thread, and the close is
+/// issued in that poll). The call's watcher reads the flag on the completion-queue
+/// thread when it sees the final status: a status it sees before the flag was set was
+/// sent before the collector could know the stream had ended (an early OK proves
+/// nothing). The window left is a status that reached the completion queue before the
+/// flag was set but was processed after (the time it waits in the queue, normally
+/// microseconds), and one the collector sent before it read the half-close: neither can
+/// be told from a proper OK, and the collector's contract (read to the end before
+/// answering) is what covers them.
 fn spawn_half_close(
     client: &Client,
     mut sink: ClientDuplexSender<GrpcSlice>,
     id: u64,
     half_closed: Arc<AtomicBool>,
 ) {
+    half_closed.store(true, Ordering::Release);
     client.spawn(async move {
-        half_closed.store(true, Ordering::Release);
         // An error means the call already ended; its status tells why.
         match AssertUnwindSafe(sink.close()).catch_unwind().await {
             Ok(Ok(())) => {}

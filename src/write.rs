@@ -234,8 +234,11 @@ fn record_written(shared: &Shared, slot: &mut Slot, batch: Vec<Item>) {
                 Counters::add(&shared.counters.resent_after_fault, n as u64);
             }
             // Commit at `commit_every`, or earlier when the held payloads reach half the
-            // buffer bound, so that acknowledgements free room in time.
-            if slot.written >= shared.config.commit_every || shared.ledger.lock().half_full() {
+            // buffer bound, so that acknowledgements free room in time. (A dedicated
+            // epoch asks once its whole group is written.)
+            if !slot.dedicated
+                && (slot.written >= shared.config.commit_every || shared.ledger.lock().half_full())
+            {
                 ask_rotate(shared, slot);
             }
         }
