@@ -11,7 +11,8 @@ use crate::model::LogPayload;
 struct Queue {
     /// The queue's `Origin::source` (1, 2, ...; 0 is `send_logs`).
     source: u32,
-    /// `None` once `close` let it go; its counts stay, for `flush`.
+    /// `None` once its pool is done with it or `close` let it go; its counts stay, for
+    /// `flush`.
     rx: Option<Receiver<LogPayload>>,
     /// Payloads taken from it so far (the next one's `Origin::ord`).
     taken: u64,
@@ -127,12 +128,13 @@ impl Queues {
             .sum()
     }
 
-    /// Unregisters queue `source`, empty and without producers: its pool is done with
-    /// it (an entry handle's queue, once its batcher is gone). Everything taken from it
-    /// is in the ledger (or settled) already.
+    /// Lets go of queue `source`, empty and without producers: its pool is done with it
+    /// (an entry handle's queue, once its batcher is gone). Its counts stay.
     pub(crate) fn retire(&mut self, source: u32) {
-        if let Ok(i) = self.queues.binary_search_by_key(&source, |q| q.source) {
-            self.queues.remove(i);
+        // Kept (without its receiver), so that `flush` still bounds what was taken from
+        // it and not yet delivered.
+        if let Some(q) = self.get_mut(source) {
+            q.rx = None;
         }
     }
 
