@@ -14,19 +14,19 @@
 //! logged while the bridge ships a record (on the same thread) does either: no loop.
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::entries::{Batching, EntrySender};
 use crate::error::{invalid_config, Error};
 use crate::events::{DropReason, RecordsDroppedEvent};
-use crate::model::LogEntry;
+use crate::model::{Level, LogEntry};
 use crate::sender::{LogSender, Shutdown};
 use crate::stats::Counters;
+use crate::wire::RecordWriter;
 
 /// Drop events are reported at most this often.
 const EVENT_EVERY: Duration = Duration::from_secs(1);
@@ -136,6 +136,7 @@ impl LogBridge {
         Ok(BridgeLogger {
             inner: Arc::new(Inner {
                 shipper: Shipper::new(entries, self.block),
+                pid: i32::try_from(std::process::id()).unwrap_or(0),
                 filter,
                 tee: self.tee,
                 max_level,
@@ -177,6 +178,8 @@ pub struct BridgeLogger {
 
 struct Inner {
     shipper: Shipper,
+    /// The process ID every entry carries (read once).
+    pid: i32,
     filter: env_filter::Filter,
     tee: Option<(Box<dyn Log>, LevelFilter)>,
     max_level: LevelFilter,
@@ -228,7 +231,8 @@ impl Log for BridgeLogger {
         let Some(_shipping) = Shipping::enter() else {
             return;
         };
-        self.inner.shipper.ship(entry_of(record));
+        let encoded = Scratch::with(|scratch| record_of(record, self.inner.pid, scratch));
+        self.inner.shipper.ship_record(encoded);
     }
 
     /// Flushes the tee. (The bridge's entries are flushed by the sender:
@@ -372,6 +376,15 @@ impl Shipper {
         }
     }
 
+    /// Puts an encoded entry on the handle, or drops and counts it.
+    pub(crate) fn ship_record(&self, record: Vec<u8>) {
+        if self.closed.load(Ordering::Acquire)
+            || self.entries.put_record(record, self.block).is_err()
+        {
+            self.dropped();
+        }
+    }
+
     /// Puts `entry` on the handle, or drops and counts it.
     pub(crate) fn ship(&self, entry: LogEntry) {
         if self.closed.load(Ordering::Acquire) {
@@ -424,37 +437,208 @@ impl Shipper {
     }
 }
 
-/// The entry for a record (see the module's doc for what goes where).
-fn entry_of(record: &Record<'_>) -> LogEntry {
-    let message = match record.args().as_str() {
-        Some(s) => s.to_owned(),
-        None => record.args().to_string(),
-    };
-    let mut entry = LogEntry::new(record.level().into(), message).with_source(record.target());
-    entry.pid = i32::try_from(std::process::id()).unwrap_or(0);
-    if let Some(module) = record.module_path() {
-        entry.fields.insert("module".into(), module.into());
-    }
-    if let Some(file) = record.file() {
-        entry.fields.insert("file".into(), file.into());
-    }
-    if let Some(line) = record.line() {
-        entry.fields.insert("line".into(), line.to_string());
-    }
-    let _ = record.key_values().visit(&mut Fields(&mut entry.fields));
-    entry
+thread_local! {
+    /// The buffers this thread writes records with.
+    static SCRATCH: Cell<Scratch> = Cell::new(Scratch::default());
 }
 
-/// Collects `log`'s key-values as fields.
-struct Fields<'a>(&'a mut HashMap<String, String>);
+/// Buffers reused from one record to the next on a thread: a record's body, a formatted
+/// message, a formatted value.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) body: Vec<u8>,
+    pub(crate) message: String,
+    pub(crate) text: String,
+}
 
-impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+/// Buffers larger than this are given back after the record that grew them.
+const SCRATCH_KEEP: usize = 64 << 10;
+
+impl Scratch {
+    /// Runs `f` with this thread's buffers (fresh ones if they are in use, or the
+    /// thread is being torn down).
+    pub(crate) fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let mut scratch = SCRATCH.try_with(Cell::take).unwrap_or_default();
+        let out = f(&mut scratch);
+        scratch.trim();
+        let _ = SCRATCH.try_with(|cell| cell.set(scratch));
+        out
+    }
+
+    fn trim(&mut self) {
+        if self.body.capacity() > SCRATCH_KEEP {
+            self.body = Vec::new();
+        }
+        for s in [&mut self.message, &mut self.text] {
+            if s.capacity() > SCRATCH_KEEP {
+                *s = String::new();
+            }
+        }
+    }
+}
+
+/// A record encoded as an entry, written straight from it (see the module's doc for
+/// what goes where): no [`LogEntry`] in between.
+fn record_of(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
+    let Scratch {
+        body,
+        message,
+        text,
+    } = scratch;
+    let message: &str = match record.args().as_str() {
+        Some(s) => s,
+        None => {
+            use std::fmt::Write as _;
+            message.clear();
+            // Fails only if an argument's Display does: ship what it wrote.
+            let _ = write!(message, "{}", record.args());
+            message
+        }
+    };
+    let mut writer = RecordWriter::start(
+        body,
+        text,
+        SystemTime::now(),
+        Level::from(record.level()).as_str(),
+        message,
+        record.target(),
+        pid,
+    );
+    // Key-values first: one named like a built-in field replaces it.
+    let mut fields = Fields {
+        writer: &mut writer,
+        named: [false; 3],
+    };
+    let _ = record.key_values().visit(&mut fields);
+    let [module, file, line] = fields.named;
+    if let (false, Some(m)) = (module, record.module_path()) {
+        writer.field("module", m);
+    }
+    if let (false, Some(f)) = (file, record.file()) {
+        writer.field("file", f);
+    }
+    if let (false, Some(l)) = (line, record.line()) {
+        writer.field_display("line", &l);
+    }
+    writer.finish()
+}
+
+/// Writes `log`'s key-values as fields, noting which built-in names they take.
+struct Fields<'w, 'a> {
+    writer: &'w mut RecordWriter<'a>,
+    /// `module`, `file`, `line`.
+    named: [bool; 3],
+}
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_, '_> {
     fn visit_pair(
         &mut self,
         key: log::kv::Key<'kvs>,
         value: log::kv::Value<'kvs>,
     ) -> Result<(), log::kv::Error> {
-        self.0.insert(key.as_str().to_owned(), value.to_string());
+        let key = key.as_str();
+        match key {
+            "module" => self.named[0] = true,
+            "file" => self.named[1] = true,
+            "line" => self.named[2] = true,
+            _ => {}
+        }
+        match value.to_borrowed_str() {
+            Some(s) => self.writer.field(key, s),
+            None => self.writer.field_display(key, &value),
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record alone is a valid `LogPayload` of one entry: decode it as one.
+    fn entry(record: &Record<'_>) -> LogEntry {
+        let bytes = Scratch::with(|s| record_of(record, 42, s));
+        let mut payload = crate::wire::decode(&bytes).expect("a record decodes");
+        assert_eq!(payload.logs.len(), 1);
+        payload.logs.remove(0)
+    }
+
+    #[test]
+    fn a_record_is_written_with_every_part() {
+        let kvs: &[(&str, i64)] = &[("user_id", 7)];
+        let before = SystemTime::now();
+        let e = entry(
+            &Record::builder()
+                .level(log::Level::Warn)
+                .target("app::db")
+                .module_path_static(Some("app::db"))
+                .file_static(Some("src/db.rs"))
+                .line(Some(12))
+                .args(format_args!("slow query: {} ms", 250))
+                .key_values(&kvs)
+                .build(),
+        );
+        assert_eq!(e.level, "warning");
+        assert_eq!(e.message, "slow query: 250 ms");
+        assert_eq!(e.source, "app::db");
+        assert_eq!(e.pid, 42);
+        assert!(e.timestamp.is_some_and(|t| t >= before));
+        let mut fields: Vec<_> = e.fields.iter().collect();
+        fields.sort();
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let want = [
+            s("file", "src/db.rs"),
+            s("line", "12"),
+            s("module", "app::db"),
+            s("user_id", "7"),
+        ];
+        assert_eq!(fields, want.iter().map(|(a, b)| (a, b)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_key_value_named_like_a_built_in_field_replaces_it() {
+        let kvs: &[(&str, &str)] = &[("line", "custom"), ("file", "other.rs")];
+        let e = entry(
+            &Record::builder()
+                .level(log::Level::Trace)
+                .args(format_args!("x"))
+                .file_static(Some("src/a.rs"))
+                .line(Some(3))
+                .key_values(&kvs)
+                .build(),
+        );
+        assert_eq!(e.level, "debug");
+        assert_eq!(e.fields["line"], "custom");
+        assert_eq!(e.fields["file"], "other.rs");
+        assert_eq!(e.fields.len(), 2, "{:?}", e.fields);
+    }
+
+    #[test]
+    fn the_bytes_match_the_entry_they_stand_for() {
+        // One field: the map order cannot differ, so the bytes must be the same.
+        let kvs: &[(&str, &str)] = &[("k", "v")];
+        let record = Record::builder()
+            .level(log::Level::Info)
+            .target("t")
+            .args(format_args!("hello"))
+            .key_values(&kvs)
+            .build();
+        let bytes = Scratch::with(|s| record_of(&record, 9, s));
+        let e = crate::wire::decode(&bytes)
+            .expect("a record decodes")
+            .logs
+            .remove(0);
+        assert_eq!((e.pid, e.fields.len()), (9, 1));
+        assert_eq!(bytes, crate::wire::entry_record(&e));
+    }
+
+    #[test]
+    fn scratch_buffers_are_given_back_after_a_huge_record() {
+        let big = "x".repeat(SCRATCH_KEEP * 2);
+        let _ = entry(&Record::builder().args(format_args!("{big}")).build());
+        Scratch::with(|s| {
+            assert!(s.body.capacity() <= SCRATCH_KEEP);
+            assert!(s.message.capacity() <= SCRATCH_KEEP);
+        });
     }
 }

@@ -2,13 +2,15 @@
 //! packs them into payloads (by count, bytes and time, stamped from a template) that a
 //! worker pool of the sender takes in like any other queue.
 //!
-//! One entry: `log` puts it on a bounded channel (waiting when it is full, counted as
-//! backpressure); the batcher (`{prefix}-bN`) adds it to the open batch; a full batch, or
-//! one older than `linger`, becomes a `LogPayload` on the pool's queue. `flush` puts a
-//! marker on the same channel, behind every entry logged before it, and the batcher
-//! answers it once those are in payloads on the queue; `shutdown` makes the batcher take
-//! every entry a producer managed to log, while refusing new ones, and hands back what
-//! it could not pass on in time.
+//! One entry: `log` encodes it on the caller's thread as one record of a payload's
+//! `logs` and frees it there, then puts the record on a bounded channel (waiting when it
+//! is full, counted as backpressure); the batcher (`{prefix}-bN`) adds it to the open
+//! batch; a full batch, or one older than `linger`, becomes the bytes of a payload (the
+//! template's frame around the records, [`wire::Frame`]) on the pool's queue. `flush`
+//! puts a marker on the same channel, behind every entry logged before it, and the
+//! batcher answers it once those are in payloads on the queue; `shutdown` makes the
+//! batcher take every entry a producer managed to log, while refusing new ones, and
+//! hands back what it could not pass on in time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
@@ -21,7 +23,7 @@ use log::warn;
 use crate::error::{invalid_config, Error};
 use crate::model::{LogEntry, LogPayload};
 use crate::shared::{Shared, BACKPRESSURE_AFTER};
-use crate::wire;
+use crate::wire::{self, Encoded, Frame};
 
 /// Most entries the batcher takes per wake-up before it looks at its other channels.
 const TAKE_AT_ONCE: usize = 1024;
@@ -196,11 +198,10 @@ impl std::fmt::Display for LogError {
 impl std::error::Error for LogError {}
 
 /// What travels on an entry handle's channel.
-// Nearly every message is an entry: boxing it would cost an allocation per entry.
-#[allow(clippy::large_enum_variant)]
 enum Msg {
-    /// An entry and how many bytes it adds to a payload (measured once, by `check`).
-    Entry(LogEntry, usize),
+    /// An entry, encoded on the producer's thread as one record of a payload's `logs`
+    /// (its length is what it adds to a payload).
+    Entry(Vec<u8>),
     /// `flush`: answer once every entry before this marker is in a payload on the
     /// pool's queue (or, at shutdown, kept to be handed back).
     Flush(Sender<Left>),
@@ -317,17 +318,40 @@ enum Wait {
     Forever,
 }
 
+/// Why an encoded entry was not put on the channel (see [`LogError`]).
+pub(crate) enum Refusal {
+    Full,
+    Closed,
+    TooLarge { size: usize, limit: usize },
+}
+
+impl Refusal {
+    /// The [`LogError`] that hands `entry` back.
+    fn with(self, entry: LogEntry) -> LogError {
+        let entry = Box::new(entry);
+        match self {
+            Refusal::Full => LogError::Full(entry),
+            Refusal::Closed => LogError::Closed(entry),
+            Refusal::TooLarge { size, limit } => LogError::TooLarge { entry, size, limit },
+        }
+    }
+}
+
 impl EntrySender {
     /// Queues an entry for the next batch, waiting while `capacity` entries are
     /// waiting already (the buffer is full: see
     /// [`EventHandler::on_backpressure`](crate::EventHandler::on_backpressure)).
+    ///
+    /// The entry is encoded on the calling thread and freed there once it is queued.
     ///
     /// # Errors
     ///
     /// [`LogError::Closed`] once the sender shuts down, [`LogError::TooLarge`] for an
     /// entry no payload can carry. The entry is handed back either way.
     pub fn log(&self, entry: LogEntry) -> Result<(), LogError> {
-        self.log_waiting(entry, None)
+        self.encode(&entry)
+            .and_then(|record| self.put_waiting(record, None))
+            .map_err(|r| r.with(entry))
     }
 
     /// Queues an entry for the next batch, waiting at most `timeout` for room.
@@ -338,32 +362,9 @@ impl EntrySender {
     /// sender shuts down, [`LogError::TooLarge`] for an entry no payload can carry. The
     /// entry is handed back.
     pub fn log_timeout(&self, entry: LogEntry, timeout: Duration) -> Result<(), LogError> {
-        self.log_waiting(entry, Some(timeout))
-    }
-
-    /// `log` with an optional bound on the wait for room.
-    fn log_waiting(&self, entry: LogEntry, timeout: Option<Duration>) -> Result<(), LogError> {
-        let (entry, len) = self.check(entry)?;
-        let entry = match self.attempt(entry, len, Wait::No) {
-            Err(LogError::Full(entry)) => *entry,
-            done => return done,
-        };
-        let began = Instant::now();
-        let first = timeout.map_or(BACKPRESSURE_AFTER, |t| t.min(BACKPRESSURE_AFTER));
-        let entry = match self.attempt(entry, len, Wait::For(first)) {
-            Err(LogError::Full(entry)) => *entry,
-            done => return done,
-        };
-        let rest = match timeout {
-            None => Wait::Forever,
-            Some(t) if t <= first => return Err(LogError::Full(Box::new(entry))),
-            Some(t) => Wait::For(t.saturating_sub(first)),
-        };
-        // Still no room after a while: backpressure. The handler hears of it here,
-        // between two attempts, so that it never runs while the batcher waits for this
-        // producer to leave the channel (at shutdown).
-        let _waiting = self.inner.shared.start_waiting(began);
-        self.attempt(entry, len, rest)
+        self.encode(&entry)
+            .and_then(|record| self.put_waiting(record, Some(timeout)))
+            .map_err(|r| r.with(entry))
     }
 
     /// Queues an entry for the next batch if there is room now; never waits.
@@ -374,19 +375,68 @@ impl EntrySender {
     /// once the sender shuts down, [`LogError::TooLarge`] for an entry no payload can
     /// carry. The entry is handed back.
     pub fn try_log(&self, entry: LogEntry) -> Result<(), LogError> {
-        let (entry, len) = self.check(entry)?;
-        self.attempt(entry, len, Wait::No)
+        self.encode(&entry)
+            .and_then(|record| self.attempt(record, Wait::No))
+            .map_err(|r| r.with(entry))
     }
 
-    /// One attempt to put the entry on the channel, counted inside; `Full` when there
-    /// was no room in time.
-    fn attempt(&self, entry: LogEntry, len: usize, wait: Wait) -> Result<(), LogError> {
+    /// Queues an entry already encoded as one record of a payload's `logs` (the
+    /// bridges write theirs straight from a record): without waiting, or waiting for
+    /// room at most `block`.
+    pub(crate) fn put_record(
+        &self,
+        record: Vec<u8>,
+        block: Option<Duration>,
+    ) -> Result<(), Refusal> {
+        let limit = self.inner.shared.config.max_message_size;
+        let size = self.inner.template_len.saturating_add(record.len());
+        if size > limit {
+            return Err(Refusal::TooLarge { size, limit });
+        }
+        match block {
+            None => self.attempt(record, Wait::No),
+            Some(timeout) => self.put_waiting(record, Some(timeout)),
+        }
+    }
+
+    /// Puts a record on the channel, waiting for room (at most `timeout`, if given).
+    fn put_waiting(&self, record: Vec<u8>, timeout: Option<Duration>) -> Result<(), Refusal> {
+        let record = match self.attempt_back(record, Wait::No) {
+            Err((Some(record), Refusal::Full)) => record,
+            done => return done.map_err(|(_, r)| r),
+        };
+        let began = Instant::now();
+        let first = timeout.map_or(BACKPRESSURE_AFTER, |t| t.min(BACKPRESSURE_AFTER));
+        let record = match self.attempt_back(record, Wait::For(first)) {
+            Err((Some(record), Refusal::Full)) => record,
+            done => return done.map_err(|(_, r)| r),
+        };
+        let rest = match timeout {
+            None => Wait::Forever,
+            Some(t) if t <= first => return Err(Refusal::Full),
+            Some(t) => Wait::For(t.saturating_sub(first)),
+        };
+        // Still no room after a while: backpressure. The handler hears of it here,
+        // between two attempts, so that it never runs while the batcher waits for this
+        // producer to leave the channel (at shutdown).
+        let _waiting = self.inner.shared.start_waiting(began);
+        self.attempt(record, rest)
+    }
+
+    /// One attempt to put a record on the channel, counted inside.
+    fn attempt(&self, record: Vec<u8>, wait: Wait) -> Result<(), Refusal> {
+        self.attempt_back(record, wait).map_err(|(_, r)| r)
+    }
+
+    /// [`attempt`](Self::attempt), handing the record back when there was no room in
+    /// time (`Full`), so that it can be tried again without encoding it again.
+    fn attempt_back(&self, record: Vec<u8>, wait: Wait) -> Result<(), (Option<Vec<u8>>, Refusal)> {
         let Some(_inside) = self.inner.state.enter() else {
-            return Err(LogError::Closed(Box::new(entry)));
+            return Err((None, Refusal::Closed));
         };
         let channel = &self.inner.entries;
-        let msg = Msg::Entry(entry, len);
-        let back = match wait {
+        let msg = Msg::Entry(record);
+        let (back, full) = match wait {
             Wait::No => match channel.try_send(msg) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(m)) => (m, true),
@@ -402,11 +452,9 @@ impl EntrySender {
                 Err(e) => (e.into_inner(), false),
             },
         };
-        match back {
-            (Msg::Entry(entry, _), true) => Err(LogError::Full(Box::new(entry))),
-            (Msg::Entry(entry, _), false) => Err(LogError::Closed(Box::new(entry))),
-            // Only `flush` sends markers.
-            (Msg::Flush(_), _) => Ok(()),
+        match (back, full) {
+            (Msg::Entry(record), true) => Err((Some(record), Refusal::Full)),
+            (_, _) => Err((None, Refusal::Closed)),
         }
     }
 
@@ -415,20 +463,15 @@ impl EntrySender {
         &self.inner.shared
     }
 
-    /// Rejects an entry that no payload can carry; returns how many bytes it adds to
-    /// a payload.
-    fn check(&self, entry: LogEntry) -> Result<(LogEntry, usize), LogError> {
+    /// Encodes `entry` as one record of a payload's `logs`, unless no payload can carry
+    /// it.
+    fn encode(&self, entry: &LogEntry) -> Result<Vec<u8>, Refusal> {
         let limit = self.inner.shared.config.max_message_size;
-        let len = wire::entry_len(&entry);
-        let size = self.inner.template_len.saturating_add(len);
-        if size > limit {
-            return Err(LogError::TooLarge {
-                entry: Box::new(entry),
-                size,
-                limit,
-            });
-        }
-        Ok((entry, len))
+        let room = limit.saturating_sub(self.inner.template_len);
+        wire::entry_record_within(entry, room).map_err(|len| Refusal::TooLarge {
+            size: self.inner.template_len.saturating_add(len),
+            limit,
+        })
     }
 }
 
@@ -543,7 +586,7 @@ impl Mark {
 pub(crate) fn start(
     shared: &Arc<Shared>,
     batching: Batching,
-    queue: Sender<LogPayload>,
+    queue: Sender<Encoded>,
     name: String,
 ) -> Result<(EntrySender, Batcher), Error> {
     let template_len = batching.validate(shared.config.max_message_size)?;
@@ -564,6 +607,7 @@ pub(crate) fn start(
         stop: stop_rx,
         _done: done_tx,
         queue,
+        frame: Frame::of(&batching.template),
         template_len,
         batch: Vec::new(),
         batch_bytes: 0,
@@ -636,10 +680,13 @@ struct Run {
     stop: Receiver<()>,
     /// Dropped when the thread ends (see [`Batcher::done`]).
     _done: Sender<()>,
-    queue: Sender<LogPayload>,
+    queue: Sender<Encoded>,
     batching: Batching,
+    /// The template's bytes around the entries.
+    frame: Frame,
     template_len: usize,
-    batch: Vec<LogEntry>,
+    /// The open batch's records.
+    batch: Vec<Vec<u8>>,
     batch_bytes: usize,
     /// When the open batch's first entry arrived.
     first_at: Option<Instant>,
@@ -689,9 +736,9 @@ impl Run {
 
     fn take(&mut self, msg: Msg) {
         match msg {
-            Msg::Entry(entry, len) => {
+            Msg::Entry(record) => {
                 self.state.holding.fetch_add(1, SeqCst);
-                self.add(entry, len);
+                self.add(record);
             }
             Msg::Flush(answer) => {
                 // Every entry ahead of the marker is in the batch: pass it on, then
@@ -720,8 +767,9 @@ impl Run {
         self.cut_batch();
     }
 
-    /// Adds an entry, cutting the batch first if the entry would overflow it.
-    fn add(&mut self, entry: LogEntry, len: usize) {
+    /// Adds an entry's record, cutting the batch first if it would overflow it.
+    fn add(&mut self, record: Vec<u8>) {
+        let len = record.len();
         if !self.batch.is_empty()
             && self.template_len + self.batch_bytes + len > self.batching.max_bytes
         {
@@ -730,7 +778,7 @@ impl Run {
         if self.batch.is_empty() {
             self.first_at = Some(Instant::now());
         }
-        self.batch.push(entry);
+        self.batch.push(record);
         self.batch_bytes += len;
         if self.batch.len() >= self.batching.max_entries {
             self.cut_batch();
@@ -740,22 +788,24 @@ impl Run {
     /// Makes a payload of the open batch and passes it on.
     fn cut_batch(&mut self) {
         self.first_at = None;
-        self.batch_bytes = 0;
+        let len = std::mem::take(&mut self.batch_bytes);
         if self.batch.is_empty() {
             return;
         }
-        let mut payload = self.batching.template.clone();
-        payload.timestamp.get_or_insert_with(SystemTime::now);
-        payload.logs = std::mem::take(&mut self.batch);
-        let n = payload.logs.len() as u64;
-        self.push(payload);
-        self.state.holding.fetch_sub(n, SeqCst);
+        let bytes = self.frame.assemble(&self.batch, len, SystemTime::now());
+        let n = self.batch.len();
+        self.batch.clear();
+        self.push(Encoded {
+            bytes,
+            entries: u32::try_from(n).unwrap_or(u32::MAX),
+        });
+        self.state.holding.fetch_sub(n as u64, SeqCst);
     }
 
     /// Puts a payload on the pool's queue, waiting for room; once the sender shuts
     /// down, until the close deadline at most, then keeps it (and every later one, in
     /// order) to hand back.
-    fn push(&mut self, payload: LogPayload) {
+    fn push(&mut self, payload: Encoded) {
         if !self.stopping {
             let mut select = Select::new();
             let to_queue = select.send(&self.queue);
@@ -786,17 +836,18 @@ impl Run {
         if let Err(payload) = sent {
             warn!(
                 "close deadline: handing back a batch of {} entries",
-                payload.logs.len()
+                payload.entries
             );
             self.keep(payload);
         }
     }
 
     /// Keeps a payload to hand back.
-    fn keep(&mut self, payload: LogPayload) {
+    fn keep(&mut self, payload: Encoded) {
         self.state.left_payloads.fetch_add(1, SeqCst);
-        let entries = payload.logs.len() as u64;
-        self.state.left_entries.fetch_add(entries, SeqCst);
-        self.left.push(payload);
+        self.state
+            .left_entries
+            .fetch_add(u64::from(payload.entries), SeqCst);
+        self.left.extend(payload.decode());
     }
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::events::{DeadLetterEvent, DropReason};
 use crate::ledger::{Item, Origin, Refused};
 use crate::model::LogPayload;
-use crate::queues::Gone;
+use crate::queues::{Gone, Intake, Queued};
 use crate::shared::{decode_item, Shared, BACKPRESSURE_AFTER};
 use crate::stats::Counters;
 use crate::{wire, write};
@@ -26,7 +26,7 @@ const TAKE_AT_ONCE: usize = 16;
 const FREE_AT_ONCE_FROM: usize = 64 << 10;
 
 /// Payloads taken off a queue, each with its origin and global sequence number.
-type Taken = Vec<(Origin, u64, LogPayload)>;
+type Taken = Vec<(Origin, u64, Queued)>;
 
 /// One worker's life: wait until its queue or the stop channel is ready, take without
 /// blocking, intake. Ends when the sender closes, after taking in what was queued before
@@ -36,13 +36,13 @@ type Taken = Vec<(Origin, u64, LogPayload)>;
 /// last payloads until then.
 pub(crate) fn run_worker(
     shared: &Shared,
-    queue: &Receiver<LogPayload>,
+    queue: &Intake,
     source: u32,
     stop: &Receiver<()>,
     until_gone: bool,
 ) {
     let mut select = Select::new();
-    let mut from_queue = Some(select.recv(queue));
+    let mut from_queue = Some(queue.add_to(&mut select));
     let from_stop = select.recv(stop);
     let mut taken = Taken::with_capacity(TAKE_AT_ONCE);
     while !shared.is_closing() {
@@ -80,7 +80,7 @@ pub(crate) fn run_worker(
             }
             // Wait for the batcher's last payloads (or for it to go).
             let mut ready = Select::new();
-            ready.recv(queue);
+            queue.add_to(&mut ready);
             let _ = match deadline {
                 Some(d) => ready.ready_deadline(d).ok(),
                 None => Some(ready.ready()),
@@ -125,7 +125,18 @@ pub(crate) fn encode(
     seq: u64,
     payload: &LogPayload,
 ) -> Result<Item, Error> {
-    let bytes = wire::encode(payload);
+    let entries = u32::try_from(payload.logs.len()).unwrap_or(u32::MAX);
+    wrap(config, origin, seq, wire::encode(payload), entries)
+}
+
+/// Wraps an encoded payload for the ledger, or explains why it cannot be sent.
+fn wrap(
+    config: &Config,
+    origin: Origin,
+    seq: u64,
+    bytes: Vec<u8>,
+    entries: u32,
+) -> Result<Item, Error> {
     let limit = config.max_message_size;
     if bytes.len() > limit {
         return Err(Error::PayloadTooLarge {
@@ -137,7 +148,7 @@ pub(crate) fn encode(
         seq,
         origin,
         bytes: GrpcSlice::from(bytes),
-        entries: u32::try_from(payload.logs.len()).unwrap_or(u32::MAX),
+        entries,
         written_before: false,
         strikes: 0,
     })
@@ -150,26 +161,41 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     if taken.is_empty() {
         return;
     }
-    let entries: usize = taken.iter().map(|(_, _, p)| p.logs.len()).sum();
+    let entries: u64 = taken.iter().map(|(_, _, q)| u64::from(q.entries())).sum();
     Counters::add(&shared.counters.enqueued, taken.len() as u64);
-    Counters::add(&shared.counters.entries_enqueued, entries as u64);
+    Counters::add(&shared.counters.entries_enqueued, entries);
     let mut encoded = Vec::with_capacity(taken.len());
-    for (origin, seq, payload) in taken.drain(..) {
-        match encode(&shared.config, origin, seq, &payload) {
+    for (origin, seq, queued) in taken.drain(..) {
+        let entries = queued.entries();
+        // An entry handle's payloads come encoded already (see `entries`).
+        let (outcome, payload) = match queued {
+            Queued::Payload(payload) => {
+                (encode(&shared.config, origin, seq, &payload), Some(payload))
+            }
+            // Never larger than the limit (its batcher cut it before): decoded back
+            // for the dead-letter report only if that ever broke.
+            Queued::Encoded(e) if e.bytes.len() > shared.config.max_message_size => {
+                let payload = e.decode();
+                (wrap(&shared.config, origin, seq, e.bytes, entries), payload)
+            }
+            Queued::Encoded(e) => (wrap(&shared.config, origin, seq, e.bytes, entries), None),
+        };
+        match outcome {
             Ok(item) => {
                 // A large payload is freed right away, while encoding has its memory in
                 // cache; a small one after the write pass, off the path to the wire
                 // (each wins on its side of the threshold in the benchmark). One freed
                 // here is decoded back if it has to be reported.
-                let keep = (item.len() < FREE_AT_ONCE_FROM).then_some(payload);
+                let keep = payload.filter(|_| item.len() < FREE_AT_ONCE_FROM);
                 encoded.push((item, keep));
             }
             Err(e) => {
                 warn!("dead-lettering a payload: {e}");
-                let entries = payload.logs.len() as u64;
-                shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
+                if let Some(payload) = payload {
+                    shared.handler(|h| h.on_dead_letter(DeadLetterEvent::new(payload, e)));
+                }
                 Counters::add(&shared.counters.dead_lettered, 1);
-                Counters::add(&shared.counters.entries_dead_lettered, entries);
+                Counters::add(&shared.counters.entries_dead_lettered, u64::from(entries));
                 unreserve(shared, origin);
             }
         }

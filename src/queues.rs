@@ -6,6 +6,75 @@ use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::ledger::Origin;
 use crate::model::LogPayload;
+use crate::wire::Encoded;
+
+/// A queue's receiving end: payloads a program sends (`start_worker_pool`), or the
+/// payloads an entry handle's batcher assembled, encoded already.
+#[derive(Clone)]
+pub(crate) enum Intake {
+    Payloads(Receiver<LogPayload>),
+    Encoded(Receiver<Encoded>),
+}
+
+/// One payload taken off a queue.
+pub(crate) enum Queued {
+    Payload(LogPayload),
+    Encoded(Encoded),
+}
+
+impl Queued {
+    /// How many entries it carries.
+    pub(crate) fn entries(&self) -> u32 {
+        match self {
+            Queued::Payload(p) => u32::try_from(p.logs.len()).unwrap_or(u32::MAX),
+            Queued::Encoded(e) => e.entries,
+        }
+    }
+
+    /// The payload as a tree (decoded, if it was encoded; `None` only on a bug, logged).
+    pub(crate) fn into_payload(self) -> Option<LogPayload> {
+        match self {
+            Queued::Payload(p) => Some(p),
+            Queued::Encoded(e) => e.decode(),
+        }
+    }
+}
+
+impl Intake {
+    fn same_channel(&self, other: &Intake) -> bool {
+        match (self, other) {
+            (Intake::Payloads(a), Intake::Payloads(b)) => a.same_channel(b),
+            (Intake::Encoded(a), Intake::Encoded(b)) => a.same_channel(b),
+            _ => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Intake::Payloads(rx) => rx.len(),
+            Intake::Encoded(rx) => rx.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn try_recv(&self) -> Result<Queued, TryRecvError> {
+        match self {
+            Intake::Payloads(rx) => rx.try_recv().map(Queued::Payload),
+            Intake::Encoded(rx) => rx.try_recv().map(Queued::Encoded),
+        }
+    }
+
+    /// Adds the receiver to `select`; returns its index.
+    pub(crate) fn add_to<'a>(&'a self, select: &mut crossbeam_channel::Select<'a>) -> usize {
+        match self {
+            Intake::Payloads(rx) => select.recv(rx),
+            Intake::Encoded(rx) => select.recv(rx),
+        }
+    }
+}
 
 /// One registered queue.
 struct Queue {
@@ -13,7 +82,7 @@ struct Queue {
     source: u32,
     /// `None` once its pool is done with it or `close` let it go; its counts stay, for
     /// `flush`.
-    rx: Option<Receiver<LogPayload>>,
+    rx: Option<Intake>,
     /// Payloads taken from it so far (the next one's `Origin::ord`).
     taken: u64,
 }
@@ -39,7 +108,7 @@ pub(crate) struct Gone;
 impl Queues {
     /// Registers a queue (or finds it, if the same channel is registered already);
     /// returns its source.
-    pub(crate) fn register(&mut self, rx: &Receiver<LogPayload>) -> u32 {
+    pub(crate) fn register(&mut self, rx: &Intake) -> u32 {
         if let Some(q) = self
             .queues
             .iter()
@@ -75,7 +144,7 @@ impl Queues {
 
     /// Takes one payload off queue `source`, without blocking, and numbers it; `None`
     /// when the queue is empty for now.
-    pub(crate) fn take(&mut self, source: u32) -> Result<Option<(Origin, LogPayload)>, Gone> {
+    pub(crate) fn take(&mut self, source: u32) -> Result<Option<(Origin, Queued)>, Gone> {
         let Some(queue) = self.get_mut(source) else {
             return Err(Gone);
         };
@@ -101,7 +170,7 @@ impl Queues {
     pub(crate) fn flush_target(&self, direct: u64) -> FlushTarget {
         let mut bounds = vec![(0, direct)];
         for q in &self.queues {
-            let waiting = q.rx.as_ref().map_or(0, Receiver::len) as u64;
+            let waiting = q.rx.as_ref().map_or(0, Intake::len) as u64;
             bounds.push((q.source, q.taken.saturating_add(waiting)));
         }
         FlushTarget { bounds }
@@ -141,7 +210,7 @@ impl Queues {
     /// Takes every queue's receiver (for `close`), each with its source, to be drained
     /// with [`drain`]; the counts stay until [`Queues::handed_back`] moves the drained
     /// payloads to the ledger's handed-back record (in the same hold of this lock).
-    pub(crate) fn take_all(&mut self) -> Vec<(u32, Receiver<LogPayload>)> {
+    pub(crate) fn take_all(&mut self) -> Vec<(u32, Intake)> {
         self.queues
             .iter_mut()
             .filter_map(|q| q.rx.take().map(|rx| (q.source, rx)))
@@ -171,14 +240,19 @@ impl Queues {
 /// channel: producers should be told to stop before `close`.
 ///
 /// Returns, per queue source, what was taken back, in queue order.
-pub(crate) fn drain(queues: Vec<(u32, Receiver<LogPayload>)>) -> Vec<(u32, Vec<LogPayload>)> {
-    let mut back: Vec<(u32, Vec<LogPayload>)> = queues
+pub(crate) fn drain(queues: Vec<(u32, Intake)>) -> Vec<(u32, Vec<Queued>)> {
+    let mut back: Vec<(u32, Vec<Queued>)> = queues
         .iter()
         .map(|(source, _)| (*source, Vec::new()))
         .collect();
-    let take_queued = |back: &mut Vec<(u32, Vec<LogPayload>)>| {
+    let take_queued = |back: &mut Vec<(u32, Vec<Queued>)>| {
         for ((_, rx), (_, to)) in queues.iter().zip(back.iter_mut()) {
-            to.extend(rx.try_iter().take(rx.len()));
+            for _ in 0..rx.len() {
+                match rx.try_recv() {
+                    Ok(queued) => to.push(queued),
+                    Err(_) => break,
+                }
+            }
         }
     };
     for _ in 0..50 {

@@ -18,7 +18,7 @@ use crate::error::{invalid_config, Error};
 use crate::events::DropReason;
 use crate::ledger::Origin;
 use crate::model::LogPayload;
-use crate::queues::FlushTarget;
+use crate::queues::{FlushTarget, Intake, Queued};
 use crate::shared::{decode_item, Shared};
 use crate::stats::{ConnectionState, Counters, Report, Stats};
 use crate::supervisor::Supervisor;
@@ -224,7 +224,7 @@ impl LogSender {
     /// [`Error::InvalidConfig`] for `n == 0`, [`Error::Closed`] after `close` began,
     /// [`Error::Spawn`] if a thread cannot be started.
     pub fn start_worker_pool(&self, receiver: Receiver<LogPayload>, n: usize) -> Result<(), Error> {
-        self.start_pool(receiver, n, false)
+        self.start_pool(Intake::Payloads(receiver), n, false)
     }
 
     /// A handle that takes single [`LogEntry`](crate::LogEntry)s and ships them in
@@ -267,7 +267,7 @@ impl LogSender {
         let (tx, rx) = crossbeam_channel::bounded(workers.saturating_mul(2));
         // Under the spawn lock, so that a `shutdown` joins the pool (see `start_pool`).
         let mut pool = self.workers.lock();
-        self.spawn_pool(&mut pool, rx, workers, true)?;
+        self.spawn_pool(&mut pool, Intake::Encoded(rx), workers, true)?;
         let mut batchers = self.batchers.lock();
         batchers.prune();
         // Checked again under the batchers lock: a `shutdown` that began meanwhile took
@@ -283,12 +283,7 @@ impl LogSender {
         Ok(handle)
     }
 
-    fn start_pool(
-        &self,
-        receiver: Receiver<LogPayload>,
-        n: usize,
-        until_gone: bool,
-    ) -> Result<(), Error> {
+    fn start_pool(&self, receiver: Intake, n: usize, until_gone: bool) -> Result<(), Error> {
         let mut workers = self.workers.lock();
         self.spawn_pool(&mut workers, receiver, n, until_gone)
     }
@@ -299,7 +294,7 @@ impl LogSender {
     fn spawn_pool(
         &self,
         workers: &mut Vec<JoinHandle<()>>,
-        receiver: Receiver<LogPayload>,
+        receiver: Intake,
         n: usize,
         until_gone: bool,
     ) -> Result<(), Error> {
@@ -703,16 +698,18 @@ impl LogSender {
             let mut ledger = shared.ledger.lock();
             for (source, payloads) in &queued {
                 let first = queues.handed_back(*source, payloads.len());
-                let entries: Vec<u32> = payloads
-                    .iter()
-                    .map(|p| u32::try_from(p.logs.len()).unwrap_or(u32::MAX))
-                    .collect();
+                let entries: Vec<u32> = payloads.iter().map(Queued::entries).collect();
                 ledger.hand_back_queued(*source, first, &entries);
             }
             queued
         };
         shared.ledger_changed.notify_all();
-        undelivered.extend(queued.into_iter().flat_map(|(_, payloads)| payloads));
+        undelivered.extend(
+            queued
+                .into_iter()
+                .flat_map(|(_, payloads)| payloads)
+                .filter_map(Queued::into_payload),
+        );
         undelivered.append(&mut kept);
         undelivered
     }

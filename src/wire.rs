@@ -487,6 +487,180 @@ fn put_payload(buf: &mut Vec<u8>, p: &LogPayload, sizes: &mut impl Iterator<Item
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Pre-encoded entries. The entry level encodes each entry on the producer's thread (its
+// strings are freed where they were allocated) and the batcher joins the records behind
+// the template's bytes: a repeated field on the wire is the concatenation of its records,
+// so the payload is byte-identical to `encode` of the same payload built as a tree
+// (`tests/wire_equivalence.rs` checks it).
+
+/// A payload the entry level assembled from encoded entries: exactly the bytes `encode`
+/// gives for it, and how many entries it carries.
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) entries: u32,
+}
+
+impl Encoded {
+    /// The payload back as a tree (to hand it back or report it); `None` (logged) only
+    /// if the bytes do not parse, which would be a bug.
+    pub(crate) fn decode(&self) -> Option<LogPayload> {
+        match decode(&self.bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::error!("cannot decode an assembled payload (this is a bug): {e}");
+                None
+            }
+        }
+    }
+}
+
+/// `entry` encoded as one record of a `LogPayload`'s `logs` (field 6: tag, length, body);
+/// its length is [`entry_len`].
+pub fn entry_record(entry: &LogEntry) -> Vec<u8> {
+    let (len, meta) = entry_sizes(entry);
+    put_record(entry, len, meta)
+}
+
+/// [`entry_record`], unless the record would be longer than `room` bytes: then its
+/// length (and nothing is allocated).
+pub(crate) fn entry_record_within(entry: &LogEntry, room: usize) -> Result<Vec<u8>, usize> {
+    let (len, meta) = entry_sizes(entry);
+    let total = nested_size(6, len);
+    if total > room {
+        return Err(total);
+    }
+    Ok(put_record(entry, len, meta))
+}
+
+/// The record of `entry`, whose body is `len` bytes and `LogMeta` `meta` bytes.
+fn put_record(entry: &LogEntry, len: usize, meta: Option<usize>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(nested_size(6, len));
+    put_entry(&mut buf, 6, entry, &mut std::iter::once(len).chain(meta));
+    buf
+}
+
+/// Writes one entry record straight from borrowed parts, in field order, for the
+/// bridges (no [`LogEntry`] in between): the same bytes as [`entry_record`] of the entry
+/// with these parts and its fields in the order given. The body is written to a scratch
+/// buffer the caller keeps; [`RecordWriter::finish`] copies it behind its prefix.
+pub(crate) struct RecordWriter<'a> {
+    body: &'a mut Vec<u8>,
+    text: &'a mut String,
+}
+
+impl<'a> RecordWriter<'a> {
+    /// Starts a record with fields 1 to 6 (`category` stays empty).
+    pub(crate) fn start(
+        body: &'a mut Vec<u8>,
+        text: &'a mut String,
+        timestamp: SystemTime,
+        level: &str,
+        message: &str,
+        source: &str,
+        pid: i32,
+    ) -> RecordWriter<'a> {
+        body.clear();
+        put_timestamp(body, 1, timestamp);
+        put_str(body, 2, level);
+        put_str(body, 3, message);
+        put_str(body, 4, source);
+        if pid != 0 {
+            put_tag(body, 6, VARINT);
+            put_varint(body, i64::from(pid) as u64);
+        }
+        RecordWriter { body, text }
+    }
+
+    /// Adds an entry of `fields` (field 7).
+    pub(crate) fn field(&mut self, key: &str, value: &str) {
+        put_len(self.body, 7, map_entry_size(key, value));
+        put_raw_str(self.body, 1, key);
+        put_raw_str(self.body, 2, value);
+    }
+
+    /// Adds an entry of `fields` whose value is `value` formatted.
+    pub(crate) fn field_display(&mut self, key: &str, value: &dyn std::fmt::Display) {
+        use std::fmt::Write as _;
+        self.text.clear();
+        // Writing to a String fails only if `value`'s Display does: keep what it wrote.
+        let _ = write!(self.text, "{value}");
+        put_len(self.body, 7, map_entry_size(key, self.text));
+        put_raw_str(self.body, 1, key);
+        put_raw_str(self.body, 2, self.text);
+    }
+
+    /// The record: tag, length and body, in a buffer of exactly its size.
+    pub(crate) fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(nested_size(6, self.body.len()));
+        put_len(&mut out, 6, self.body.len());
+        out.extend_from_slice(self.body);
+        out
+    }
+}
+
+/// A template's bytes around its entries: fields 1 to 4 before them, `meta` after, and
+/// the timestamp between (the template's own, or the time a batch is cut). What the
+/// entry level assembles its payloads with.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use logsender::{wire, Level, LogEntry, LogPayload};
+///
+/// let template = LogPayload::from_host("agent-1");
+/// let entry = LogEntry::new(Level::Info, "hello");
+/// let records = vec![wire::entry_record(&entry)];
+/// let now = SystemTime::now();
+/// let bytes = wire::Frame::of(&template).assemble(&records, records[0].len(), now);
+/// let mut payload = template.clone();
+/// payload.timestamp = Some(now);
+/// payload.logs.push(entry);
+/// assert_eq!(bytes, wire::encode(&payload));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Frame {
+    head: Vec<u8>,
+    stamp: Option<SystemTime>,
+    tail: Vec<u8>,
+}
+
+impl Frame {
+    /// The frame of `template` (whose entries, if any, are left out).
+    pub fn of(template: &LogPayload) -> Frame {
+        let mut head = Vec::new();
+        put_str(&mut head, 1, &template.agent_id);
+        put_str(&mut head, 2, &template.host_id);
+        put_str(&mut head, 3, &template.hostname);
+        put_str(&mut head, 4, &template.endpoint_id);
+        let mut tail = Vec::new();
+        if let Some(m) = &template.meta {
+            put_meta(&mut tail, 7, m, meta_size(m));
+        }
+        Frame {
+            head,
+            stamp: template.timestamp,
+            tail,
+        }
+    }
+
+    /// The payload carrying `records` (which take `len` bytes together), stamped with
+    /// the template's timestamp or else `now`, in a buffer of exactly its size.
+    pub fn assemble(&self, records: &[Vec<u8>], len: usize, now: SystemTime) -> Vec<u8> {
+        let stamp = self.stamp.unwrap_or(now);
+        let stamp_len = nested_size(5, timestamp_size(&timestamp_to_pb(stamp)));
+        let total = self.head.len() + stamp_len + len + self.tail.len();
+        let mut buf = Vec::with_capacity(total);
+        buf.extend_from_slice(&self.head);
+        put_timestamp(&mut buf, 5, stamp);
+        for r in records {
+            buf.extend_from_slice(r);
+        }
+        buf.extend_from_slice(&self.tail);
+        debug_assert_eq!(buf.len(), total, "a record's length was miscounted");
+        buf
+    }
+}
+
 /// LogMeta's string fields 1..=11, in field order.
 fn log_meta_strings(m: &LogMeta) -> [(u32, &str); 11] {
     [
