@@ -587,6 +587,19 @@ impl Ledger {
             .sum()
     }
 
+    /// Whether a payload of `source` is outstanding.
+    pub(crate) fn any_outstanding_from(&self, source: u32) -> bool {
+        self.outstanding
+            .range(
+                Origin { source, ord: 0 }..=Origin {
+                    source,
+                    ord: u64::MAX,
+                },
+            )
+            .next()
+            .is_some()
+    }
+
     /// Records payloads `close` took back from queue `source` without their being
     /// taken in (they get the next `count` ordinals of that source, as if taken): each
     /// with its entry count.

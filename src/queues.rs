@@ -4,7 +4,7 @@
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
-use crate::ledger::Origin;
+use crate::ledger::{Ledger, Origin};
 use crate::model::LogPayload;
 use crate::wire::Encoded;
 
@@ -108,7 +108,8 @@ pub(crate) struct Gone;
 impl Queues {
     /// Registers a queue (or finds it, if the same channel is registered already);
     /// returns its source.
-    pub(crate) fn register(&mut self, rx: &Intake) -> u32 {
+    pub(crate) fn register(&mut self, rx: &Intake, ledger: &Ledger) -> u32 {
+        self.prune_retired(ledger);
         if let Some(q) = self
             .queues
             .iter()
@@ -197,11 +198,19 @@ impl Queues {
             .sum()
     }
 
+    /// Forgets retired queues none of whose payloads is outstanding any more: nothing
+    /// of theirs is left for a `flush` to wait for (so that a program that drops and
+    /// makes entry handles all the time keeps a bounded list).
+    fn prune_retired(&mut self, ledger: &Ledger) {
+        self.queues
+            .retain(|q| q.rx.is_some() || ledger.any_outstanding_from(q.source));
+    }
+
     /// Lets go of queue `source`, empty and without producers: its pool is done with it
     /// (an entry handle's queue, once its batcher is gone). Its counts stay.
     pub(crate) fn retire(&mut self, source: u32) {
-        // Kept (without its receiver), so that `flush` still bounds what was taken from
-        // it and not yet delivered.
+        // Kept (without its receiver) while its payloads are outstanding, so that
+        // `flush` still bounds what was taken from it and not yet delivered.
         if let Some(q) = self.get_mut(source) {
             q.rx = None;
         }
@@ -264,4 +273,47 @@ pub(crate) fn drain(queues: Vec<(u32, Intake)>) -> Vec<(u32, Vec<Queued>)> {
     }
     take_queued(&mut back);
     back
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_queue_is_forgotten_once_nothing_of_it_is_outstanding() {
+        let mut ledger = Ledger::new(100, 1 << 20);
+        let mut queues = Queues::default();
+        let (tx, rx) = crossbeam_channel::bounded::<LogPayload>(4);
+        let first = queues.register(&Intake::Payloads(rx), &ledger);
+        tx.send(LogPayload::default()).ok();
+        drop(tx);
+        let (origin, _) = match queues.take(first) {
+            Ok(Some(taken)) => taken,
+            _ => panic!("the payload is there"),
+        };
+        ledger.reserve(origin);
+        assert!(
+            queues.take(first).is_err(),
+            "empty, and its producer is gone"
+        );
+        queues.retire(first);
+        let target = queues.flush_target(0);
+        assert_eq!(target.bounds, vec![(0, 0), (first, 1)]);
+
+        // Its payload is outstanding: registering another queue keeps it.
+        let (_tx2, rx2) = crossbeam_channel::bounded::<LogPayload>(4);
+        let second = queues.register(&Intake::Payloads(rx2.clone()), &ledger);
+        assert_eq!(queues.flush_target(0).bounds.len(), 3);
+        // Settled: the next registration forgets it, and only it.
+        ledger.unreserve(origin);
+        let (_tx3, rx3) = crossbeam_channel::bounded::<LogPayload>(4);
+        let third = queues.register(&Intake::Payloads(rx3), &ledger);
+        assert_eq!(
+            queues.flush_target(0).bounds,
+            vec![(0, 0), (second, 0), (third, 0)]
+        );
+        // Sources are never given out twice.
+        assert!(third > second && second > first);
+        assert_eq!(queues.register(&Intake::Payloads(rx2), &ledger), second);
+    }
 }

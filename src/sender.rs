@@ -306,7 +306,11 @@ impl LogSender {
         }
         crate::hooks::pause(crate::hooks::Point::BeforePoolSpawn);
         prune_workers(workers);
-        let source = self.shared.queues.lock().register(&receiver);
+        let source = {
+            let mut queues = self.shared.queues.lock();
+            let ledger = self.shared.ledger.lock();
+            queues.register(&receiver, &ledger)
+        };
         for _ in 0..n {
             let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
             let shared = self.shared.clone();

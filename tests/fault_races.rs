@@ -8,34 +8,18 @@ mod support;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use logsender::hooks::{hits, set_pause, Point};
+use logsender::hooks::{hits, Point};
 use logsender::{DropReason, OverflowPolicy};
 use support::collect::{expected_ids, ids, wait_stats, Collector};
 use support::helpers::{
     assert_no_background_panic, unserved_addr, wait_until, watch_panics, within,
 };
 use support::sink::{Ending, Sink};
-use support::{fast_config, queue, sender_with_pool};
+use support::{fast_config, queue, sender_with_pool, Pause};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const WAIT: Duration = Duration::from_secs(20);
 const SLACK: Duration = Duration::from_millis(400);
-
-/// Sets a pause at `point` for the life of the guard.
-struct Pause(Point);
-
-impl Pause {
-    fn new(point: Point, d: Duration) -> Pause {
-        set_pause(point, d);
-        Pause(point)
-    }
-}
-
-impl Drop for Pause {
-    fn drop(&mut self) {
-        set_pause(self.0, Duration::ZERO);
-    }
-}
 
 /// Row 3: `close` while a worker waits for room (Block, no timeout) and the collector
 /// is down. The worker is held between its "closing?" check and its wait, and `close`

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use logsender::hooks::{hits, set_pause, Point};
+use logsender::hooks::{hits, Point};
 use logsender::{
     Batching, Covers, DropReason, DroppedEvent, EventHandler, Level, LogEntry, LogPayload,
     LogSender, OverflowPolicy, RpcStatusCode, Shutdown,
@@ -19,29 +19,13 @@ use support::helpers::{
     assert_no_background_panic, unserved_addr, wait_until, watch_panics, within,
 };
 use support::sink::Sink;
-use support::{fast_config, logsender_threads, payload, queue, sender_with_pool};
+use support::{fast_config, logsender_threads, payload, queue, sender_with_pool, Pause};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const WAIT: Duration = Duration::from_secs(20);
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Sets a pause at `point` for the life of the guard.
-struct Pause(Point);
-
-impl Pause {
-    fn new(point: Point, d: Duration) -> Pause {
-        set_pause(point, d);
-        Pause(point)
-    }
-}
-
-impl Drop for Pause {
-    fn drop(&mut self) {
-        set_pause(self.0, Duration::ZERO);
-    }
 }
 
 /// An `on_dropped` that says it was entered, then blocks until released.

@@ -8,6 +8,32 @@ pub mod helpers;
 pub mod proxy;
 pub mod sink;
 
+#[cfg(feature = "test-hooks")]
+pub use pause::Pause;
+
+#[cfg(feature = "test-hooks")]
+mod pause {
+    use std::time::Duration;
+
+    use logsender::hooks::{set_pause, Point};
+
+    /// Sets a pause at `point` for the life of the guard.
+    pub struct Pause(Point);
+
+    impl Pause {
+        pub fn new(point: Point, d: Duration) -> Pause {
+            set_pause(point, d);
+            Pause(point)
+        }
+    }
+
+    impl Drop for Pause {
+        fn drop(&mut self) {
+            set_pause(self.0, Duration::ZERO);
+        }
+    }
+}
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
