@@ -1,5 +1,5 @@
 //! The `log` bridge: a [`log::Log`] that turns the program's `log` records (its own
-//! and its dependencies') into [`LogEntry`]s on an [`EntrySender`], installed with one
+//! and its dependencies') into [`LogEntry`](crate::LogEntry)s on an [`EntrySender`], installed with one
 //! call that returns a guard.
 //!
 //! A record becomes an entry with its level, its message, its target as `source`, and
@@ -23,7 +23,7 @@ use log::{LevelFilter, Log, Metadata, Record};
 use crate::entries::{Batching, EntrySender};
 use crate::error::{invalid_config, Error};
 use crate::events::{DropReason, RecordsDroppedEvent};
-use crate::model::{Level, LogEntry};
+use crate::model::Level;
 use crate::sender::{LogSender, Shutdown};
 use crate::stats::Counters;
 use crate::wire::RecordWriter;
@@ -385,21 +385,6 @@ impl Shipper {
         }
     }
 
-    /// Puts `entry` on the handle, or drops and counts it.
-    pub(crate) fn ship(&self, entry: LogEntry) {
-        if self.closed.load(Ordering::Acquire) {
-            self.dropped();
-            return;
-        }
-        let taken = match self.block {
-            None => self.entries.try_log(entry),
-            Some(timeout) => self.entries.log_timeout(entry, timeout),
-        };
-        if taken.is_err() {
-            self.dropped();
-        }
-    }
-
     fn dropped(&self) {
         let counters = &self.entries.shared().counters;
         Counters::add(&counters.records_dropped, 1);
@@ -478,7 +463,7 @@ impl Scratch {
 }
 
 /// A record encoded as an entry, written straight from it (see the module's doc for
-/// what goes where): no [`LogEntry`] in between.
+/// what goes where): no [`LogEntry`](crate::LogEntry) in between.
 fn record_of(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
     let Scratch {
         body,
@@ -554,6 +539,7 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LogEntry;
 
     /// A record alone is a valid `LogPayload` of one entry: decode it as one.
     fn entry(record: &Record<'_>) -> LogEntry {

@@ -17,6 +17,8 @@ pub(crate) enum Intake {
 }
 
 /// One payload taken off a queue.
+// A program's payload travels as it was sent (boxing it would cost an allocation each).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Queued {
     Payload(LogPayload),
     Encoded(Encoded),

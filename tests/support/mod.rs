@@ -8,7 +8,9 @@ pub mod helpers;
 pub mod proxy;
 pub mod sink;
 
+// Used by the race tests only.
 #[cfg(feature = "test-hooks")]
+#[allow(unused_imports)]
 pub use pause::Pause;
 
 #[cfg(feature = "test-hooks")]
