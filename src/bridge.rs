@@ -135,7 +135,7 @@ impl LogBridge {
             .map_or(filter.filter(), |(_, level)| filter.filter().max(*level));
         Ok(BridgeLogger {
             inner: Arc::new(Inner {
-                shipper: Shipper::new(entries, self.block),
+                shipper: Arc::new(Shipper::new(entries, self.block)),
                 pid: i32::try_from(std::process::id()).unwrap_or(0),
                 filter,
                 tee: self.tee,
@@ -162,10 +162,7 @@ impl LogBridge {
             return Err(Error::LoggerInstalled);
         }
         log::set_max_level(max_level);
-        Ok(BridgeGuard {
-            sender: Some(sender),
-            logger,
-        })
+        Ok(BridgeGuard::new(sender, logger.inner.shipper.clone()))
     }
 }
 
@@ -177,7 +174,7 @@ pub struct BridgeLogger {
 }
 
 struct Inner {
-    shipper: Shipper,
+    shipper: Arc<Shipper>,
     /// The process ID every entry carries (read once).
     pid: i32,
     filter: env_filter::Filter,
@@ -244,11 +241,12 @@ impl Log for BridgeLogger {
     }
 }
 
-/// Shuts the bridge's sender down when dropped (see [`LogBridge::install`]).
+/// Shuts the bridge's sender down when dropped (see [`LogBridge::install`], and
+/// `TracingLayer::install` with the `tracing` feature).
 #[must_use = "dropping the guard shuts the bridge's sender down"]
 pub struct BridgeGuard {
     sender: Option<LogSender>,
-    logger: BridgeLogger,
+    shipper: Arc<Shipper>,
 }
 
 impl std::fmt::Debug for BridgeGuard {
@@ -260,6 +258,14 @@ impl std::fmt::Debug for BridgeGuard {
 }
 
 impl BridgeGuard {
+    /// A guard that owns `sender`, whose bridge ships through `shipper`.
+    pub(crate) fn new(sender: LogSender, shipper: Arc<Shipper>) -> BridgeGuard {
+        BridgeGuard {
+            sender: Some(sender),
+            shipper,
+        }
+    }
+
     /// The sender the bridge ships through (to send payloads, flush, read stats).
     pub fn sender(&self) -> &LogSender {
         match &self.sender {
@@ -282,7 +288,7 @@ impl BridgeGuard {
     fn finish(&mut self, timeout: Duration) -> Option<Shutdown> {
         let sender = self.sender.take()?;
         let done = sender.shutdown(timeout);
-        self.logger.inner.shipper.close();
+        self.shipper.close();
         Some(done)
     }
 }
@@ -301,13 +307,13 @@ impl Drop for BridgeGuard {
         let r = &done.report;
         log::error!(
             target: "logsender::bridge",
-            "the log bridge shut down with lines undelivered: {} handed back, {} dropped, {} dead-lettered, {} records dropped",
+            "the bridge shut down with lines undelivered: {} handed back, {} dropped, {} dead-lettered, {} records dropped",
             r.entries_handed_back,
             r.entries_dropped,
             r.entries_dead_lettered,
             r.records_dropped,
         );
-        let shared = self.logger.inner.shipper.entries.shared();
+        let shared = self.shipper.entries.shared();
         for p in done.undelivered {
             shared.report_dropped(Some(p), DropReason::SenderDropped);
         }
@@ -316,7 +322,7 @@ impl Drop for BridgeGuard {
 
 /// Whether a record comes from logsender itself or from grpcio (including the gRPC
 /// core's records, which logsender logs as `logsender::grpc`).
-fn is_ours(target: &str) -> bool {
+pub(crate) fn is_ours(target: &str) -> bool {
     let under = |name: &str| {
         target
             .strip_prefix(name)
@@ -434,6 +440,9 @@ pub(crate) struct Scratch {
     pub(crate) body: Vec<u8>,
     pub(crate) message: String,
     pub(crate) text: String,
+    /// Field names written so far (the `tracing` layer: the first of a name wins).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) names: Vec<&'static str>,
 }
 
 /// Buffers larger than this are given back after the record that grew them.
@@ -469,6 +478,7 @@ fn record_of(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
         body,
         message,
         text,
+        ..
     } = scratch;
     let message: &str = match record.args().as_str() {
         Some(s) => s,

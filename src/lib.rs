@@ -107,6 +107,8 @@ mod sender;
 mod shared;
 mod stats;
 mod supervisor;
+#[cfg(feature = "tracing")]
+mod tracing_layer;
 pub mod wire;
 mod write;
 
@@ -125,3 +127,5 @@ pub use events::{
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
 pub use sender::{LogSender, Shutdown};
 pub use stats::{ConnectionState, Covers, Report, Stats};
+#[cfg(feature = "tracing")]
+pub use tracing_layer::{EntryLayer, TracingLayer};

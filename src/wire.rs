@@ -590,6 +590,18 @@ impl<'a> RecordWriter<'a> {
         put_raw_str(self.body, 2, self.text);
     }
 
+    /// Adds an entry of `fields` whose value is `value` formatted with `Debug`.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn field_debug(&mut self, key: &str, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        self.text.clear();
+        // As in `field_display`.
+        let _ = write!(self.text, "{value:?}");
+        put_len(self.body, 7, map_entry_size(key, self.text));
+        put_raw_str(self.body, 1, key);
+        put_raw_str(self.body, 2, self.text);
+    }
+
     /// The record: tag, length and body, in a buffer of exactly its size.
     pub(crate) fn finish(self) -> Vec<u8> {
         let mut out = Vec::with_capacity(nested_size(6, self.body.len()));
