@@ -102,6 +102,7 @@ mod host;
 mod intake;
 mod ledger;
 pub mod model;
+pub mod otlp;
 mod queues;
 mod sender;
 mod shared;

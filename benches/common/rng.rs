@@ -1,6 +1,6 @@
 //! xorshift64*: a small, seeded, reproducible generator, dependency-free. Shared by the
-//! benches' payload generator (`generate.rs`) and `tests/wire_equivalence.rs`, which
-//! add the helpers they need in their own `impl Rng` blocks.
+//! benches' payload generator (`generate.rs`) and the tests' (`tests/support/random.rs`),
+//! which add the helpers they need in their own `impl Rng` blocks.
 
 pub struct Rng(pub u64);
 
