@@ -443,6 +443,9 @@ pub(crate) struct Scratch {
     /// Field names written so far (the `tracing` layer: the first of a name wins).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) names: Vec<&'static str>,
+    /// The span path (the `tracing` layer).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) path: String,
 }
 
 /// Buffers larger than this are given back after the record that grew them.
@@ -463,7 +466,7 @@ impl Scratch {
         if self.body.capacity() > SCRATCH_KEEP {
             self.body = Vec::new();
         }
-        for s in [&mut self.message, &mut self.text] {
+        for s in [&mut self.message, &mut self.text, &mut self.path] {
             if s.capacity() > SCRATCH_KEEP {
                 *s = String::new();
             }

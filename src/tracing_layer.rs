@@ -223,9 +223,11 @@ where
         message,
         text,
         names,
+        path,
     } = scratch;
     message.clear();
     names.clear();
+    path.clear();
     event.record(&mut Message(message));
     let meta = event.metadata();
     let mut writer = RecordWriter::start(
@@ -241,7 +243,6 @@ where
         writer: &mut writer,
         names,
     });
-    let mut path = String::new();
     if let Some(scope) = ctx.event_scope(event) {
         // From the innermost span out.
         for span in scope {
