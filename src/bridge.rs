@@ -154,7 +154,8 @@ impl LogBridge {
     /// # Errors
     ///
     /// As [`logger`](LogBridge::logger), and [`Error::LoggerInstalled`] when the
-    /// program has a logger already (the sender is then shut down).
+    /// program has a logger already. On any error the sender is dropped (shut down),
+    /// with nothing of the bridge's in it yet.
     pub fn install(self, sender: LogSender) -> Result<BridgeGuard, Error> {
         let logger = self.logger(&sender)?;
         let max_level = logger.inner.max_level;

@@ -29,7 +29,7 @@ use crate::wire::{self, Encoded, Frame};
 const TAKE_AT_ONCE: usize = 1024;
 
 /// Largest `capacity` and `workers` a [`Batching`] accepts: the entry channel allocates
-/// every slot up front (about half a KiB each).
+/// every slot up front (a few dozen bytes each, the records they point to apart).
 const MAX_CAPACITY: usize = 1 << 20;
 const MAX_WORKERS: usize = 1024;
 
@@ -136,16 +136,13 @@ impl Batching {
                 "a template carries no entries (they would be in every payload)",
             );
         }
-        // With the longest timestamp a batch can be stamped with (its nanoseconds take
-        // the most bytes), so that no batch encodes larger than this says.
-        let mut stamped = self.template.clone();
-        stamped.timestamp.get_or_insert_with(|| {
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default();
-            SystemTime::UNIX_EPOCH + Duration::new(now.as_secs(), 999_999_999)
-        });
-        let len = wire::encoded_len(&stamped);
+        // With the longest timestamp a batch can be stamped with (whatever the clock
+        // says then), so that no batch encodes larger than this says.
+        let stamp = match self.template.timestamp {
+            Some(_) => 0,
+            None => wire::MAX_TIMESTAMP_FIELD,
+        };
+        let len = wire::encoded_len(&self.template).saturating_add(stamp);
         if len >= max_message_size {
             return invalid_config("template", "encodes larger than max_message_size");
         }
@@ -166,7 +163,8 @@ pub enum LogError {
     TooLarge {
         /// The entry.
         entry: Box<LogEntry>,
-        /// The size of a payload carrying just this entry, in bytes.
+        /// The size of a payload carrying just this entry, in bytes (at most: with the
+        /// longest timestamp a batch can be stamped with).
         size: usize,
         /// The sender's `max_message_size`.
         limit: usize,
@@ -678,7 +676,7 @@ struct Run {
     state: Arc<BatchState>,
     entries: Receiver<Msg>,
     stop: Receiver<()>,
-    /// Dropped when the thread ends (see [`Batcher::done`]).
+    /// Dropped when the thread ends (see `Watch::done`).
     _done: Sender<()>,
     queue: Sender<Encoded>,
     batching: Batching,
@@ -792,7 +790,8 @@ impl Run {
         if self.batch.is_empty() {
             return;
         }
-        let bytes = self.frame.assemble(&self.batch, len, SystemTime::now());
+        debug_assert_eq!(len, self.batch.iter().map(Vec::len).sum::<usize>());
+        let bytes = self.frame.assemble(&self.batch, SystemTime::now());
         let n = self.batch.len();
         self.batch.clear();
         self.push(Encoded {

@@ -117,7 +117,8 @@ impl TracingLayer {
     ///
     /// As [`layer`](TracingLayer::layer), [`Error::InvalidConfig`] for a filter that
     /// does not parse, and [`Error::LoggerInstalled`] when the program has a global
-    /// subscriber already (the sender is then shut down).
+    /// subscriber already. On any error the sender is dropped (shut down), with nothing
+    /// of the layer's in it yet.
     pub fn install(self, sender: LogSender) -> Result<BridgeGuard, Error> {
         let Ok(targets) = self.filter.parse::<tracing_subscriber::filter::Targets>() else {
             return invalid_config("filter", "not a RUST_LOG-style filter");
@@ -175,18 +176,31 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
+        // Formatted with no lock held: a field's `Debug` may emit events itself.
         let mut fields = SpanFields(Vec::new());
         attrs.record(&mut fields);
-        span.extensions_mut().insert(fields);
+        let mut extensions = span.extensions_mut();
+        // Another `EntryLayer` on the same registry stored the same fields already.
+        if extensions.get_mut::<SpanFields>().is_none() {
+            extensions.insert(fields);
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else {
             return;
         };
+        // Formatted with no lock held (as in `on_new_span`), then merged.
+        let mut update = SpanFields(Vec::new());
+        values.record(&mut update);
         let mut extensions = span.extensions_mut();
-        if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            values.record(fields);
+        match extensions.get_mut::<SpanFields>() {
+            Some(fields) => {
+                for (name, value) in update.0 {
+                    fields.set(name, value);
+                }
+            }
+            None => extensions.insert(update),
         }
     }
 

@@ -494,6 +494,10 @@ fn put_payload(buf: &mut Vec<u8>, p: &LogPayload, sizes: &mut impl Iterator<Item
 // so the payload is byte-identical to `encode` of the same payload built as a tree
 // (`tests/wire_equivalence.rs` checks it).
 
+/// The most bytes a payload's timestamp field takes: tag, length, seconds (a negative
+/// `int64` is 10 bytes) and nanoseconds (999,999,999 is 5), each with its tag.
+pub(crate) const MAX_TIMESTAMP_FIELD: usize = 1 + 1 + (1 + 10) + (1 + 5);
+
 /// A payload the entry level assembled from encoded entries: exactly the bytes `encode`
 /// gives for it, and how many entries it carries.
 pub(crate) struct Encoded {
@@ -542,7 +546,8 @@ fn put_record(entry: &LogEntry, len: usize, meta: Option<usize>) -> Vec<u8> {
 
 /// Writes one entry record straight from borrowed parts, in field order, for the
 /// bridges (no [`LogEntry`] in between): the same bytes as [`entry_record`] of the entry
-/// with these parts and its fields in the order given. The body is written to a scratch
+/// with these parts and its fields in the order given (a field written twice is sent
+/// twice; a decoder keeps the last, as protobuf's maps do). The body is written to a scratch
 /// buffer the caller keeps; [`RecordWriter::finish`] copies it behind its prefix.
 pub(crate) struct RecordWriter<'a> {
     body: &'a mut Vec<u8>,
@@ -623,7 +628,7 @@ impl<'a> RecordWriter<'a> {
 /// let entry = LogEntry::new(Level::Info, "hello");
 /// let records = vec![wire::entry_record(&entry)];
 /// let now = SystemTime::now();
-/// let bytes = wire::Frame::of(&template).assemble(&records, records[0].len(), now);
+/// let bytes = wire::Frame::of(&template).assemble(&records, now);
 /// let mut payload = template.clone();
 /// payload.timestamp = Some(now);
 /// payload.logs.push(entry);
@@ -655,12 +660,17 @@ impl Frame {
         }
     }
 
-    /// The payload carrying `records` (which take `len` bytes together), stamped with
+    /// The payload carrying `records` (each one made by [`entry_record`]), stamped with
     /// the template's timestamp or else `now`, in a buffer of exactly its size.
-    pub fn assemble(&self, records: &[Vec<u8>], len: usize, now: SystemTime) -> Vec<u8> {
+    pub fn assemble(&self, records: &[Vec<u8>], now: SystemTime) -> Vec<u8> {
         let stamp = self.stamp.unwrap_or(now);
         let stamp_len = nested_size(5, timestamp_size(&timestamp_to_pb(stamp)));
-        let total = self.head.len() + stamp_len + len + self.tail.len();
+        let len = records
+            .iter()
+            .fold(0usize, |n, r| n.saturating_add(r.len()));
+        let total = [self.head.len(), stamp_len, len, self.tail.len()]
+            .iter()
+            .fold(0usize, |n, l| n.saturating_add(*l));
         let mut buf = Vec::with_capacity(total);
         buf.extend_from_slice(&self.head);
         put_timestamp(&mut buf, 5, stamp);
@@ -977,6 +987,23 @@ mod tests {
             }
         }
         assert!(decode(&payload_with_timestamp(-1, 999_999_999)).is_ok());
+    }
+
+    #[test]
+    fn no_timestamp_field_is_longer_than_the_bound() {
+        let epoch = UNIX_EPOCH;
+        let times = [
+            epoch,
+            epoch + Duration::new(1_700_000_000, 999_999_999),
+            epoch - Duration::new(1, 1),
+            epoch - Duration::new(62_135_596_800, 0),
+            epoch + Duration::new(253_402_300_799, 999_999_999),
+        ];
+        let longest = times
+            .iter()
+            .map(|t| nested_size(5, timestamp_size(&timestamp_to_pb(*t))))
+            .max();
+        assert_eq!(longest, Some(MAX_TIMESTAMP_FIELD));
     }
 
     #[test]

@@ -235,3 +235,58 @@ fn the_installed_layers_guard_delivers_every_event_on_drop() {
         .iter()
         .all(|e| e.message == "kept" && e.source == "child_app"));
 }
+
+/// A value whose `Debug` emits an event of its own.
+struct Chatty;
+
+impl std::fmt::Debug for Chatty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::info!("emitted while a field is formatted");
+        f.write_str("chatty")
+    }
+}
+
+#[test]
+fn two_layers_and_a_field_that_emits_while_formatted_neither_deadlock_nor_panic() {
+    watch_panics();
+    let sink = Sink::start();
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let first = TracingLayer::new(Batching::new(template()))
+        .layer(&sender)
+        .unwrap();
+    // Two layers on one registry share the span's stored fields.
+    let second = TracingLayer::new(Batching::new(template()))
+        .layer(&sender)
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(first).with(second);
+    within(
+        WAIT,
+        "events from inside a span's field formatting",
+        move || {
+            tracing::subscriber::with_default(subscriber, || {
+                let span =
+                    tracing::info_span!("job", value = tracing::field::Empty, made = ?Chatty);
+                let _in = span.enter();
+                // Formatted by `on_record` while this thread is inside the span.
+                span.record("value", tracing::field::debug(Chatty));
+                tracing::info!("done");
+            })
+        },
+    );
+    let report = sender.flush(WAIT);
+    assert!(report.all_delivered(), "{report:?}");
+    let entries: Vec<_> = sink.received().into_iter().flat_map(|p| p.logs).collect();
+    let done: Vec<_> = entries.iter().filter(|e| e.message == "done").collect();
+    // Each layer ships it once, with the span's fields.
+    assert_eq!(done.len(), 2, "{entries:?}");
+    for e in done {
+        assert_eq!(e.fields["value"], "chatty");
+        assert_eq!(e.fields["made"], "chatty");
+    }
+    // tracing itself drops an event emitted inside a subscriber's callback (no
+    // dispatcher is entered twice on a thread): the layer never sees those.
+    assert!(!entries
+        .iter()
+        .any(|e| e.message == "emitted while a field is formatted"));
+    assert!(sender.close().report.all_delivered());
+}
