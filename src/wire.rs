@@ -586,22 +586,21 @@ impl<'a> RecordWriter<'a> {
 
     /// Adds an entry of `fields` whose value is `value` formatted.
     pub(crate) fn field_display(&mut self, key: &str, value: &dyn std::fmt::Display) {
-        use std::fmt::Write as _;
-        self.text.clear();
-        // Writing to a String fails only if `value`'s Display does: keep what it wrote.
-        let _ = write!(self.text, "{value}");
-        put_len(self.body, 7, map_entry_size(key, self.text));
-        put_raw_str(self.body, 1, key);
-        put_raw_str(self.body, 2, self.text);
+        self.field_fmt(key, format_args!("{value}"));
     }
 
     /// Adds an entry of `fields` whose value is `value` formatted with `Debug`.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn field_debug(&mut self, key: &str, value: &dyn std::fmt::Debug) {
+        self.field_fmt(key, format_args!("{value:?}"));
+    }
+
+    fn field_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
         use std::fmt::Write as _;
         self.text.clear();
-        // As in `field_display`.
-        let _ = write!(self.text, "{value:?}");
+        // Writing to a String fails only if the value's formatting does: keep what it
+        // wrote.
+        let _ = self.text.write_fmt(value);
         put_len(self.body, 7, map_entry_size(key, self.text));
         put_raw_str(self.body, 1, key);
         put_raw_str(self.body, 2, self.text);

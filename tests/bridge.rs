@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use log::Log;
 use logsender::{
-    Batching, Config, EventHandler, LogBridge, LogPayload, LogSender, OverflowPolicy,
-    RecordsDroppedEvent,
+    Batching, Config, EventHandler, LogBridge, LogPayload, LogSender, RecordsDroppedEvent,
 };
 use support::fast_config;
 use support::helpers::{unserved_addr, watch_panics, within};
@@ -154,24 +153,12 @@ impl EventHandler for Drops {
     }
 }
 
-/// A bridge whose entry channel stays full: collector down, room for one payload
-/// (`Block`), one entry per payload, one worker, a channel of 4 entries. Nothing makes
-/// room until shutdown.
+/// A bridge whose entry channel stays full (see `support::jammed`).
 fn jammed(
     handler: Arc<Drops>,
     bridge: impl FnOnce(LogBridge) -> LogBridge,
 ) -> (LogSender, logsender::BridgeLogger) {
-    let config = fast_config(&unserved_addr())
-        .max_buffered_payloads(1)
-        .overflow(OverflowPolicy::Block { timeout: None })
-        .event_handler(handler)
-        .build()
-        .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let batching = Batching::new(template())
-        .max_entries(1)
-        .workers(1)
-        .capacity(4);
+    let (sender, batching) = support::jammed(handler, template());
     let logger = bridge(LogBridge::new(batching)).logger(&sender).unwrap();
     (sender, logger)
 }

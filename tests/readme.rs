@@ -3,17 +3,31 @@
 //! `examples/log_bridge.rs`, and its `tracing` block `examples/tracing_layer.rs`, word for
 //! word.
 
-#[test]
-fn the_readme_hello_world_is_the_example_that_compiles() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let example = std::fs::read_to_string(root.join("examples/hello.rs")).expect("hello.rs");
-    let usage = readme.split("## Usage").nth(1).expect("a Usage section");
-    let block = usage
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The first Rust block of the README after `heading`, and the example it must equal.
+fn block_after(heading: &str, example: &str) -> (String, String) {
+    let readme = read("README.md");
+    let section = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no README section {heading:?}"));
+    let block = section
         .split("```rust,no_run\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("a rust block");
+        .unwrap_or_else(|| panic!("no rust block after {heading:?}"));
+    (block.to_owned(), read(example))
+}
+
+#[test]
+fn the_readme_hello_world_is_the_example_that_compiles() {
+    let (block, example) = block_after("## Usage", "examples/hello.rs");
     assert_eq!(block, example, "README and examples/hello.rs differ");
     assert!(example.lines().count() < 15, "the hello world grew");
     assert!(
@@ -24,37 +38,16 @@ fn the_readme_hello_world_is_the_example_that_compiles() {
 
 #[test]
 fn the_readme_log_bridge_is_the_example_that_compiles() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let example =
-        std::fs::read_to_string(root.join("examples/log_bridge.rs")).expect("log_bridge.rs");
-    let section = readme
-        .split("**Your program's `log` lines**")
-        .nth(1)
-        .expect("the bridge's section");
-    let block = section
-        .split("```rust,no_run\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a rust block");
+    let (block, example) = block_after("**Your program's `log` lines**", "examples/log_bridge.rs");
     assert_eq!(block, example, "README and examples/log_bridge.rs differ");
 }
 
 #[test]
 fn the_readme_tracing_layer_is_the_example_that_compiles() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let example =
-        std::fs::read_to_string(root.join("examples/tracing_layer.rs")).expect("tracing_layer.rs");
-    let section = readme
-        .split("**Your program's `tracing` events**")
-        .nth(1)
-        .expect("the layer's section");
-    let block = section
-        .split("```rust,no_run\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a rust block");
+    let (block, example) = block_after(
+        "**Your program's `tracing` events**",
+        "examples/tracing_layer.rs",
+    );
     assert_eq!(
         block, example,
         "README and examples/tracing_layer.rs differ"

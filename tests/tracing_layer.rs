@@ -11,12 +11,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logsender::{
-    Batching, EventHandler, LogPayload, LogSender, OverflowPolicy, RecordsDroppedEvent,
-    TracingLayer,
-};
+use logsender::{Batching, EventHandler, LogPayload, LogSender, RecordsDroppedEvent, TracingLayer};
 use support::fast_config;
-use support::helpers::{unserved_addr, watch_panics, within};
+use support::helpers::{watch_panics, within};
 use support::sink::Sink;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -133,19 +130,7 @@ impl EventHandler for Drops {
 fn a_full_channel_drops_and_counts_without_blocking() {
     watch_panics();
     let drops = Arc::new(Drops::default());
-    // Collector down, room for one payload (`Block`), one entry per payload, one
-    // worker, a channel of 4 entries: nothing makes room until shutdown.
-    let config = fast_config(&unserved_addr())
-        .max_buffered_payloads(1)
-        .overflow(OverflowPolicy::Block { timeout: None })
-        .event_handler(drops.clone())
-        .build()
-        .unwrap();
-    let sender = LogSender::new(config).unwrap();
-    let batching = Batching::new(template())
-        .max_entries(1)
-        .workers(1)
-        .capacity(4);
+    let (sender, batching) = support::jammed(drops.clone(), template());
     let layer = TracingLayer::new(batching).layer(&sender).unwrap();
     let subscriber = tracing_subscriber::registry().with(layer);
     // Were an event to wait for room, it would wait for ever. Finishing proves it

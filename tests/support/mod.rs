@@ -40,8 +40,29 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logsender::{
-    Compression, Config, ConfigBuilder, LogEntry, LogMeta, LogPayload, LogSender, Meta,
+    Batching, Compression, Config, ConfigBuilder, EventHandler, LogEntry, LogMeta, LogPayload,
+    LogSender, Meta, OverflowPolicy,
 };
+
+/// A sender whose entry channel stays full once a few entries are in, and batching for
+/// it: collector down, room for one payload (`Block`), one entry per payload, one
+/// worker, a channel of 4 entries. Nothing makes room until shutdown.
+pub fn jammed(
+    handler: std::sync::Arc<dyn EventHandler>,
+    template: LogPayload,
+) -> (LogSender, Batching) {
+    let config = fast_config(&helpers::unserved_addr())
+        .max_buffered_payloads(1)
+        .overflow(OverflowPolicy::Block { timeout: None })
+        .event_handler(handler)
+        .build()
+        .expect("config");
+    let batching = Batching::new(template)
+        .max_entries(1)
+        .workers(1)
+        .capacity(4);
+    (LogSender::new(config).expect("sender"), batching)
+}
 
 /// A builder for a plaintext loopback sender with short, test-friendly timings.
 pub fn fast_config(addr: &str) -> ConfigBuilder {
