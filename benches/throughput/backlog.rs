@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use logsender::{Compression, Config, DeliveryMode, LogSender, OverflowPolicy};
 
-use crate::clients::watchdog;
-use crate::matrix::{scaled, Size};
+use crate::matrix::Size;
 use crate::payloads::templates;
-use crate::print_result;
 use crate::procfs::proc_status_kb;
+use crate::roles::{print_result, scaled, watchdog};
 use crate::sink::SinkProcess;
 
 /// Backlog variants: (name, max_buffered_payloads, max_buffered_bytes).

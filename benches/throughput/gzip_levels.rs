@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use logsender::wire;
 
-use crate::clients::watchdog;
-use crate::matrix::{scaled, Size, TABLE_LEVELS};
+use crate::matrix::{Size, TABLE_LEVELS};
 use crate::payloads::templates;
-use crate::print_result;
 use crate::procfs::thread_cpu_secs;
+use crate::roles::{print_result, scaled, watchdog};
 
 /// Encoded bytes compressed per level and backend at scale 1.
 const BYTES_PER_LEVEL: usize = 4 << 20;

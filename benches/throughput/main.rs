@@ -12,7 +12,7 @@
 //!   `__backlog VARIANT PORT` (backlog.rs): the backlog scenario; `__costs` (payloads.rs):
 //!   a diagnostic, not part of `cargo bench`.
 //!
-//! Children report on stdout as one `RESULT k=v ...` line.
+//! Children report on stdout as one `RESULT k=v ...` line (`../common/roles.rs`).
 
 mod backlog;
 mod clients;
@@ -21,6 +21,8 @@ mod generate;
 mod gzip_levels;
 mod matrix;
 mod outage;
+#[path = "../common/output.rs"]
+mod output;
 mod payloads;
 mod procfs;
 mod prost_mirror;
@@ -28,14 +30,15 @@ mod protocol;
 mod report;
 #[path = "../common/rng.rs"]
 mod rng;
+#[path = "../common/roles.rs"]
+mod roles;
 mod sink;
 mod stats;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use matrix::{env_or, scaled, Client, Kind, Sample, Size, Task};
+use matrix::{Client, Kind, Size, Task};
+use roles::{free_port, run_child, scaled, Sample};
 use sink::SinkProcess;
 
 fn main() {
@@ -51,16 +54,6 @@ fn main() {
     }
 }
 
-/// A child's report: one `RESULT` line on stdout.
-pub fn print_result<K: AsRef<str>>(fields: &[(K, f64)]) {
-    let line: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}={v}", k.as_ref()))
-        .collect();
-    println!("RESULT {}", line.join(" "));
-    let _ = std::io::stdout().flush();
-}
-
 /// What the parent knows about the whole run, for the report.
 pub struct Run {
     pub reps: usize,
@@ -71,17 +64,19 @@ pub struct Run {
 }
 
 fn parent_main(args: &[String]) {
-    let reps: usize = env_or("LOGSENDER_BENCH_REPS", 5).max(1);
-    let filter = std::env::var("LOGSENDER_BENCH_FILTER")
-        .ok()
-        .or_else(|| args.iter().find(|a| !a.starts_with('-')).cloned())
-        .unwrap_or_default();
+    let reps = roles::reps();
+    let filter = roles::filter(args);
     let mut tasks = matrix::select(&filter);
+    if tasks.is_empty() {
+        // `cargo bench` hands the same filter to every bench.
+        eprintln!("bench: the filter selects no throughput task");
+        return;
+    }
     eprintln!(
         "bench: {} tasks x {reps} reps after a warm-up (LOGSENDER_BENCH_FILTER={filter:?}, \
          LOGSENDER_BENCH_SCALE={})",
         tasks.len(),
-        matrix::scale()
+        roles::scale()
     );
     let began = Instant::now();
     let mut sink = tasks
@@ -161,8 +156,8 @@ fn warm_up(sink: &mut SinkProcess, tasks: &[Task]) {
 /// around it, and the per-payload figures derived from them.
 fn run_cell(sink: &mut SinkProcess, size: Size, client: Client, n: usize) -> Option<Sample> {
     let port = match client {
-        Client::Tonic { .. } => sink.answering_port,
-        _ => sink.gosight_port,
+        Client::Tonic { .. } => sink.answering_port(),
+        _ => sink.gosight_port(),
     };
     let before = sink.snapshot();
     let began = Instant::now();
@@ -214,33 +209,4 @@ fn run_cell(sink: &mut SinkProcess, size: Size, client: Client, n: usize) -> Opt
         s.insert(k.into(), v);
     }
     Some(s)
-}
-
-/// Runs this binary with `args` and parses its `RESULT` line.
-fn run_child(args: &[String]) -> Option<Sample> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("spawn child");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find_map(|l| l.strip_prefix("RESULT "));
-    if line.is_none() {
-        eprintln!("bench: {args:?} gave no result ({})", out.status);
-    }
-    Some(
-        line?
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(f64::NAN)))
-            .collect(),
-    )
-}
-
-/// A port that was free a moment ago (for a sink that starts later).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }

@@ -1,12 +1,9 @@
 //! What is measured: payload sizes, clients, the tasks the parent runs, and the
 //! `LOGSENDER_BENCH_*` settings.
 
-use std::collections::BTreeMap;
-
 use logsender::DeliveryMode;
 
-/// One repetition's metrics, as a client (or the parent) reports them.
-pub type Sample = BTreeMap<String, f64>;
+pub use crate::roles::Sample;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Size {
@@ -271,11 +268,7 @@ pub fn select(filter: &str) -> Vec<Task> {
                 _ => true,
             }
         } else {
-            let name = kind.name();
-            filter
-                .split(',')
-                .map(str::trim)
-                .any(|f| !f.is_empty() && name.contains(f))
+            crate::roles::selects(filter, &kind.name())
         }
     };
     let mut kinds = Vec::new();
@@ -295,20 +288,4 @@ pub fn select(filter: &str) -> Vec<Task> {
             reps: Vec::new(),
         })
         .collect()
-}
-
-pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
-pub fn scale() -> f64 {
-    env_or("LOGSENDER_BENCH_SCALE", 1.0)
-}
-
-/// `count` times `LOGSENDER_BENCH_SCALE` (at least 1).
-pub fn scaled(count: usize) -> usize {
-    ((count as f64 * scale()).round() as usize).max(1)
 }

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use logsender::{Batching, Compression, Config, Level, LogEntry, LogPayload, LogSender};
 
-use crate::clients::watchdog;
-use crate::print_result;
+use crate::roles::{print_result, watchdog};
 use crate::sink::SinkProcess;
 
 /// Backoff policies: (name, initial delay, cap, multiplier).

@@ -30,12 +30,12 @@ fn de_slice(reader: MessageReader) -> grpcio::Result<GrpcSlice> {
     de_vec(reader).map(GrpcSlice::from)
 }
 
-fn ser_vec(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+pub fn ser_vec(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
     *buf = GrpcSlice::from(msg.as_slice());
     Ok(())
 }
 
-fn de_vec(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
+pub fn de_vec(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
     use std::io::Read;
     let mut v = Vec::with_capacity(reader.len());
     reader

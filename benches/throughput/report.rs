@@ -7,10 +7,12 @@ use logsender::DeliveryMode;
 
 use crate::clients::{QUEUE_CAP, SAMPLE_EVERY};
 use crate::matrix::{
-    default_gzip_level, scale, Client, Gzip, Kind, Sample, Size, Task, TABLE_LEVELS,
-    TONIC_GZIP_LEVEL,
+    default_gzip_level, Client, Gzip, Kind, Sample, Size, Task, TABLE_LEVELS, TONIC_GZIP_LEVEL,
 };
-use crate::stats::{median, Summary};
+use crate::output::{
+    fmt_lat, fmt_rate, json_num, json_sample, json_str, json_summary, with_iqr, write_bench_files,
+};
+use crate::stats::median;
 use crate::Run;
 
 fn get(s: &Sample, key: &str) -> f64 {
@@ -42,43 +44,6 @@ pub fn progress(kind: Kind, s: &Sample) -> String {
             get(s, "reconnect_ms"),
             get(s, "first_delivery_ms")
         ),
-    }
-}
-
-fn fmt_rate(v: f64) -> String {
-    if !v.is_finite() {
-        return "–".into();
-    }
-    let s = format!("{:.0}", v);
-    // Thousands separators.
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn fmt_lat(v: f64) -> String {
-    if !v.is_finite() {
-        "–".into()
-    } else if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// A median with its interquartile range relative to it: `12,345 (6%)`.
-fn with_iqr(s: Summary, fmt: fn(f64) -> String) -> String {
-    if s.median.is_finite() {
-        format!("{} ({:.0}%)", fmt(s.median), s.iqr_pct())
-    } else {
-        "–".into()
     }
 }
 
@@ -405,49 +370,6 @@ fn backlog_table(tasks: &[Task]) -> String {
     t
 }
 
-fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v}")
-    } else {
-        "null".into()
-    }
-}
-
-fn json_str(s: &str) -> String {
-    format!("\"{}\"", s.replace(['"', '\\'], ""))
-}
-
-fn json_sample(s: &Sample) -> String {
-    let fields: Vec<String> = s
-        .iter()
-        .map(|(k, v)| format!("{}: {}", json_str(k), json_num(*v)))
-        .collect();
-    format!("{{{}}}", fields.join(", "))
-}
-
-/// Median and quartiles of every metric of a task.
-fn json_summary(task: &Task) -> String {
-    let keys: Vec<&String> = task
-        .reps
-        .first()
-        .map(|s| s.keys().collect())
-        .unwrap_or_default();
-    let fields: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            let s = task.summary(k);
-            format!(
-                "{}: {{\"median\": {}, \"q1\": {}, \"q3\": {}}}",
-                json_str(k),
-                json_num(s.median),
-                json_num(s.q1),
-                json_num(s.q3)
-            )
-        })
-        .collect();
-    format!("{{{}}}", fields.join(", "))
-}
-
 fn json_task(tasks: &[Task], task: &Task) -> String {
     let head = match task.kind {
         Kind::Cell(size, client) => format!(
@@ -474,7 +396,7 @@ fn json_task(tasks: &[Task], task: &Task) -> String {
     format!(
         "    {{\"name\": {}, {head}, \"summary\": {}, \"reps\": [{}]}}",
         json_str(&task.kind.name()),
-        json_summary(task),
+        json_summary(&task.reps),
         task.reps
             .iter()
             .map(json_sample)
@@ -496,7 +418,7 @@ pub fn write_json(tasks: &[Task], run: &Run) {
          \"default_gzip_level\": {},\n  \"tonic_gzip_level\": {TONIC_GZIP_LEVEL},\n  \
          \"flate2_backend\": \"zlib (libz-sys)\",\n  \"tasks\": [\n{}\n  ]\n}}\n",
         run.reps,
-        json_num(scale()),
+        json_num(crate::roles::scale()),
         json_str(&run.filter),
         json_num(run.warmup_s),
         run.rep_s
@@ -509,20 +431,8 @@ pub fn write_json(tasks: &[Task], run: &Run) {
         default_gzip_level(),
         tasks_json.join(",\n"),
     );
-    // target/bench next to the binary's target dir (target/release/deps/throughput-*).
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.ancestors().nth(3).map(|t| t.join("bench")))
-        .unwrap_or_else(|| "target/bench".into());
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("bench: cannot create {}: {e}", dir.display());
-        return;
-    }
-    for name in [format!("throughput-{unix}.json"), "latest.json".to_string()] {
-        let path = dir.join(name);
-        match std::fs::write(&path, &json) {
-            Ok(()) => eprintln!("bench: wrote {}", path.display()),
-            Err(e) => eprintln!("bench: cannot write {}: {e}", path.display()),
-        }
-    }
+    write_bench_files(
+        &[format!("throughput-{unix}.json"), "latest.json".to_string()],
+        &json,
+    );
 }

@@ -17,8 +17,8 @@ use logsender::{wire, LogSender};
 
 use crate::matrix::{Client, Size};
 use crate::payloads::templates;
-use crate::print_result;
 use crate::procfs::{cpu_secs, loopback_bytes, proc_status_kb, tcp_bytes};
+use crate::roles::{print_result, watchdog};
 use crate::stats::pct;
 
 /// Capacity of the producer → sender queue (crossbeam for logsender, tokio mpsc for tonic).
@@ -66,15 +66,6 @@ pub fn client_main(args: &[String]) {
         ..run
     }
     .print();
-}
-
-/// Kills this process if it hangs, so `cargo bench` always ends.
-pub fn watchdog(limit: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!("bench client: no result after {limit:?}; giving up");
-        std::process::exit(3);
-    });
 }
 
 /// The measured window: wall clock, this process's CPU time and TCP bytes.
