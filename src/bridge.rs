@@ -25,7 +25,7 @@ use crate::error::{invalid_config, Error};
 use crate::events::{DropReason, RecordsDroppedEvent};
 use crate::model::Level;
 use crate::sender::{LogSender, Shutdown};
-use crate::stats::Counters;
+use crate::stats::{Counters, Report};
 use crate::wire::RecordWriter;
 
 /// Drop events are reported at most this often.
@@ -163,7 +163,11 @@ impl LogBridge {
             return Err(Error::LoggerInstalled);
         }
         log::set_max_level(max_level);
-        Ok(BridgeGuard::new(sender, logger.inner.shipper.clone()))
+        Ok(BridgeGuard::new(
+            sender,
+            logger.inner.shipper.clone(),
+            log_undelivered,
+        ))
     }
 }
 
@@ -248,6 +252,8 @@ impl Log for BridgeLogger {
 pub struct BridgeGuard {
     sender: Option<LogSender>,
     shipper: Arc<Shipper>,
+    /// Says (through `log`, or `tracing`) what a drop could not deliver.
+    say_undelivered: fn(&Report),
 }
 
 impl std::fmt::Debug for BridgeGuard {
@@ -259,11 +265,17 @@ impl std::fmt::Debug for BridgeGuard {
 }
 
 impl BridgeGuard {
-    /// A guard that owns `sender`, whose bridge ships through `shipper`.
-    pub(crate) fn new(sender: LogSender, shipper: Arc<Shipper>) -> BridgeGuard {
+    /// A guard that owns `sender`, whose bridge ships through `shipper`; a drop tells
+    /// what it could not deliver with `say_undelivered`.
+    pub(crate) fn new(
+        sender: LogSender,
+        shipper: Arc<Shipper>,
+        say_undelivered: fn(&Report),
+    ) -> BridgeGuard {
         BridgeGuard {
             sender: Some(sender),
             shipper,
+            say_undelivered,
         }
     }
 
@@ -305,20 +317,34 @@ impl Drop for BridgeGuard {
         if done.report.all_delivered() {
             return;
         }
-        let r = &done.report;
-        log::error!(
-            target: "logsender::bridge",
-            "the bridge shut down with lines undelivered: {} handed back, {} dropped, {} dead-lettered, {} records dropped",
-            r.entries_handed_back,
-            r.entries_dropped,
-            r.entries_dead_lettered,
-            r.records_dropped,
-        );
+        (self.say_undelivered)(&done.report);
         let shared = self.shipper.entries.shared();
         for p in done.undelivered {
             shared.report_dropped(Some(p), DropReason::SenderDropped);
         }
     }
+}
+
+/// What a guard's sender could not deliver, as the one line its drop logs.
+pub(crate) struct Undelivered<'a>(pub(crate) &'a Report);
+
+impl std::fmt::Display for Undelivered<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        write!(
+            f,
+            "the bridge shut down with lines undelivered: {} handed back, {} dropped, {} dead-lettered, {} records dropped",
+            r.entries_handed_back,
+            r.entries_dropped,
+            r.entries_dead_lettered,
+            r.records_dropped,
+        )
+    }
+}
+
+/// The `log` bridge's guard tells it through `log` (the tee hears it).
+fn log_undelivered(report: &Report) {
+    log::error!(target: "logsender::bridge", "{}", Undelivered(report));
 }
 
 /// Whether a record comes from logsender itself or from grpcio (including the gRPC
@@ -444,9 +470,11 @@ pub(crate) struct Scratch {
     /// Field names written so far (the `tracing` layer: the first of a name wins).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) names: Vec<&'static str>,
-    /// The span path (the `tracing` layer).
+    /// The `tracing` layer: a `log` record's target, module and file, one after the
+    /// other (for an event that `tracing_log::LogTracer` made from a record), then the
+    /// span path.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) path: String,
+    pub(crate) origin: String,
 }
 
 /// Buffers larger than this are given back after the record that grew them.
@@ -467,7 +495,7 @@ impl Scratch {
         if self.body.capacity() > SCRATCH_KEEP {
             self.body = Vec::new();
         }
-        for s in [&mut self.message, &mut self.text, &mut self.path] {
+        for s in [&mut self.message, &mut self.text, &mut self.origin] {
             if s.capacity() > SCRATCH_KEEP {
                 *s = String::new();
             }

@@ -12,22 +12,31 @@
 //! two have the same name the first in that order wins (the event's own over the
 //! innermost span's, a span's over an outer one's, any of them over the built-in
 //! ones). A span's fields are formatted once, when it is created or records a value.
+//!
+//! An event that `tracing_log::LogTracer` made from a `log` record (its target is `log`,
+//! the record's is in its field `log.target`) is the record's: its `source`, `module`,
+//! `file` and `line` are the record's (not fields named `log.…`), and a record of
+//! logsender's or grpcio's is not shipped, from whichever thread it comes (logsender
+//! logs through `log`: this is how its own records reach a `tracing` subscriber).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Context, Identity, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::bridge::{is_ours, BridgeGuard, Scratch, Shipper, Shipping};
+use crate::bridge::{is_ours, BridgeGuard, Scratch, Shipper, Shipping, Undelivered};
 use crate::entries::Batching;
 use crate::error::{invalid_config, Error};
 use crate::model::Level;
 use crate::sender::LogSender;
+use crate::stats::Report;
 use crate::wire::RecordWriter;
 
 /// A `tracing` layer to be made ([`layer`](TracingLayer::layer)) or installed
@@ -78,12 +87,25 @@ impl TracingLayer {
     }
 
     /// What [`install`](TracingLayer::install) ships, in `RUST_LOG`'s syntax
-    /// (`info,my_crate::db=debug`, as `tracing_subscriber::filter::Targets` parses it).
-    /// Defaults to `info`. A layer made with [`layer`](TracingLayer::layer) ships every
-    /// event its subscriber gives it: filter it there (`Layer::with_filter`).
+    /// (`info,my_crate::db=debug`, as `tracing_subscriber::filter::Targets` parses it:
+    /// no span or field directives). Defaults to `info`. It filters logsender's layer
+    /// only, not the one given to [`install_with`](TracingLayer::install_with). A layer
+    /// made with [`layer`](TracingLayer::layer) ships every event its subscriber gives
+    /// it: filter it there, with any `tracing_subscriber` filter
+    /// (`layer.with_filter(Targets)`, `EnvFilter`, a closure with `filter_fn`). Checked
+    /// by `install`.
     pub fn filter(mut self, spec: impl Into<String>) -> Self {
         self.filter = spec.into();
         self
+    }
+
+    /// [`filter`](TracingLayer::filter) from the environment variable `var` (such as
+    /// `RUST_LOG`), if it is set; the filter stays as it was otherwise.
+    pub fn filter_from_env(self, var: &str) -> Self {
+        match std::env::var(var) {
+            Ok(spec) => self.filter(spec),
+            Err(_) => self,
+        }
     }
 
     /// Wait at most `timeout` for room when the entry channel is full, then drop the
@@ -94,7 +116,9 @@ impl TracingLayer {
     }
 
     /// The layer, on a new entry handle of `sender`; compose it with others (`fmt`) in
-    /// a `Registry`.
+    /// a `Registry`, and filter it with `with_filter` (a span the filter leaves out is
+    /// left out of the entries too: neither its fields nor its name). Shut `sender` down
+    /// to deliver the last events.
     ///
     /// # Errors
     ///
@@ -110,8 +134,12 @@ impl TracingLayer {
 
     /// Installs a `Registry` with the layer, filtered as [`filter`](TracingLayer::filter)
     /// says, as the program's global `tracing` subscriber, on an entry handle of
-    /// `sender`, which the guard then owns. Dropping the guard shuts the sender down,
-    /// as with [`LogBridge::install`](crate::LogBridge::install).
+    /// `sender`, which the guard then owns. Dropping the guard shuts the sender down
+    /// (for its `close_timeout`), as with [`LogBridge::install`](crate::LogBridge::install):
+    /// what it could not deliver is reported to the event handler as
+    /// [`DropReason::SenderDropped`](crate::DropReason::SenderDropped) and said in one
+    /// `error` event (see [`install_with`](TracingLayer::install_with));
+    /// [`BridgeGuard::shutdown`] returns it instead.
     ///
     /// # Errors
     ///
@@ -120,17 +148,39 @@ impl TracingLayer {
     /// subscriber already. On any error the sender is dropped (shut down), with nothing
     /// of the layer's in it yet.
     pub fn install(self, sender: LogSender) -> Result<BridgeGuard, Error> {
-        let Ok(targets) = self.filter.parse::<tracing_subscriber::filter::Targets>() else {
+        self.install_with(sender, Identity::new())
+    }
+
+    /// As [`install`](TracingLayer::install), with `layer` in the `Registry` too (your
+    /// terminal output: `tracing_subscriber::fmt::layer()`; give it a filter of its own
+    /// with `with_filter`). What a dropped guard could not deliver is then an `error`
+    /// event of target `logsender::bridge`, which `layer` sees (logsender's does not).
+    ///
+    /// # Errors
+    ///
+    /// As [`install`](TracingLayer::install).
+    pub fn install_with<L>(self, sender: LogSender, layer: L) -> Result<BridgeGuard, Error>
+    where
+        L: Layer<Registry> + Send + Sync + 'static,
+    {
+        let Ok(targets) = self.filter.parse::<Targets>() else {
             return invalid_config("filter", "not a RUST_LOG-style filter");
         };
-        let layer = self.layer(&sender)?;
-        let shipper = layer.shipper.clone();
-        let subscriber = Registry::default().with(layer.with_filter(targets));
+        let ours = self.layer(&sender)?;
+        let shipper = ours.shipper.clone();
+        let subscriber = Registry::default()
+            .with(layer)
+            .with(ours.with_filter(targets));
         if tracing::subscriber::set_global_default(subscriber).is_err() {
             return Err(Error::LoggerInstalled);
         }
-        Ok(BridgeGuard::new(sender, shipper))
+        Ok(BridgeGuard::new(sender, shipper, trace_undelivered))
     }
+}
+
+/// An installed layer's guard tells it through `tracing` (to the other layers).
+fn trace_undelivered(report: &Report) {
+    tracing::error!(target: "logsender::bridge", "{}", Undelivered(report));
 }
 
 /// The layer: ships `tracing` events as entries (see [`TracingLayer`]).
@@ -212,8 +262,9 @@ where
         let Some(_shipping) = Shipping::enter() else {
             return;
         };
-        let record = Scratch::with(|scratch| record_of(event, &ctx, self.pid, scratch));
-        self.shipper.ship_record(record);
+        if let Some(record) = Scratch::with(|scratch| record_of(event, &ctx, self.pid, scratch)) {
+            self.shipper.ship_record(record);
+        }
     }
 }
 
@@ -227,8 +278,18 @@ fn level_of(level: &tracing::Level) -> Level {
     }
 }
 
-/// An event encoded as an entry (see the module's doc for what goes where).
-fn record_of<S>(event: &Event<'_>, ctx: &Context<'_, S>, pid: i32, scratch: &mut Scratch) -> Vec<u8>
+/// The fields in which `tracing_log::LogTracer` puts a `log` record's target, module,
+/// file and line (its event's metadata has target `log` and none of the others).
+const LOG_FIELDS: [&str; 4] = ["log.target", "log.module_path", "log.file", "log.line"];
+
+/// An event encoded as an entry (see the module's doc for what goes where); `None` for
+/// a `log` record of logsender's or grpcio's.
+fn record_of<S>(
+    event: &Event<'_>,
+    ctx: &Context<'_, S>,
+    pid: i32,
+    scratch: &mut Scratch,
+) -> Option<Vec<u8>>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -237,33 +298,61 @@ where
         message,
         text,
         names,
-        path,
+        origin,
     } = scratch;
     message.clear();
     names.clear();
-    path.clear();
-    event.record(&mut Message(message));
+    origin.clear();
     let meta = event.metadata();
+    let from_log = meta.target() == "log" && meta.fields().field(LOG_FIELDS[0]).is_some();
+    let mut head = Head {
+        message,
+        from_log,
+        origin,
+        target: None,
+        module: None,
+        file: None,
+        line: None,
+    };
+    event.record(&mut head);
+    let Head {
+        target,
+        module,
+        file,
+        line,
+        ..
+    } = head;
+    let source = match &target {
+        Some(r) => &origin[r.clone()],
+        None => meta.target(),
+    };
+    if from_log && is_ours(source) {
+        return None;
+    }
     let mut writer = RecordWriter::start(
         body,
         text,
         SystemTime::now(),
         level_of(meta.level()).as_str(),
         message,
-        meta.target(),
+        source,
         pid,
     );
+    if from_log {
+        names.extend_from_slice(&LOG_FIELDS);
+    }
     event.record(&mut Fields {
         writer: &mut writer,
         names,
     });
+    // The span path goes after the record's parts, from the innermost span out.
+    let path_at = origin.len();
     if let Some(scope) = ctx.event_scope(event) {
-        // From the innermost span out.
         for span in scope {
-            if !path.is_empty() {
-                path.insert(0, ':');
+            if origin.len() > path_at {
+                origin.insert(path_at, ':');
             }
-            path.insert_str(0, span.name());
+            origin.insert_str(path_at, span.name());
             let extensions = span.extensions();
             let Some(fields) = extensions.get::<SpanFields>() else {
                 continue;
@@ -276,29 +365,63 @@ where
             }
         }
     }
+    let origin: &str = origin;
+    let part = |r: Option<Range<usize>>| r.map(|r| &origin[r]);
+    let path = (origin.len() > path_at).then(|| &origin[path_at..]);
     let built_in = [
-        ("module", meta.module_path()),
-        ("file", meta.file()),
-        ("spans", (!path.is_empty()).then_some(path.as_str())),
+        ("module", part(module).or(meta.module_path())),
+        ("file", part(file).or(meta.file())),
+        ("spans", path),
     ];
     for (name, value) in built_in {
         if let (false, Some(value)) = (names.contains(&name), value) {
             writer.field(name, value);
         }
     }
-    if let (false, Some(line)) = (names.contains(&"line"), meta.line()) {
+    if let (false, Some(line)) = (names.contains(&"line"), line.or(meta.line().map(u64::from))) {
         writer.field_display("line", &line);
     }
-    writer.finish()
+    Some(writer.finish())
 }
 
-/// Takes the event's `message` field.
-struct Message<'a>(&'a mut String);
+/// Takes the event's `message` field and, from a `log` record's event, the record's
+/// target, module and file (into `origin`) and line.
+struct Head<'a> {
+    message: &'a mut String,
+    from_log: bool,
+    origin: &'a mut String,
+    target: Option<Range<usize>>,
+    module: Option<Range<usize>>,
+    file: Option<Range<usize>>,
+    line: Option<u64>,
+}
 
-impl Visit for Message<'_> {
+impl Visit for Head<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0.push_str(value);
+        let name = field.name();
+        if name == "message" {
+            self.message.push_str(value);
+            return;
+        }
+        if !self.from_log {
+            return;
+        }
+        let slot = match name {
+            "log.target" => &mut self.target,
+            "log.module_path" => &mut self.module,
+            "log.file" => &mut self.file,
+            _ => return,
+        };
+        let at = self.origin.len();
+        self.origin.push_str(value);
+        *slot = Some(at..self.origin.len());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.from_log && field.name() == "log.line" {
+            self.line = Some(value);
+        } else {
+            self.record_debug(field, &value);
         }
     }
 
@@ -306,7 +429,7 @@ impl Visit for Message<'_> {
         if field.name() == "message" {
             use std::fmt::Write as _;
             // Fails only if the value's Debug does: ship what it wrote.
-            let _ = write!(self.0, "{value:?}");
+            let _ = write!(self.message, "{value:?}");
         }
     }
 }
