@@ -17,7 +17,9 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{select, Receiver, Select, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{
+    select, Receiver, Select, SendTimeoutError, Sender, TryRecvError, TrySendError,
+};
 use log::warn;
 
 use crate::error::{invalid_config, Error};
@@ -27,6 +29,15 @@ use crate::wire::{self, Encoded, Frame};
 
 /// Most entries the batcher takes per wake-up before it looks at its other channels.
 const TAKE_AT_ONCE: usize = 1024;
+
+/// How often a batcher with entries coming in looks at its channel. Producers do not
+/// wake it for each entry (a wake is a system call on the caller's thread); they wake it
+/// when it sleeps with nothing to do, or when the channel fills up.
+const POLL_EVERY: Duration = Duration::from_millis(1);
+
+/// How long an idle batcher sleeps before it looks again even without a wake (a
+/// safety net: producers wake it when it is idle).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest `capacity` and `workers` a [`Batching`] accepts: the entry channel allocates
 /// every slot up front (a few dozen bytes each, the records they point to apart).
@@ -229,6 +240,10 @@ pub(crate) struct BatchState {
     closing: AtomicBool,
     /// Producers inside `log`/`try_log`: the batcher drains until none is left.
     inside: AtomicUsize,
+    /// The batcher sleeps with nothing to do: the next entry wakes it. Set before it
+    /// looks at the channel a last time, and read by producers after their send (both
+    /// `SeqCst`), so that an entry is never left without a wake.
+    idle: AtomicBool,
     /// Entries the batcher has taken off the channel and not yet put on the pool's
     /// queue (the open batch, a batch waiting for room): `flush` reports them.
     holding: AtomicU64,
@@ -273,6 +288,10 @@ pub struct EntrySender {
 
 struct Handle {
     entries: Sender<Msg>,
+    /// Wakes the batcher (bounded(1): a wake already pending is enough).
+    wake: Sender<()>,
+    /// Producers wake the batcher once this many entries wait.
+    wake_at: usize,
     state: Arc<BatchState>,
     shared: Arc<Shared>,
     /// The template's encoded size, with the longest timestamp.
@@ -436,23 +455,42 @@ impl EntrySender {
         let msg = Msg::Entry(record);
         let (back, full) = match wait {
             Wait::No => match channel.try_send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.nudge();
+                    return Ok(());
+                }
                 Err(TrySendError::Full(m)) => (m, true),
                 Err(TrySendError::Disconnected(m)) => (m, false),
             },
             Wait::For(limit) => match channel.send_timeout(msg, limit) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.nudge();
+                    return Ok(());
+                }
                 Err(SendTimeoutError::Timeout(m)) => (m, true),
                 Err(SendTimeoutError::Disconnected(m)) => (m, false),
             },
             Wait::Forever => match channel.send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.nudge();
+                    return Ok(());
+                }
                 Err(e) => (e.into_inner(), false),
             },
         };
         match (back, full) {
             (Msg::Entry(record), true) => Err((Some(record), Refusal::Full)),
             (_, _) => Err((None, Refusal::Closed)),
+        }
+    }
+
+    /// Wakes the batcher after an entry was put on the channel, if it sleeps with
+    /// nothing to do or enough entries wait (otherwise it finds the entry at its next
+    /// look, within [`POLL_EVERY`]).
+    fn nudge(&self) {
+        let inner = &self.inner;
+        if inner.state.idle.load(SeqCst) || inner.entries.len() >= inner.wake_at {
+            let _ = inner.wake.try_send(());
         }
     }
 
@@ -502,7 +540,10 @@ impl Watch {
         Mark {
             state: self.state.clone(),
             handle: self.handle.clone(),
-            entries: self.handle.upgrade().map(|h| h.entries.clone()),
+            entries: self
+                .handle
+                .upgrade()
+                .map(|h| (h.entries.clone(), h.wake.clone())),
             done: self.done.clone(),
             answer: None,
         }
@@ -513,9 +554,9 @@ impl Watch {
 pub(crate) struct Mark {
     state: Arc<BatchState>,
     handle: Weak<Handle>,
-    /// The channel to send the marker on, until [`Mark::cut`] (`None` when every
-    /// handle was gone already).
-    entries: Option<Sender<Msg>>,
+    /// The channel to send the marker on and the batcher's wake, until [`Mark::cut`]
+    /// (`None` when every handle was gone already).
+    entries: Option<(Sender<Msg>, Sender<()>)>,
     done: Receiver<()>,
     /// `None` when the marker was not queued.
     answer: Option<Receiver<Left>>,
@@ -528,7 +569,7 @@ impl Mark {
     /// closing, nor when every handle is gone: the batcher then passes on its last
     /// entries and ends by itself.
     pub(crate) fn cut(&mut self, deadline: Instant) {
-        let Some(entries) = self.entries.take() else {
+        let Some((entries, wake)) = self.entries.take() else {
             return;
         };
         let Some(_inside) = self.state.enter() else {
@@ -540,7 +581,11 @@ impl Mark {
             .is_ok()
         {
             self.answer = Some(answer_rx);
+            let _ = wake.try_send(());
         }
+        // The entry channel's end first: the batcher treats a gone wake as every
+        // handle being gone, which it checks on the entry channel.
+        drop(entries);
     }
 
     /// Waits until the batcher has passed on every entry ahead of the marker (or, with
@@ -589,11 +634,14 @@ pub(crate) fn start(
 ) -> Result<(EntrySender, Batcher), Error> {
     let template_len = batching.validate(shared.config.max_message_size)?;
     let (entries_tx, entries_rx) = crossbeam_channel::bounded(batching.capacity);
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let wake_at = batching.max_entries.min(batching.capacity / 2).max(1);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let state = Arc::new(BatchState {
         closing: AtomicBool::new(false),
         inside: AtomicUsize::new(0),
+        idle: AtomicBool::new(false),
         holding: AtomicU64::new(0),
         left_payloads: AtomicU64::new(0),
         left_entries: AtomicU64::new(0),
@@ -602,6 +650,7 @@ pub(crate) fn start(
         shared: shared.clone(),
         state: state.clone(),
         entries: entries_rx,
+        wake: wake_rx,
         stop: stop_rx,
         _done: done_tx,
         queue,
@@ -621,6 +670,8 @@ pub(crate) fn start(
     let handle = EntrySender {
         inner: Arc::new(Handle {
             entries: entries_tx,
+            wake: wake_tx,
+            wake_at,
             state: state.clone(),
             shared: shared.clone(),
             template_len,
@@ -675,6 +726,8 @@ struct Run {
     shared: Arc<Shared>,
     state: Arc<BatchState>,
     entries: Receiver<Msg>,
+    /// Producers' (and flush markers') wakes; disconnects with the last handle.
+    wake: Receiver<()>,
     stop: Receiver<()>,
     /// Dropped when the thread ends (see `Watch::done`).
     _done: Sender<()>,
@@ -696,37 +749,59 @@ struct Run {
 
 impl Run {
     fn run(mut self) -> Vec<LogPayload> {
-        let entries = self.entries.clone();
         // Ends at `stop`, or when every handle (and every flush marker's sender) is gone.
         let mut gone = false;
         while !self.stopping && !gone {
-            let linger = self
-                .first_at
-                .map(|t| crate::clock::after(t, self.batching.linger));
-            let timeout = linger.map_or(Duration::from_secs(3600), |t| {
-                t.saturating_duration_since(Instant::now())
-            });
-            select! {
-                recv(entries) -> msg => match msg {
+            let mut took = 0;
+            while took < TAKE_AT_ONCE {
+                match self.entries.try_recv() {
                     Ok(msg) => {
                         self.take(msg);
-                        // Take what else is waiting without another select.
-                        for _ in 0..TAKE_AT_ONCE {
-                            match self.entries.try_recv() {
-                                Ok(msg) => self.take(msg),
-                                Err(_) => break,
-                            }
-                        }
+                        took += 1;
                     }
-                    Err(_) => gone = true,
-                },
-                recv(self.stop) -> _ => self.stopping = true,
-                default(timeout) => {
-                    if self.first_at.is_some_and(|t| t.elapsed() >= self.batching.linger) {
-                        self.cut_batch();
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        gone = true;
+                        break;
                     }
                 }
             }
+            if gone {
+                break;
+            }
+            if self
+                .first_at
+                .is_some_and(|t| t.elapsed() >= self.batching.linger)
+            {
+                self.cut_batch();
+            }
+            let timeout = if took == TAKE_AT_ONCE {
+                // More is waiting: look again at once (after the stop channel).
+                Duration::ZERO
+            } else if took > 0 || self.first_at.is_some() {
+                let linger = self.first_at.map_or(POLL_EVERY, |t| {
+                    crate::clock::after(t, self.batching.linger)
+                        .saturating_duration_since(Instant::now())
+                });
+                POLL_EVERY.min(linger)
+            } else {
+                // Nothing to do: sleep until a producer wakes it. The flag goes up
+                // before the last look at the channel (see `BatchState::idle`).
+                self.state.idle.store(true, SeqCst);
+                if !self.entries.is_empty() {
+                    self.state.idle.store(false, SeqCst);
+                    continue;
+                }
+                IDLE_WAIT
+            };
+            select! {
+                // Disconnected: every handle is gone (the entry channel went first);
+                // the next look at it says so once it is empty.
+                recv(self.wake) -> _ => {}
+                recv(self.stop) -> _ => self.stopping = true,
+                default(timeout) => {}
+            }
+            self.state.idle.store(false, SeqCst);
         }
         self.finish();
         std::mem::take(&mut self.left)

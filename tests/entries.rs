@@ -180,6 +180,33 @@ fn batches_are_cut_by_bytes() {
     sender.close();
 }
 
+/// A batcher with nothing to do sleeps until an entry wakes it (producers do not wake
+/// it for each entry, only when it is idle or the channel fills up): an entry logged
+/// into an idle batcher leaves at its linger, not at the idle batcher's next look (1 s).
+#[test]
+fn an_entry_logged_into_an_idle_batcher_wakes_it() {
+    watch_panics();
+    let sink = Sink::start();
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let linger = Duration::from_millis(20);
+    let log = sender
+        .entry_sender(Batching::new(template()).max_entries(1000).linger(linger))
+        .unwrap();
+    let mut slowest = Duration::ZERO;
+    for round in 0..10 {
+        // Long enough for the batcher to go idle.
+        std::thread::sleep(Duration::from_millis(30));
+        let logged = Instant::now();
+        log.log(entry(round)).unwrap();
+        assert!(sink.wait_for(round as usize + 1, WAIT), "round {round}");
+        slowest = slowest.max(logged.elapsed());
+    }
+    // Linger plus the write and the collector's answer; an unwoken batcher would take
+    // up to a second.
+    assert!(slowest < Duration::from_millis(600), "slowest entry took {slowest:?}");
+    sender.close();
+}
+
 #[test]
 fn a_batch_is_cut_after_linger_without_flush() {
     watch_panics();
