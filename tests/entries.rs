@@ -203,7 +203,10 @@ fn an_entry_logged_into_an_idle_batcher_wakes_it() {
     }
     // Linger plus the write and the collector's answer; an unwoken batcher would take
     // up to a second.
-    assert!(slowest < Duration::from_millis(600), "slowest entry took {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(600),
+        "slowest entry took {slowest:?}"
+    );
     sender.close();
 }
 
