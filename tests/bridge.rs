@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use logsender::{
     Batching, Config, EventHandler, LogBridge, LogPayload, LogSender, RecordsDroppedEvent,
 };
 use support::fast_config;
-use support::helpers::{unserved_addr, watch_panics, within};
+use support::helpers::{child_args, cpu_time, run_child, unserved_addr, watch_panics, within};
 use support::sink::Sink;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -231,30 +230,6 @@ fn block_for_waits_its_bound_then_drops() {
 
 const CHILD: &str = "LOGSENDER_BRIDGE_CHILD";
 
-/// Runs the test `name` of this binary as a child with `CHILD=mode addr`; returns its
-/// stdout, stderr and run time.
-fn run_child(name: &str, mode: &str, addr: &str) -> (String, String, Duration) {
-    let exe = std::env::current_exe().expect("test binary");
-    let started = Instant::now();
-    let out = Command::new(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, format!("{mode} {addr}"))
-        .output()
-        .expect("run the child");
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    (stdout, stderr, took)
-}
-
-/// The child's mode and collector address, when this run is a child.
-fn child_args() -> Option<(String, String)> {
-    let v = std::env::var(CHILD).ok()?;
-    let (mode, addr) = v.split_once(' ')?;
-    Some((mode.to_string(), addr.to_string()))
-}
-
 /// A tee that writes `TEE level target: message` lines to stderr.
 struct StderrTee;
 
@@ -273,19 +248,10 @@ impl Log for StderrTee {
     fn flush(&self) {}
 }
 
-/// This process's CPU time (user + system).
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// The child: installs the bridge as its logger and logs through `log`'s macros.
 #[test]
 fn child_bridge() {
-    let Some((mode, addr)) = child_args() else {
+    let Some((mode, addr)) = child_args(CHILD) else {
         return;
     };
     match mode.as_str() {
@@ -367,7 +333,7 @@ fn child_bridge() {
 fn the_guards_drop_delivers_every_line() {
     watch_panics();
     let sink = Sink::start();
-    let (stdout, _, _) = run_child("child_bridge", "flush", &sink.addr());
+    let (stdout, _, _) = run_child("child_bridge", CHILD, "flush", &sink.addr());
     assert!(stdout.contains("CHILD-DONE"), "{stdout}");
     let messages: Vec<String> = sink
         .received()
@@ -381,7 +347,7 @@ fn the_guards_drop_delivers_every_line() {
 
 #[test]
 fn a_bridge_whose_collector_is_down_exits_within_its_deadline_and_reports() {
-    let (stdout, stderr, took) = run_child("child_bridge", "down", &unserved_addr());
+    let (stdout, stderr, took) = run_child("child_bridge", CHILD, "down", &unserved_addr());
     let dropped_in: u64 = stdout
         .split("CHILD-DROP ")
         .nth(1)
@@ -408,7 +374,7 @@ fn logsenders_own_records_never_loop_back_into_the_bridge() {
     // A plaintext collector, dialled with TLS: every dial fails, logsender warns, and
     // the core logs at length, all at `trace` or above, for 1.5 s.
     let sink = Sink::start();
-    let (stdout, _, _) = run_child("child_bridge", "tls", &sink.addr());
+    let (stdout, _, _) = run_child("child_bridge", CHILD, "tls", &sink.addr());
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("CHILD-TLS ").map(|(_, rest)| rest.to_string()))

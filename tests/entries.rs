@@ -198,7 +198,7 @@ fn an_entry_logged_into_an_idle_batcher_wakes_it() {
         std::thread::sleep(Duration::from_millis(30));
         let logged = Instant::now();
         log.log(entry(round)).unwrap();
-        assert!(sink.wait_for(round as usize + 1, WAIT), "round {round}");
+        assert!(sink.wait_for(round + 1, WAIT), "round {round}");
         slowest = slowest.max(logged.elapsed());
     }
     // Linger plus the write and the collector's answer; an unwoken batcher would take

@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ use logsender::{
     Batching, Config, EventHandler, LogPayload, LogSender, RecordsDroppedEvent, TracingLayer,
 };
 use support::fast_config;
-use support::helpers::{unserved_addr, watch_panics, within};
+use support::helpers::{child_args, cpu_time, run_child, unserved_addr, watch_panics, within};
 use support::sink::Sink;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -388,45 +387,11 @@ fn block_for_waits_its_bound_then_drops() {
 
 const CHILD: &str = "LOGSENDER_TRACING_CHILD";
 
-/// Runs the test `child_install` of this binary as a child with `CHILD=mode addr`;
-/// returns its stdout, stderr and run time.
-fn run_child(mode: &str, addr: &str) -> (String, String, Duration) {
-    let exe = std::env::current_exe().expect("test binary");
-    let started = Instant::now();
-    let out = Command::new(exe)
-        .args([
-            "--exact",
-            "child_install",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, format!("{mode} {addr}"))
-        .output()
-        .expect("run the child");
-    let took = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    (stdout, stderr, took)
-}
-
-/// This process's CPU time (user + system).
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// The child: installs the layer as its global subscriber and emits through
 /// `tracing`'s macros.
 #[test]
 fn child_install() {
-    let Some((mode, addr)) = std::env::var(CHILD).ok().and_then(|v| {
-        v.split_once(' ')
-            .map(|(m, a)| (m.to_string(), a.to_string()))
-    }) else {
+    let Some((mode, addr)) = child_args(CHILD) else {
         return;
     };
     match mode.as_str() {
@@ -545,7 +510,7 @@ fn child_install() {
 fn the_installed_layers_guard_delivers_every_event_on_drop() {
     watch_panics();
     let sink = Sink::start();
-    let (stdout, _, _) = run_child("flush", &sink.addr());
+    let (stdout, _, _) = run_child("child_install", CHILD, "flush", &sink.addr());
     assert!(stdout.contains("CHILD-DONE"), "{stdout}");
     let entries: Vec<_> = sink.received().into_iter().flat_map(|p| p.logs).collect();
     assert_eq!(entries.len(), 50, "{entries:?}");
@@ -559,7 +524,7 @@ fn the_installed_layers_guard_delivers_every_event_on_drop() {
 
 #[test]
 fn an_installed_layer_whose_collector_is_down_says_what_it_lost() {
-    let (stdout, stderr, took) = run_child("down", &unserved_addr());
+    let (stdout, stderr, took) = run_child("child_install", CHILD, "down", &unserved_addr());
     let dropped_in: u64 = stdout
         .split("CHILD-DROP ")
         .nth(1)
@@ -584,7 +549,7 @@ fn logsenders_own_records_never_loop_back_into_the_layer() {
     // A plaintext collector, dialled with TLS: every dial fails, logsender warns, and
     // the core logs at length, all at `trace` or above, for 1.5 s.
     let sink = Sink::start();
-    let (stdout, _, _) = run_child("tls", &sink.addr());
+    let (stdout, _, _) = run_child("child_install", CHILD, "tls", &sink.addr());
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("CHILD-TLS ").map(|(_, rest)| rest.to_string()))
@@ -616,7 +581,7 @@ fn logsenders_own_records_never_loop_back_into_the_layer() {
 
 #[test]
 fn an_event_emitted_while_the_global_layer_ships_is_not_shipped() {
-    let (stdout, _, _) = run_child("jam", &unserved_addr());
+    let (stdout, _, _) = run_child("child_install", CHILD, "jam", &unserved_addr());
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("CHILD-JAM ").map(|(_, rest)| rest.to_string()))

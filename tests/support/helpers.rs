@@ -244,3 +244,42 @@ pub fn within<T: Send + 'static>(
         }
     }
 }
+
+/// Runs the test `name` of this test binary as a child process, with `var=mode addr`
+/// in its environment (the child reads it back with [`child_args`]); returns its
+/// stdout, stderr and run time, and fails if it failed.
+pub fn run_child(
+    name: &str,
+    var: &str,
+    mode: &str,
+    addr: &str,
+) -> (String, String, std::time::Duration) {
+    let exe = std::env::current_exe().expect("test binary");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(var, format!("{mode} {addr}"))
+        .output()
+        .expect("run the child");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    (stdout, stderr, took)
+}
+
+/// The mode and collector address [`run_child`] gave, when this run is its child.
+pub fn child_args(var: &str) -> Option<(String, String)> {
+    let v = std::env::var(var).ok()?;
+    let (mode, addr) = v.split_once(' ')?;
+    Some((mode.to_string(), addr.to_string()))
+}
+
+/// This process's CPU time (user + system).
+pub fn cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
