@@ -136,7 +136,7 @@ impl LogBridge {
         Ok(BridgeLogger {
             inner: Arc::new(Inner {
                 shipper: Arc::new(Shipper::new(entries, self.block)),
-                pid: i32::try_from(std::process::id()).unwrap_or(0),
+                pid: process_id(),
                 filter,
                 tee: self.tee,
                 max_level,
@@ -345,6 +345,11 @@ impl std::fmt::Display for Undelivered<'_> {
 /// The `log` bridge's guard tells it through `log` (the tee hears it).
 fn log_undelivered(report: &Report) {
     log::error!(target: "logsender::bridge", "{}", Undelivered(report));
+}
+
+/// This process's ID as an entry carries it (0 if it does not fit an `int32`).
+pub(crate) fn process_id() -> i32 {
+    i32::try_from(std::process::id()).unwrap_or(0)
 }
 
 /// Whether a record comes from logsender itself or from grpcio (including the gRPC

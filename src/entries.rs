@@ -405,10 +405,8 @@ impl EntrySender {
         record: Vec<u8>,
         block: Option<Duration>,
     ) -> Result<(), Refusal> {
-        let limit = self.inner.shared.config.max_message_size;
-        let size = self.inner.template_len.saturating_add(record.len());
-        if size > limit {
-            return Err(Refusal::TooLarge { size, limit });
+        if record.len() > self.room() {
+            return Err(self.too_large(record.len()));
         }
         match block {
             None => self.attempt(record, Wait::No),
@@ -453,34 +451,25 @@ impl EntrySender {
         };
         let channel = &self.inner.entries;
         let msg = Msg::Entry(record);
-        let (back, full) = match wait {
-            Wait::No => match channel.try_send(msg) {
-                Ok(()) => {
-                    self.nudge();
-                    return Ok(());
-                }
-                Err(TrySendError::Full(m)) => (m, true),
-                Err(TrySendError::Disconnected(m)) => (m, false),
-            },
-            Wait::For(limit) => match channel.send_timeout(msg, limit) {
-                Ok(()) => {
-                    self.nudge();
-                    return Ok(());
-                }
-                Err(SendTimeoutError::Timeout(m)) => (m, true),
-                Err(SendTimeoutError::Disconnected(m)) => (m, false),
-            },
-            Wait::Forever => match channel.send(msg) {
-                Ok(()) => {
-                    self.nudge();
-                    return Ok(());
-                }
-                Err(e) => (e.into_inner(), false),
-            },
+        // What came back, and whether for want of room (rather than a closed channel).
+        let sent = match wait {
+            Wait::No => channel.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(m) => (m, true),
+                TrySendError::Disconnected(m) => (m, false),
+            }),
+            Wait::For(limit) => channel.send_timeout(msg, limit).map_err(|e| match e {
+                SendTimeoutError::Timeout(m) => (m, true),
+                SendTimeoutError::Disconnected(m) => (m, false),
+            }),
+            Wait::Forever => channel.send(msg).map_err(|e| (e.into_inner(), false)),
         };
-        match (back, full) {
-            (Msg::Entry(record), true) => Err((Some(record), Refusal::Full)),
-            (_, _) => Err((None, Refusal::Closed)),
+        match sent {
+            Ok(()) => {
+                self.nudge();
+                Ok(())
+            }
+            Err((Msg::Entry(record), true)) => Err((Some(record), Refusal::Full)),
+            Err(_) => Err((None, Refusal::Closed)),
         }
     }
 
@@ -502,12 +491,22 @@ impl EntrySender {
     /// Encodes `entry` as one record of a payload's `logs`, unless no payload can carry
     /// it.
     fn encode(&self, entry: &LogEntry) -> Result<Vec<u8>, Refusal> {
+        wire::entry_record_within(entry, self.room()).map_err(|len| self.too_large(len))
+    }
+
+    /// The most bytes one entry's record may take: what a payload of it alone leaves
+    /// under `max_message_size`.
+    fn room(&self) -> usize {
         let limit = self.inner.shared.config.max_message_size;
-        let room = limit.saturating_sub(self.inner.template_len);
-        wire::entry_record_within(entry, room).map_err(|len| Refusal::TooLarge {
+        limit.saturating_sub(self.inner.template_len)
+    }
+
+    /// Why a record of `len` bytes is refused (it is longer than [`room`](Self::room)).
+    fn too_large(&self, len: usize) -> Refusal {
+        Refusal::TooLarge {
             size: self.inner.template_len.saturating_add(len),
-            limit,
-        })
+            limit: self.inner.shared.config.max_message_size,
+        }
     }
 }
 

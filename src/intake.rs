@@ -16,6 +16,7 @@ use crate::model::LogPayload;
 use crate::queues::{Gone, Intake, Queued};
 use crate::shared::{decode_item, Shared, BACKPRESSURE_AFTER};
 use crate::stats::Counters;
+use crate::wire::Encoded;
 use crate::{wire, write};
 
 /// Most payloads a worker takes off its queue at once: one lock for the lot, one write
@@ -127,22 +128,20 @@ pub(crate) fn encode(
 ) -> Result<Item, Error> {
     let entries = u32::try_from(payload.logs.len()).unwrap_or(u32::MAX);
     wrap(config, origin, seq, wire::encode(payload), entries)
+        .map_err(|bytes| too_large(config, &bytes))
 }
 
-/// Wraps an encoded payload for the ledger, or explains why it cannot be sent.
+/// Wraps an encoded payload for the ledger; gives its bytes back if they are more than
+/// `max_message_size` (see [`too_large`]).
 fn wrap(
     config: &Config,
     origin: Origin,
     seq: u64,
     bytes: Vec<u8>,
     entries: u32,
-) -> Result<Item, Error> {
-    let limit = config.max_message_size;
-    if bytes.len() > limit {
-        return Err(Error::PayloadTooLarge {
-            size: bytes.len(),
-            limit,
-        });
+) -> Result<Item, Vec<u8>> {
+    if bytes.len() > config.max_message_size {
+        return Err(bytes);
     }
     Ok(Item {
         seq,
@@ -152,6 +151,14 @@ fn wrap(
         written_before: false,
         strikes: 0,
     })
+}
+
+/// Why `bytes` cannot be sent.
+fn too_large(config: &Config, bytes: &[u8]) -> Error {
+    Error::PayloadTooLarge {
+        size: bytes.len(),
+        limit: config.max_message_size,
+    }
 }
 
 /// A worker's intake of payloads taken and reserved by [`take`]: encode them outside
@@ -172,13 +179,15 @@ fn intake(shared: &Shared, taken: &mut Taken) {
             Queued::Payload(payload) => {
                 (encode(&shared.config, origin, seq, &payload), Some(payload))
             }
-            // Never larger than the limit (its batcher cut it before): decoded back
-            // for the dead-letter report only if that ever broke.
-            Queued::Encoded(e) if e.bytes.len() > shared.config.max_message_size => {
-                let payload = e.decode();
-                (wrap(&shared.config, origin, seq, e.bytes, entries), payload)
-            }
-            Queued::Encoded(e) => (wrap(&shared.config, origin, seq, e.bytes, entries), None),
+            Queued::Encoded(e) => match wrap(&shared.config, origin, seq, e.bytes, entries) {
+                Ok(item) => (Ok(item), None),
+                // Its batcher cuts it under the limit: decoded back for the dead-letter
+                // report only if that ever broke.
+                Err(bytes) => (
+                    Err(too_large(&shared.config, &bytes)),
+                    Encoded { bytes, entries }.decode(),
+                ),
+            },
         };
         match outcome {
             Ok(item) => {

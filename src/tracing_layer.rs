@@ -31,7 +31,7 @@ use tracing_subscriber::layer::{Context, Identity, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::bridge::{is_ours, BridgeGuard, Scratch, Shipper, Shipping, Undelivered};
+use crate::bridge::{is_ours, process_id, BridgeGuard, Scratch, Shipper, Shipping, Undelivered};
 use crate::entries::Batching;
 use crate::error::{invalid_config, Error};
 use crate::model::Level;
@@ -128,7 +128,7 @@ impl TracingLayer {
         let entries = sender.entry_sender(self.batching)?;
         Ok(EntryLayer {
             shipper: Arc::new(Shipper::new(entries, self.block)),
-            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            pid: process_id(),
         })
     }
 
