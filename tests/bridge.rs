@@ -15,7 +15,9 @@ use logsender::{
     Batching, Config, EventHandler, LogBridge, LogPayload, LogSender, RecordsDroppedEvent,
 };
 use support::fast_config;
-use support::helpers::{child_args, cpu_time, run_child, unserved_addr, watch_panics, within};
+use support::helpers::{
+    child_args, cpu_time, run_child, unserved_addr, watch_panics, within, ChildLine,
+};
 use support::sink::Sink;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -375,16 +377,9 @@ fn logsenders_own_records_never_loop_back_into_the_bridge() {
     // the core logs at length, all at `trace` or above, for 1.5 s.
     let sink = Sink::start();
     let (stdout, _, _) = run_child("child_bridge", CHILD, "tls", &sink.addr());
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("CHILD-TLS ").map(|(_, rest)| rest.to_string()))
-        .unwrap_or_else(|| panic!("no CHILD-TLS line:\n{stdout}"));
-    let field = |name: &str| -> String {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap_or_default()
-            .to_string()
-    };
+    let child = ChildLine::find(&stdout, "CHILD-TLS");
+    let line = &child.0;
+    let field = |name: &str| child.field(name);
     assert_eq!(field("failed_dials"), "true", "{line}");
     assert_eq!(
         field("entries"),

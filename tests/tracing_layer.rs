@@ -20,7 +20,9 @@ use logsender::{
     Batching, Config, EventHandler, LogPayload, LogSender, RecordsDroppedEvent, TracingLayer,
 };
 use support::fast_config;
-use support::helpers::{child_args, cpu_time, run_child, unserved_addr, watch_panics, within};
+use support::helpers::{
+    child_args, cpu_time, run_child, unserved_addr, watch_panics, within, ChildLine,
+};
 use support::sink::Sink;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -30,6 +32,16 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn template() -> LogPayload {
     LogPayload::from_host("agent-tracing")
+}
+
+/// A sink, a sender to it, and a layer with default batching on the sender.
+fn collected() -> (Sink, LogSender, logsender::EntryLayer) {
+    let sink = Sink::start();
+    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let layer = TracingLayer::new(Batching::new(template()))
+        .layer(&sender)
+        .unwrap();
+    (sink, sender, layer)
 }
 
 /// A `Write` that keeps what `fmt` writes, to prove the layers compose.
@@ -50,11 +62,7 @@ impl std::io::Write for Captured {
 #[test]
 fn events_arrive_with_their_fields_and_their_spans_fields() {
     watch_panics();
-    let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let layer = TracingLayer::new(Batching::new(template()))
-        .layer(&sender)
-        .unwrap();
+    let (sink, sender, layer) = collected();
     let printed = Captured::default();
     let writer = printed.clone();
     let fmt = tracing_subscriber::fmt::layer()
@@ -174,11 +182,7 @@ impl<S: tracing::Subscriber> Layer<S> for Counted {
 fn log_records_ship_as_themselves_and_logsenders_own_never() {
     watch_panics();
     log_tracer();
-    let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let layer = TracingLayer::new(Batching::new(template()))
-        .layer(&sender)
-        .unwrap();
+    let (sink, sender, layer) = collected();
     let from_log = Counted::from_log();
     let subscriber = tracing_subscriber::registry()
         .with(from_log.clone())
@@ -224,11 +228,7 @@ fn log_records_ship_as_themselves_and_logsenders_own_never() {
 #[test]
 fn a_per_layer_filter_picks_the_events_and_the_spans() {
     watch_panics();
-    let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let layer = TracingLayer::new(Batching::new(template()))
-        .layer(&sender)
-        .unwrap();
+    let (sink, sender, layer) = collected();
     let targets = Targets::new().with_target("app", tracing::Level::INFO);
     let subscriber = tracing_subscriber::registry().with(layer.with_filter(targets));
     tracing::subscriber::with_default(subscriber, || {
@@ -322,11 +322,7 @@ fn an_event_emitted_while_the_log_bridge_ships_is_not_shipped() {
     // on the thread that is shipping the record: the layer must leave it alone.
     let (jammed, batching) = jammed_sender(Arc::new(Drops::default()));
     let bridge = logsender::LogBridge::new(batching).logger(&jammed).unwrap();
-    let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
-    let layer = TracingLayer::new(Batching::new(template()))
-        .layer(&sender)
-        .unwrap();
+    let (sink, sender, layer) = collected();
     let from_handler = Counted::from_handler();
     let subscriber = tracing_subscriber::registry()
         .with(from_handler.clone())
@@ -550,16 +546,9 @@ fn logsenders_own_records_never_loop_back_into_the_layer() {
     // the core logs at length, all at `trace` or above, for 1.5 s.
     let sink = Sink::start();
     let (stdout, _, _) = run_child("child_install", CHILD, "tls", &sink.addr());
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("CHILD-TLS ").map(|(_, rest)| rest.to_string()))
-        .unwrap_or_else(|| panic!("no CHILD-TLS line:\n{stdout}"));
-    let field = |name: &str| -> String {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap_or_default()
-            .to_string()
-    };
+    let child = ChildLine::find(&stdout, "CHILD-TLS");
+    let line = &child.0;
+    let field = |name: &str| child.field(name);
     assert_eq!(field("failed_dials"), "true", "{line}");
     let seen: u64 = field("ours_seen").parse().unwrap_or(0);
     assert!(
@@ -582,16 +571,9 @@ fn logsenders_own_records_never_loop_back_into_the_layer() {
 #[test]
 fn an_event_emitted_while_the_global_layer_ships_is_not_shipped() {
     let (stdout, _, _) = run_child("child_install", CHILD, "jam", &unserved_addr());
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("CHILD-JAM ").map(|(_, rest)| rest.to_string()))
-        .unwrap_or_else(|| panic!("no CHILD-JAM line:\n{stdout}"));
-    let field = |name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let child = ChildLine::find(&stdout, "CHILD-JAM");
+    let line = &child.0;
+    let field = |name: &str| child.number(name);
     assert!(
         field("handler_events") >= 1,
         "the handler emitted nothing: {line}"

@@ -283,3 +283,36 @@ pub fn cpu_time() -> std::time::Duration {
     let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
+
+/// The `key=value` pairs a child printed on its line tagged `tag` (`CHILD-TLS a=1 b=x`).
+pub struct ChildLine(pub String);
+
+impl ChildLine {
+    /// The line after `tag ` in `stdout`; fails the test if there is none.
+    pub fn find(stdout: &str, tag: &str) -> ChildLine {
+        let prefix = format!("{tag} ");
+        stdout
+            .lines()
+            .find_map(|l| {
+                l.split_once(prefix.as_str())
+                    .map(|(_, rest)| rest.to_string())
+            })
+            .map(ChildLine)
+            .unwrap_or_else(|| panic!("no {tag} line:\n{stdout}"))
+    }
+
+    /// The value of `name` ("" if the line has none).
+    pub fn field(&self, name: &str) -> String {
+        let prefix = format!("{name}=");
+        self.0
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The value of `name` as a number (0 if it has none).
+    pub fn number(&self, name: &str) -> u64 {
+        self.field(name).parse().unwrap_or(0)
+    }
+}
