@@ -4,7 +4,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::output::{
-    fmt_lat, fmt_rate, json_num, json_sample, json_str, json_summary, with_iqr, write_bench_files,
+    fmt_lat, fmt_rate, json_num, json_nums, json_sample, json_str, json_summary, with_iqr,
+    write_bench_files,
 };
 use crate::roles::Sample;
 use crate::rows::{TUNED_BATCH, TUNED_QUEUE};
@@ -241,11 +242,7 @@ pub fn write_json(tasks: &[Task], run: &Run) {
         json_num(crate::roles::scale()),
         json_str(&run.filter),
         json_num(run.warmup_s),
-        run.rep_s
-            .iter()
-            .map(|v| json_num(*v))
-            .collect::<Vec<_>>()
-            .join(", "),
+        json_nums(&run.rep_s),
         json_num(run.elapsed_s),
         tasks_json.join(",\n"),
     );

@@ -52,6 +52,14 @@ pub fn json_num(v: f64) -> String {
     }
 }
 
+/// A JSON array of numbers, without its brackets (`1.5, 2, null`).
+pub fn json_nums(vs: &[f64]) -> String {
+    vs.iter()
+        .map(|v| json_num(*v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn json_str(s: &str) -> String {
     format!("\"{}\"", s.replace(['"', '\\'], ""))
 }

@@ -10,7 +10,8 @@ use crate::matrix::{
     default_gzip_level, Client, Gzip, Kind, Sample, Size, Task, TABLE_LEVELS, TONIC_GZIP_LEVEL,
 };
 use crate::output::{
-    fmt_lat, fmt_rate, json_num, json_sample, json_str, json_summary, with_iqr, write_bench_files,
+    fmt_lat, fmt_rate, json_num, json_nums, json_sample, json_str, json_summary, with_iqr,
+    write_bench_files,
 };
 use crate::stats::median;
 use crate::Run;
@@ -421,11 +422,7 @@ pub fn write_json(tasks: &[Task], run: &Run) {
         json_num(crate::roles::scale()),
         json_str(&run.filter),
         json_num(run.warmup_s),
-        run.rep_s
-            .iter()
-            .map(|v| json_num(*v))
-            .collect::<Vec<_>>()
-            .join(", "),
+        json_nums(&run.rep_s),
         json_num(run.elapsed_s),
         SAMPLE_EVERY.as_micros(),
         default_gzip_level(),
