@@ -107,7 +107,48 @@ pub struct Config {
     pub(crate) gzip_min_size: usize,
     pub(crate) thread_name: String,
     pub(crate) handler: Option<Arc<dyn EventHandler>>,
+    pub(crate) spool: Option<SpoolConfig>,
 }
+
+/// When the spool's appends reach the disk (see [`ConfigBuilder::spool_sync`]).
+///
+/// A process crash (`kill -9`, an OOM kill, a panic) loses nothing the spool accepted
+/// under any policy: what was written is in the kernel's page cache, which outlives the
+/// process. The policies differ on a power cut or a kernel crash:
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpoolSync {
+    /// Each worker syncs (`fdatasync`) the payloads it appended before it takes more:
+    /// a power cut loses nothing accepted. Costs a disk flush per batch taken in.
+    EveryAppend,
+    /// The spool thread syncs at this interval (the default: every 100 ms): a power
+    /// cut loses at most the last interval's appends.
+    Interval(Duration),
+    /// Never synced by logsender (but by [`LogSender::sync`](crate::LogSender::sync),
+    /// `flush` and `shutdown`): a power cut loses what the kernel had not written back
+    /// yet (on Linux, up to about 30 s).
+    Os,
+}
+
+/// The spool's settings (see [`ConfigBuilder::spool`]).
+#[derive(Debug, Clone)]
+pub(crate) struct SpoolConfig {
+    pub(crate) dir: PathBuf,
+    pub(crate) max_bytes: u64,
+    pub(crate) sync: SpoolSync,
+    pub(crate) segment_bytes: Option<u64>,
+}
+
+impl SpoolConfig {
+    /// Segment size: as set, or a sixteenth of the spool (64 KiB to 16 MiB).
+    pub(crate) fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+            .unwrap_or((self.max_bytes / 16).clamp(64 << 10, 16 << 20))
+    }
+}
+
+/// The default [`ConfigBuilder::spool_max_bytes`]: 1 GiB.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -120,6 +161,7 @@ impl fmt::Debug for Config {
             .field("max_buffered_payloads", &self.max_buffered_payloads)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("overflow", &self.overflow)
+            .field("spool", &self.spool)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +194,10 @@ impl Config {
             server_name: None,
             config_defaults: Defaults::get(),
             handler: None,
+            spool: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_sync: SpoolSync::Interval(Duration::from_millis(100)),
+            spool_segment_bytes: None,
         }
     }
 
@@ -248,6 +294,10 @@ pub struct ConfigBuilder {
     server_name: Option<String>,
     config_defaults: Defaults,
     handler: Option<Arc<dyn EventHandler>>,
+    spool: Option<SpoolConfig>,
+    spool_max_bytes: u64,
+    spool_sync: SpoolSync,
+    spool_segment_bytes: Option<u64>,
 }
 
 macro_rules! setter {
@@ -408,6 +458,64 @@ impl ConfigBuilder {
         self
     }
 
+    /// Keeps every payload taken in in a disk spool in `dir` (created if missing) until
+    /// it is acknowledged, dropped or dead-lettered, so that a crash of the process loses
+    /// nothing the spool accepted, and a restart on the same directory sends it first,
+    /// oldest first. With a spool the memory bounds (`max_buffered_payloads`,
+    /// `max_buffered_bytes`) apply to what is in memory: the rest waits on disk, and
+    /// producers are neither blocked nor dropped until the spool is full
+    /// ([`spool_max_bytes`](ConfigBuilder::spool_max_bytes)). One sender per directory
+    /// (`LogSender::new` fails with [`Error::SpoolLocked`] otherwise). Not with
+    /// [`DeliveryMode::AtMostOnce`], which acknowledges nothing to release the spool with
+    /// (`build` fails with [`Error::InvalidConfig`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use logsender::{Config, SpoolSync};
+    ///
+    /// let dir = std::env::temp_dir().join("logsender-doc-spool");
+    /// let config = Config::builder("127.0.0.1:50051")
+    ///     .plaintext()
+    ///     .spool(&dir)
+    ///     .spool_max_bytes(256 << 20)
+    ///     .spool_sync(SpoolSync::EveryAppend)
+    ///     .build()?;
+    /// # Ok::<(), logsender::Error>(())
+    /// ```
+    pub fn spool(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool = Some(SpoolConfig {
+            dir: dir.into(),
+            max_bytes: 0,
+            sync: SpoolSync::Interval(Duration::from_millis(100)),
+            segment_bytes: None,
+        });
+        self
+    }
+
+    /// The most bytes the spool's files hold (segments and their ack sidecars), enforced
+    /// exactly: a payload that does not fit meets the overflow policy. Defaults to
+    /// [`DEFAULT_SPOOL_MAX_BYTES`] (1 GiB).
+    pub fn spool_max_bytes(mut self, bytes: u64) -> Self {
+        self.spool_max_bytes = bytes;
+        self
+    }
+
+    /// When the spool's appends reach the disk; defaults to
+    /// `SpoolSync::Interval(100 ms)`. See [`SpoolSync`] for what each can lose.
+    pub fn spool_sync(mut self, sync: SpoolSync) -> Self {
+        self.spool_sync = sync;
+        self
+    }
+
+    /// The size at which the spool starts a new segment file (a segment's space comes
+    /// back once every payload in it is released). Defaults to a sixteenth of
+    /// `spool_max_bytes`, within 64 KiB ..= 16 MiB.
+    pub fn spool_segment_bytes(mut self, bytes: u64) -> Self {
+        self.spool_segment_bytes = Some(bytes);
+        self
+    }
+
     /// Receives drops, dead letters and connection changes. Defaults to none (they are
     /// still counted and logged).
     pub fn event_handler(mut self, handler: Arc<dyn EventHandler>) -> Self {
@@ -474,6 +582,35 @@ impl ConfigBuilder {
                 "must hold at least one payload of max_message_size (or 1 MiB)",
             );
         }
+        let spool = match self.spool {
+            Some(mut spool) => {
+                if d.delivery == DeliveryMode::AtMostOnce {
+                    return invalid_config(
+                        "spool",
+                        "needs DeliveryMode::AtLeastOnce (at most once acknowledges nothing)",
+                    );
+                }
+                spool.max_bytes = self.spool_max_bytes;
+                spool.sync = self.spool_sync;
+                spool.segment_bytes = self.spool_segment_bytes;
+                if let SpoolSync::Interval(t) = spool.sync {
+                    if t.is_zero() {
+                        return invalid_config(
+                            "spool_sync",
+                            "the interval must be longer than zero",
+                        );
+                    }
+                }
+                if spool.max_bytes < 4096 {
+                    return invalid_config("spool_max_bytes", "must be at least 4 KiB");
+                }
+                if spool.segment_bytes() < 4096 {
+                    return invalid_config("spool_segment_bytes", "must be at least 4 KiB");
+                }
+                Some(spool)
+            }
+            None => None,
+        };
         let transport = if self.plaintext {
             if self.ca_file.is_some() || self.identity_files.is_some() {
                 return invalid_config(
@@ -534,6 +671,7 @@ impl ConfigBuilder {
             gzip_min_size: d.gzip_min_size,
             thread_name: d.thread_name,
             handler: self.handler,
+            spool,
         })
     }
 }

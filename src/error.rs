@@ -76,6 +76,19 @@ pub enum Error {
     /// [`LogBridge::install`](crate::LogBridge::install): the program has a `log`
     /// logger already (a process has one).
     LoggerInstalled,
+    /// Another sender, in this process or another, uses this spool directory (its
+    /// `LOCK` file is locked; the OS lets go of it when that process dies).
+    SpoolLocked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The spool directory cannot be created, opened or read.
+    Spool {
+        /// The file or directory the operation failed on.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
 }
 
 impl Error {
@@ -157,6 +170,12 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("the sender is closed"),
             Error::Spawn(e) => write!(f, "cannot spawn a thread: {e}"),
             Error::LoggerInstalled => f.write_str("a `log` logger is installed already"),
+            Error::SpoolLocked { path } => write!(
+                f,
+                "the spool is in use by another sender ({} is locked)",
+                path.display()
+            ),
+            Error::Spool { path, error } => write!(f, "spool: {}: {error}", path.display()),
         }
     }
 }
@@ -167,6 +186,7 @@ impl std::error::Error for Error {
             Error::Rpc(e) => Some(e),
             Error::Decode(e) => Some(e),
             Error::Spawn(e) => Some(e),
+            Error::Spool { error, .. } => Some(error),
             _ => None,
         }
     }

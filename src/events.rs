@@ -72,6 +72,13 @@ pub trait EventHandler: Send + Sync {
     fn on_records_dropped(&self, event: RecordsDroppedEvent) {
         let _ = event;
     }
+
+    /// Something about the disk spool: the backlog an earlier run left (at start), damage
+    /// skipped (with its file and offset), an I/O error (the spool rests; payloads are
+    /// held in memory meanwhile), or the spool usable again.
+    fn on_spool(&self, event: &SpoolEvent) {
+        let _ = event;
+    }
 }
 
 /// Records the `log` bridge or the `tracing` layer dropped, reported to
@@ -210,4 +217,47 @@ impl DeadLetterEvent {
     pub fn error(&self) -> &Error {
         &self.error
     }
+}
+
+/// What [`EventHandler::on_spool`] hears.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SpoolEvent {
+    /// At start: what an earlier run left in the spool, sent first, oldest first.
+    Replaying {
+        /// Payloads.
+        payloads: u64,
+        /// Entries in them.
+        entries: u64,
+        /// Bytes of the segment files.
+        bytes: u64,
+    },
+    /// Bytes of a segment that hold no intact record (a torn tail, a bad checksum, a
+    /// file cut short): skipped, counted in `Stats::spool_corrupt`; every intact record
+    /// around them is delivered.
+    Corrupt {
+        /// The segment file.
+        path: std::path::PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// How many bytes were skipped.
+        len: u64,
+    },
+    /// An operation on the spool failed (a full disk, a removed file, ...): counted in
+    /// `Stats::spool_io_errors`. Payloads that could not be spooled are held in memory
+    /// (under the memory bounds and the overflow policy) and the spool is tried again
+    /// after a short rest.
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error's kind.
+        kind: std::io::ErrorKind,
+        /// The OS error.
+        error: String,
+    },
+    /// An append succeeded after an I/O error: the spool is used again.
+    Usable {
+        /// The spool directory.
+        path: std::path::PathBuf,
+    },
 }

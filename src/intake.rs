@@ -15,6 +15,7 @@ use crate::ledger::{Item, Origin, Refused};
 use crate::model::LogPayload;
 use crate::queues::{Gone, Intake, Queued};
 use crate::shared::{decode_item, Shared, BACKPRESSURE_AFTER};
+use crate::spooler::{self, NotSpooled};
 use crate::stats::Counters;
 use crate::wire::Encoded;
 use crate::{wire, write};
@@ -104,7 +105,12 @@ fn take(shared: &Shared, source: u32, taken: &mut Taken) -> Result<(), Gone> {
     let mut ledger = shared.ledger.lock();
     // No more than there is room for (but one, to wait for room with): a full buffer
     // leaves the rest in the queue, where they hold back the producers.
-    let at_once = ledger.room().clamp(1, TAKE_AT_ONCE);
+    // With a spool, what does not fit in memory waits on disk: take a full share.
+    let at_once = if shared.spool.is_some() {
+        TAKE_AT_ONCE
+    } else {
+        ledger.room().clamp(1, TAKE_AT_ONCE)
+    };
     while taken.len() < at_once {
         match queues.take(source) {
             Ok(Some((origin, payload))) => {
@@ -150,6 +156,7 @@ fn wrap(
         entries,
         written_before: false,
         strikes: 0,
+        spooled: None,
     })
 }
 
@@ -213,6 +220,20 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     let mut evicted = Vec::new();
     let mut dropped = Vec::new();
     let mut no_room = Vec::new();
+    // With a spool, a payload is accepted once it is in the spool; only those it did
+    // not take go on under the memory bounds and the overflow policy.
+    if let Some(spool) = &shared.spool {
+        let mut rest = Vec::new();
+        for not in spooler::spool_taken(shared, spool, encoded) {
+            match not {
+                NotSpooled::Memory(item, payload) => rest.push((item, payload)),
+                NotSpooled::Dropped(item, payload) => {
+                    dropped.push((payload.or_else(|| decode_item(&item)), DropReason::Newest))
+                }
+            }
+        }
+        encoded = rest;
+    }
     {
         let policy = shared.config.overflow;
         let mut ledger = shared.ledger.lock();

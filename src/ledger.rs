@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::OverflowPolicy;
 use crate::events::DropReason;
+use crate::spool::RecordId;
 
 /// Where a payload came from, for `flush`: source 0 is `send_logs`, source `n > 0` the
 /// `n`-th worker queue; `ord` counts payloads taken from that source.
@@ -39,6 +40,9 @@ pub(crate) struct Item {
     /// How often the collector rejected this payload while it travelled alone and
     /// accepted an empty call right after (see [`Ledger::convict`]).
     pub(crate) strikes: u8,
+    /// Where it is in the spool, if it is spooled: released from there when it leaves
+    /// the ledger for good.
+    pub(crate) spooled: Option<RecordId>,
 }
 
 impl Item {
@@ -156,6 +160,11 @@ pub(crate) struct Ledger {
     generation: u64,
     /// Set (under this lock, so no waiter misses it) when the sender starts closing.
     closing: bool,
+    /// Spool records of payloads that left for good, for the spool thread to release.
+    to_release: Vec<RecordId>,
+    /// With a spool: payloads taken off a queue and not through the spool yet (for
+    /// `sync`).
+    unspooled: Option<BTreeSet<Origin>>,
 }
 
 impl Ledger {
@@ -174,6 +183,8 @@ impl Ledger {
             max_bytes,
             generation: 0,
             closing: false,
+            to_release: Vec::new(),
+            unspooled: None,
         }
     }
 
@@ -209,9 +220,36 @@ impl Ledger {
                 self.held = self.held.saturating_sub(1);
                 self.held_bytes = self.held_bytes.saturating_sub(item.len());
                 n += 1;
+                if let Some(id) = item.spooled {
+                    self.to_release.push(id);
+                }
             }
         }
         n
+    }
+
+    /// Spool records to release (see [`Item::spooled`]), taken by the spool thread.
+    pub(crate) fn take_released(&mut self, into: &mut Vec<RecordId>) {
+        into.append(&mut self.to_release);
+    }
+
+    /// Whether spool records wait to be released.
+    pub(crate) fn has_released(&self) -> bool {
+        !self.to_release.is_empty()
+    }
+
+    /// Takes in a payload read back from the spool (or spooled with room to spare), at
+    /// the back of the outbox, with no overflow policy: the caller checked
+    /// [`Ledger::fits`] (what does not fit waits on disk).
+    pub(crate) fn admit_spooled(&mut self, item: Item) {
+        self.hold(&item);
+        self.outbox.push_back(item);
+    }
+
+    /// Whether a payload of `bytes` fits the memory bounds now (no policy, closing or
+    /// not).
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
+        self.has_room(bytes)
     }
 
     /// Marks the sender as closing. Called with the lock held, then the caller notifies
@@ -290,16 +328,66 @@ impl Ledger {
         }
     }
 
+    /// Holds a `send_logs` payload the spool took, which the caller writes itself.
+    pub(crate) fn hold_direct(&mut self, item: &Item) {
+        self.hold(item);
+    }
+
     /// Marks a payload outstanding from the moment a worker takes it off the queue, so
     /// that `flush` waits for it while it is still being encoded.
     pub(crate) fn reserve(&mut self, origin: Origin) {
         self.outstanding.insert(origin);
+        if let Some(u) = &mut self.unspooled {
+            u.insert(origin);
+        }
+    }
+
+    /// With a spool: tracks payloads between their reservation and the spool.
+    pub(crate) fn track_unspooled(&mut self) {
+        self.unspooled = Some(BTreeSet::new());
+    }
+
+    /// A reserved payload went through the spool (in it, or held in memory only).
+    pub(crate) fn spooled(&mut self, origin: Origin) {
+        if let Some(u) = &mut self.unspooled {
+            u.remove(&origin);
+        }
+    }
+
+    /// Payloads of `targets` taken off a queue and not through the spool yet.
+    pub(crate) fn unspooled_before(&self, targets: &[(u32, u64)]) -> usize {
+        let Some(u) = &self.unspooled else { return 0 };
+        targets
+            .iter()
+            .map(|&(source, ord)| {
+                u.range(Origin { source, ord: 0 }..Origin { source, ord })
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Payloads held in memory that are not in the spool (it was full or failing).
+    pub(crate) fn not_spooled(&self) -> usize {
+        let epochs = self
+            .epochs
+            .values()
+            .flat_map(|e| e.written.iter().chain(&e.unwritten));
+        let groups = self.suspects.iter().flat_map(|g| &g.items);
+        let trials = self.on_trial.values().flat_map(|t| &t.items);
+        self.outbox
+            .iter()
+            .chain(epochs)
+            .chain(groups)
+            .chain(trials)
+            .filter(|i| i.spooled.is_none())
+            .count()
     }
 
     /// Undoes [`Ledger::reserve`] for a payload that was not admitted (dropped, or
     /// dead-lettered before it was held).
     pub(crate) fn unreserve(&mut self, origin: Origin) {
         self.outstanding.remove(&origin);
+        self.spooled(origin);
     }
 
     /// Stops holding payloads rejected for good, once they were dead-lettered.
@@ -694,6 +782,7 @@ mod tests {
             entries: 1,
             written_before: false,
             strikes: 0,
+            spooled: None,
         }
     }
 

@@ -106,6 +106,8 @@ pub mod otlp;
 mod queues;
 mod sender;
 mod shared;
+mod spool;
+mod spooler;
 mod stats;
 mod supervisor;
 #[cfg(feature = "tracing")]
@@ -115,7 +117,10 @@ mod write;
 
 pub use bridge::{BridgeGuard, BridgeLogger, LogBridge};
 pub use call::SUBMIT_STREAM_PATH;
-pub use config::{Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy};
+pub use config::{
+    Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy, SpoolSync,
+    DEFAULT_SPOOL_MAX_BYTES,
+};
 /// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
 /// your `crossbeam_channel` is the same version as logsender's.
 pub use crossbeam_channel;
@@ -123,10 +128,10 @@ pub use entries::{Batching, EntrySender, LogError};
 pub use error::{classify, DialCause, Error, LastError, Retry, RpcStatus, RpcStatusCode};
 pub use events::{
     BackpressureEvent, DeadLetterEvent, DialFailedEvent, DropReason, DroppedEvent, EventHandler,
-    RecordsDroppedEvent,
+    RecordsDroppedEvent, SpoolEvent,
 };
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
-pub use sender::{LogSender, Shutdown};
+pub use sender::{Durability, LogSender, Shutdown};
 pub use stats::{ConnectionState, Covers, Report, Stats};
 #[cfg(feature = "tracing")]
 pub use tracing_layer::{EntryLayer, TracingLayer};

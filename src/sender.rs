@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use grpcio::EnvBuilder;
-use log::{error, warn};
+use log::{error, info, warn};
 use parking_lot::Mutex;
 
 use crate::command::Command;
@@ -16,10 +16,13 @@ use crate::config::{Config, DeliveryMode};
 use crate::entries::{self, Batcher, Batching, EntrySender, Mark, Passed, Watch};
 use crate::error::{invalid_config, Error};
 use crate::events::DropReason;
+use crate::events::SpoolEvent;
 use crate::ledger::Origin;
 use crate::model::LogPayload;
 use crate::queues::{FlushTarget, Intake, Queued};
 use crate::shared::{decode_item, Shared};
+use crate::spool::{Backlog, OpenError, Spool};
+use crate::spooler;
 use crate::stats::{ConnectionState, Counters, Report, Stats};
 use crate::supervisor::Supervisor;
 use crate::{intake, write};
@@ -80,6 +83,10 @@ struct Threads {
     stop_workers: Option<Sender<()>>,
     /// Dropped at the end of close: ends the background writer.
     stop_writer: Option<Sender<()>>,
+    /// The spool thread, if there is a spool.
+    spooler: Option<JoinHandle<()>>,
+    /// Dropped at the end of close, after the writer: ends the spool thread.
+    stop_spooler: Option<Sender<()>>,
     /// The first shutdown's outcome, for the ones after it.
     done: Option<(Report, Stats)>,
 }
@@ -130,6 +137,21 @@ fn prune_workers(workers: &mut Vec<JoinHandle<()>>) {
     }
 }
 
+/// What [`LogSender::sync`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Durability {
+    /// Everything taken in before the call is in the spool, and the spool is on disk.
+    /// `false`: the timeout passed first, a sync failed (reported to the event
+    /// handler), or some payloads are held in memory only (`memory_only`).
+    pub durable: bool,
+    /// Payloads in the spool now.
+    pub spooled: u64,
+    /// Payloads held that the spool could not take (it was full, or failing): a crash
+    /// loses these.
+    pub memory_only: u64,
+}
+
 /// What [`LogSender::shutdown`] (and `close`) leaves you with.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -161,8 +183,47 @@ impl LogSender {
         let (stop_writer, stop_writer_rx) = crossbeam_channel::bounded::<()>(0);
         let grpc_threads = Arc::new(AtomicUsize::new(0));
         let name = config.thread_name.clone();
-        let shared = Arc::new(Shared::new(config, commands_tx, reports_tx, wake_tx));
+        let (spool, backlog, findings) = match &config.spool {
+            Some(sc) => match Spool::open(&sc.dir, sc.max_bytes, sc.segment_bytes()) {
+                Ok((spool, backlog, findings)) => (Some(spool), backlog, findings),
+                Err(OpenError::Locked(path)) => return Err(Error::SpoolLocked { path }),
+                Err(OpenError::Io(path, error)) => return Err(Error::Spool { path, error }),
+            },
+            None => (None, Backlog::default(), Vec::new()),
+        };
+        let shared = Arc::new(Shared::new(config, commands_tx, reports_tx, wake_tx, spool));
         shared.counters.set_state(ConnectionState::Connecting);
+        spooler::report(&shared, findings);
+        if backlog.payloads > 0 {
+            Counters::set(&shared.counters.spool_unloaded_old, backlog.payloads);
+            info!(
+                "spool: {} payloads ({} entries, {} bytes) left by an earlier run, sent first",
+                backlog.payloads, backlog.entries, backlog.bytes
+            );
+            shared.handler(|h| {
+                h.on_spool(&SpoolEvent::Replaying {
+                    payloads: backlog.payloads,
+                    entries: backlog.entries,
+                    bytes: backlog.bytes,
+                })
+            });
+        }
+        let (stop_spooler, stop_spooler_rx) = crossbeam_channel::bounded::<()>(0);
+        let spooler = match &shared.spool {
+            Some(_) => {
+                let spool_shared = shared.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("{name}-sp"))
+                    .spawn(move || {
+                        if let Some(spool) = &spool_shared.spool {
+                            spooler::run(&spool_shared, spool, &stop_spooler_rx);
+                        }
+                    })
+                    .map_err(Error::Spawn)?;
+                Some(handle)
+            }
+            None => None,
+        };
         let (started, stopped) = (grpc_threads.clone(), grpc_threads.clone());
         let env = Arc::new(
             EnvBuilder::new()
@@ -198,6 +259,8 @@ impl LogSender {
             threads: Mutex::new(Threads {
                 supervisor: Some(handle),
                 writer: Some(writer),
+                spooler,
+                stop_spooler: Some(stop_spooler),
                 stop_workers: Some(stop_workers),
                 stop_writer: Some(stop_writer),
                 done: None,
@@ -363,7 +426,23 @@ impl LogSender {
             source: 0,
             ord: shared.next_direct(),
         };
-        let item = intake::encode(&shared.config, origin, shared.next_seq(), payload)?;
+        let mut item = intake::encode(&shared.config, origin, shared.next_seq(), payload)?;
+        if let Some(spool) = &shared.spool {
+            match spooler::spool_direct(shared, spool, item) {
+                // Held, in memory and in the spool: written below.
+                Ok((spooled, true)) => {
+                    write::write_now(shared, spooled)?;
+                    self.count_taken(payload);
+                    return Ok(());
+                }
+                // Waits on disk behind what is there already: accepted.
+                Ok((_, false)) => {
+                    self.count_taken(payload);
+                    return Ok(());
+                }
+                Err(back) => item = back,
+            }
+        }
         {
             let mut ledger = self.shared.ledger.lock();
             if !ledger.try_hold(&item) {
@@ -375,12 +454,84 @@ impl LogSender {
             }
         }
         write::write_now(shared, item)?;
+        self.count_taken(payload);
+        Ok(())
+    }
+
+    fn count_taken(&self, payload: &LogPayload) {
         Counters::add(&self.shared.counters.enqueued, 1);
         Counters::add(
             &self.shared.counters.entries_enqueued,
             payload.logs.len() as u64,
         );
-        Ok(())
+    }
+
+    /// Waits until every payload taken in before this call (the worker queues' and the
+    /// entry handles' included, whose open batches are cut first) is in the spool, then
+    /// syncs the spool to disk; gives up at `timeout`.
+    ///
+    /// [`Durability::durable`] says whether all of that held: then a power cut now loses
+    /// none of it. (A process crash loses nothing the spool took, synced or not.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] without a spool ([`ConfigBuilder::spool`](crate::ConfigBuilder::spool)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Config, LogPayload, LogSender};
+    ///
+    /// // Nothing listens on this loopback port: the payload waits in the spool.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let dir = std::env::temp_dir().join(format!("logsender-doc-sync-{}", std::process::id()));
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().spool(&dir).build()?;
+    /// let sender = LogSender::new(config)?;
+    /// sender.send_logs(&LogPayload::default())?;
+    /// let durability = sender.sync(Duration::from_secs(5))?;
+    /// assert!(durability.durable);
+    /// assert_eq!(durability.spooled, 1);
+    /// let shutdown = sender.shutdown(Duration::from_millis(100));
+    /// assert_eq!(shutdown.report.left_in_spool, 1); // sent by the next sender on `dir`
+    /// # drop(sender); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sync(&self, timeout: Duration) -> Result<Durability, Error> {
+        let Some(spool) = &self.shared.spool else {
+            return crate::error::invalid_config("spool", "sync needs a spool");
+        };
+        let deadline = crate::clock::deadline_in(timeout);
+        let passed = self.cut_batches(deadline);
+        let target = self
+            .shared
+            .queues
+            .lock()
+            .flush_target(self.shared.direct_count());
+        let reached = loop {
+            let waiting = {
+                let queues = self.shared.queues.lock();
+                let not_taken = queues.not_taken(&target);
+                let ledger = self.shared.ledger.lock();
+                not_taken.saturating_add(ledger.unspooled_before(&target.bounds))
+            };
+            if waiting == 0 {
+                break passed.outstanding == 0;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            let mut ledger = self.shared.ledger.lock();
+            let wake = crate::clock::deadline_in(Duration::from_millis(5)).min(deadline);
+            self.shared.ledger_changed.wait_until(&mut ledger, wake);
+        };
+        let synced = spooler::sync_now(&self.shared, spool);
+        let memory_only = self.shared.ledger.lock().not_spooled() as u64;
+        Ok(Durability {
+            durable: reached && synced && memory_only == 0,
+            spooled: self.shared.counters.spooled.load(Ordering::SeqCst),
+            memory_only,
+        })
     }
 
     /// Waits until everything taken in before this call (including what was waiting in
@@ -416,11 +567,15 @@ impl LogSender {
         let deadline = crate::clock::deadline_in(timeout);
         let began = self.shared.counters.settled();
         let passed = self.cut_batches(deadline);
-        let target = self
+        let mut target = self
             .shared
             .queues
             .lock()
             .flush_target(self.shared.direct_count());
+        if self.shared.spool.is_some() {
+            // What an earlier run spooled was taken in before any flush.
+            target.bounds.push((spooler::REPLAY_SOURCE, u64::MAX));
+        }
         let pending = loop {
             let pending = self.pending(&target);
             if pending.outstanding() == 0 || Instant::now() >= deadline {
@@ -428,7 +583,17 @@ impl LogSender {
             }
             self.settle_step(pending.not_taken == 0, deadline);
         };
+        let (left_in_spool, entries_left_in_spool) = match &self.shared.spool {
+            Some(spool) if pending.outstanding() > 0 => {
+                let _ = spooler::sync_now(&self.shared, spool);
+                let c = spool.lock().counts();
+                (c.live, 0)
+            }
+            _ => (0, 0),
+        };
         Report {
+            left_in_spool,
+            entries_left_in_spool,
             outstanding: pending.outstanding() as u64,
             entries_outstanding: passed.outstanding,
             handed_back: pending.handed_back.0.saturating_add(passed.left.payloads),
@@ -642,7 +807,7 @@ impl LogSender {
         }
         // Write and commit what is held, until done or the deadline.
         // (The workers are joined, so everything wanted is taken in.)
-        while self.shared.ledger.lock().held().0 > 0 && Instant::now() < deadline {
+        while self.holds_any() && Instant::now() < deadline {
             self.settle_step(true, deadline);
         }
         let _ = self.shared.commands.send(Command::Shutdown);
@@ -656,7 +821,15 @@ impl LogSender {
                 error!("the logsender writer panicked");
             }
         }
-        let undelivered = self.take_back(kept);
+        // The last acknowledgements released from the spool, then what stays in it
+        // made durable.
+        threads.stop_spooler.take();
+        if let Some(spooler) = threads.spooler.take() {
+            if spooler.join().is_err() {
+                error!("the logsender spool thread panicked");
+            }
+        }
+        let (undelivered, left) = self.take_back(kept);
         // The grpc poll thread ends once the environment's last channel is gone.
         let grpc_deadline =
             crate::clock::after(deadline.max(Instant::now()), Duration::from_millis(100));
@@ -666,9 +839,17 @@ impl LogSender {
         if !undelivered.is_empty() {
             warn!("closing with {} undelivered payloads", undelivered.len());
         }
+        if left.0 > 0 {
+            warn!(
+                "closing with {} undelivered payloads left in the spool",
+                left.0
+            );
+        }
         let report = Report {
             handed_back: undelivered.len() as u64,
             entries_handed_back: undelivered.iter().map(|p| p.logs.len() as u64).sum(),
+            left_in_spool: left.0,
+            entries_left_in_spool: left.1,
             ..self.shared.counters.lifetime()
         };
         let stats = self.stats();
@@ -684,15 +865,26 @@ impl LogSender {
     /// and what the batchers `kept` (never queued). What the ledger and the queues give
     /// back is recorded as handed back in the same lock holds that take it, so that a
     /// `flush` racing this sees it handed back, never settled.
-    fn take_back(&self, mut kept: Vec<LogPayload>) -> Vec<LogPayload> {
+    fn take_back(&self, mut kept: Vec<LogPayload>) -> (Vec<LogPayload>, (u64, u64)) {
         let shared = &self.shared;
-        let mut undelivered: Vec<LogPayload> = shared
+        let (spooled, memory): (Vec<_>, Vec<_>) = shared
             .ledger
             .lock()
             .drain_all()
-            .iter()
-            .filter_map(decode_item)
-            .collect();
+            .into_iter()
+            .partition(|item| item.spooled.is_some());
+        let mut undelivered: Vec<LogPayload> = memory.iter().filter_map(decode_item).collect();
+        // What is in the spool stays there, for the next sender on its directory.
+        let mut left = (
+            spooled.len() as u64,
+            spooled.iter().map(|i| u64::from(i.entries)).sum::<u64>(),
+        );
+        if let Some(spool) = &shared.spool {
+            let _ = spooler::sync_now(shared, spool);
+            let sp = spool.lock();
+            left.0 = left.0.saturating_add(sp.backlog());
+            left.1 = left.1.saturating_add(sp.backlog_entries());
+        }
         // One hold of the queues lock from taking the receivers to recording what they
         // gave back (at most about 100 ms; the workers are joined): a `flush` reads the
         // queues before or after, never in between.
@@ -715,17 +907,37 @@ impl LogSender {
                 .filter_map(Queued::into_payload),
         );
         undelivered.append(&mut kept);
-        undelivered
+        (undelivered, left)
+    }
+
+    /// Whether anything is held in memory, or waits on disk to be loaded.
+    fn holds_any(&self) -> bool {
+        if self.shared.ledger.lock().held().0 > 0 {
+            return true;
+        }
+        self.shared
+            .spool
+            .as_ref()
+            .is_some_and(|spool| spool.lock().backlog() > 0)
     }
 
     /// What of `target` is not settled yet (taken in and still held, or still waiting
     /// in a queue), and what of it a shutdown handed back, in one consistent look.
     fn pending(&self, target: &FlushTarget) -> Pending {
+        // Read before the ledger: the spool thread lowers it after the ledger has the
+        // payload, so one moving between them is counted at least once.
+        let on_disk = self
+            .shared
+            .counters
+            .spool_unloaded_old
+            .load(Ordering::SeqCst);
         let queues = self.shared.queues.lock();
         let not_taken = queues.not_taken(target);
         let ledger = self.shared.ledger.lock();
         Pending {
-            held: ledger.outstanding_before(&target.bounds),
+            held: ledger
+                .outstanding_before(&target.bounds)
+                .saturating_add(usize::try_from(on_disk).unwrap_or(usize::MAX)),
             not_taken,
             handed_back: ledger.handed_back_before(&target.bounds),
         }

@@ -3,7 +3,7 @@
 //! call the user's handler, report a payload that leaves without delivery).
 //!
 //! Locks, in the order they may be nested (never the other way round):
-//! `queues` → `ledger`, and `stream.slot` → `ledger`. `queues` and `stream.slot` are
+//! `spool` → `ledger`, `queues` → `ledger`, and `stream.slot` → `ledger`. `queues` and `stream.slot` are
 //! never held together. No user callback runs while any of them is held.
 
 use std::panic::AssertUnwindSafe;
@@ -17,12 +17,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::call::Stream;
 use crate::command::{Command, Report};
-use crate::config::Config;
+use crate::config::{Config, SpoolSync};
 use crate::error::Error;
 use crate::events::{BackpressureEvent, DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
 use crate::ledger::{entries_of, Item, Ledger};
 use crate::model::LogPayload;
 use crate::queues::Queues;
+use crate::spool::Spool;
 use crate::stats::Counters;
 use crate::wire;
 
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     next_seq: AtomicU64,
     /// `Origin::ord` of the next `send_logs` payload (source 0).
     next_direct: AtomicU64,
+    /// The disk spool, if one is configured (its lock comes before the ledger's).
+    pub(crate) spool: Option<Mutex<Spool>>,
 }
 
 impl Shared {
@@ -59,13 +62,15 @@ impl Shared {
         commands: Sender<Command>,
         reports: Sender<Report>,
         wake: Sender<()>,
+        spool: Option<Spool>,
     ) -> Self {
+        let mut ledger = Ledger::new(config.max_buffered_payloads, config.max_buffered_bytes);
+        if spool.is_some() {
+            ledger.track_unspooled();
+        }
         Shared {
             counters: Counters::default(),
-            ledger: Mutex::new(Ledger::new(
-                config.max_buffered_payloads,
-                config.max_buffered_bytes,
-            )),
+            ledger: Mutex::new(ledger),
             ledger_changed: Condvar::new(),
             stream: Stream::new(),
             queues: Mutex::new(Queues::default()),
@@ -76,8 +81,14 @@ impl Shared {
             close_deadline: OnceLock::new(),
             next_seq: AtomicU64::new(0),
             next_direct: AtomicU64::new(0),
+            spool: spool.map(Mutex::new),
             config,
         }
+    }
+
+    /// The spool's sync policy, if there is a spool.
+    pub(crate) fn spool_sync(&self) -> Option<SpoolSync> {
+        self.config.spool.as_ref().map(|s| s.sync)
     }
 
     pub(crate) fn is_closing(&self) -> bool {

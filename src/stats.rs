@@ -1,6 +1,6 @@
 //! Counters: cheap atomics updated on the hot path, read as a [`Stats`] snapshot.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -87,6 +87,19 @@ pub struct Stats {
     /// take: the entry channel was full (it never blocks by default), the sender was
     /// closed, or the record was too large for a payload.
     pub records_dropped: u64,
+    /// Bytes of the spool's files now (0 without a spool).
+    pub spool_bytes: u64,
+    /// Payloads in the spool now: accepted, not yet acknowledged, dropped or
+    /// dead-lettered (in memory too, or waiting on disk).
+    pub spooled: u64,
+    /// Payloads read back from the spool that an earlier run had written.
+    pub replayed: u64,
+    /// Damaged stretches of the spool skipped (torn or corrupt records, files cut short
+    /// or gone), each reported to [`EventHandler::on_spool`](crate::EventHandler::on_spool).
+    pub spool_corrupt: u64,
+    /// Spool operations that failed (a full disk, ...); see
+    /// [`SpoolEvent::Io`](crate::SpoolEvent::Io).
+    pub spool_io_errors: u64,
 }
 
 impl Stats {
@@ -149,6 +162,12 @@ pub struct Report {
     /// Records the [`log` bridge](crate::LogBridge) (or the `tracing` layer) dropped
     /// instead of blocking the program (see [`Stats::records_dropped`]).
     pub records_dropped: u64,
+    /// From `shutdown` with a spool: payloads left undelivered in the spool (not handed
+    /// back), sent first by the next sender on the same directory. From `flush`: of the
+    /// payloads still outstanding, those in the spool (synced to disk before it returned).
+    pub left_in_spool: u64,
+    /// Entries in the payloads left in the spool.
+    pub entries_left_in_spool: u64,
     /// The window the counts cover.
     pub covers: Covers,
 }
@@ -182,6 +201,7 @@ impl Report {
             && self.entries_dead_lettered == 0
             && self.entries_handed_back == 0
             && self.records_dropped == 0
+            && self.left_in_spool == 0
     }
 }
 
@@ -264,6 +284,15 @@ pub(crate) struct Counters {
     pub(crate) entries_dropped: AtomicU64,
     pub(crate) entries_dead_lettered: AtomicU64,
     pub(crate) records_dropped: AtomicU64,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) spool_corrupt: AtomicU64,
+    pub(crate) spool_io_errors: AtomicU64,
+    /// The spool's gauges, set by whoever changed it last.
+    pub(crate) spool_bytes: AtomicU64,
+    pub(crate) spooled: AtomicU64,
+    /// Records an earlier run spooled that wait on disk (not loaded): a `flush` waits
+    /// for them. Lowered only after they are in the ledger.
+    pub(crate) spool_unloaded_old: AtomicU64,
     state: AtomicU8,
     /// Guards nothing but the state's condvar: `set_state` notifies under it.
     state_lock: Mutex<()>,
@@ -320,6 +349,16 @@ impl Waiting {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Lowers a gauge (never below zero). `SeqCst`: see `spool_unloaded_old`.
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        let _ = counter.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// Sets a gauge.
+    pub(crate) fn set(counter: &AtomicU64, v: u64) {
+        counter.store(v, SeqCst);
     }
 
     pub(crate) fn acknowledged(&self) -> u64 {
@@ -481,6 +520,11 @@ impl Counters {
             entries_dropped: self.entries_dropped.load(Relaxed),
             entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
             records_dropped: self.records_dropped.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+            spooled: self.spooled.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
+            spool_corrupt: self.spool_corrupt.load(Relaxed),
+            spool_io_errors: self.spool_io_errors.load(Relaxed),
         }
     }
 }

@@ -1,0 +1,306 @@
+//! The spool in motion: workers append what they take in ([`spool_taken`]), the spool
+//! thread ([`run`]) releases what left the ledger for good, loads what waits on disk as
+//! the memory bounds make room, and syncs at the configured interval; `sync`, `flush`
+//! and `shutdown` make it durable ([`sync_now`]).
+//!
+//! Lock order: the spool lock, then the ledger lock inside it (never the other way
+//! round). File syncs run with neither held.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use grpcio::GrpcSlice;
+use log::{error, info, warn};
+use parking_lot::Mutex;
+
+use crate::config::{OverflowPolicy, SpoolSync};
+use crate::events::{DropReason, SpoolEvent};
+use crate::ledger::{Item, Origin};
+use crate::model::LogPayload;
+use crate::shared::Shared;
+use crate::spool::{record::Header, AppendError, Finding, RecordId, Spool};
+use crate::stats::Counters;
+
+/// The origin source of payloads an earlier run spooled (their `ord` counts them in
+/// the order they are read back): a `flush` waits for all of them.
+pub(crate) const REPLAY_SOURCE: u32 = u32::MAX;
+
+/// How often the spool thread looks for work when nothing wakes it.
+const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+/// What intake does with a payload the spool did not take.
+pub(crate) enum NotSpooled {
+    /// Held in memory only, under the memory bounds and the overflow policy.
+    Memory(Item, Option<LogPayload>),
+    /// Dropped by the overflow policy (the spool is full): counted already; the caller
+    /// reports it.
+    Dropped(Item, Option<LogPayload>),
+}
+
+/// Appends payloads a worker took in to the spool. Each is then in memory too (the
+/// ledger's outbox: there was room and nothing older waits on disk) or waits on disk
+/// until the spool thread loads it. Returns those the spool did not take.
+pub(crate) fn spool_taken(
+    shared: &Shared,
+    spool: &Mutex<Spool>,
+    items: Vec<(Item, Option<LogPayload>)>,
+) -> Vec<NotSpooled> {
+    let mut rest = Vec::new();
+    let mut findings = Vec::new();
+    let mut recovered = false;
+    let mut appended = false;
+    let to_sync = {
+        let mut sp = spool.lock();
+        for (mut item, payload) in items {
+            let header = Header {
+                len: u32::try_from(item.len()).unwrap_or(u32::MAX),
+                entries: item.entries,
+                source: item.origin.source,
+                ord: item.origin.ord,
+                seq: item.seq,
+            };
+            let load = shared.ledger.lock().fits(item.len());
+            match sp.append(header, item.bytes.as_slice(), load) {
+                Ok((id, loaded)) => {
+                    appended = true;
+                    item.spooled = Some(id);
+                    let mut ledger = shared.ledger.lock();
+                    ledger.spooled(item.origin);
+                    if loaded {
+                        ledger.admit_spooled(item);
+                    }
+                    // Not loaded: it waits on disk, still reserved (a `flush` waits for
+                    // it), its memory freed here.
+                }
+                Err(AppendError::Full) if shared.config.overflow == OverflowPolicy::DropNewest => {
+                    let mut ledger = shared.ledger.lock();
+                    shared.count_dropped(DropReason::Newest, item.entries);
+                    ledger.unreserve(item.origin);
+                    rest.push(NotSpooled::Dropped(item, payload));
+                }
+                Err(e) => {
+                    if let AppendError::Io(f) = e {
+                        findings.push(f);
+                    }
+                    shared.ledger.lock().spooled(item.origin);
+                    rest.push(NotSpooled::Memory(item, payload));
+                }
+            }
+        }
+        recovered = recovered || sp.take_recovered();
+        publish(shared, &sp);
+        (appended && shared.spool_sync() == Some(SpoolSync::EveryAppend)).then(|| sp.to_sync())
+    };
+    if let Some(to_sync) = to_sync {
+        if let Err(error) = to_sync.run() {
+            findings.push(Finding::Io {
+                path: spool.lock().dir().to_path_buf(),
+                error,
+            });
+        }
+    }
+    if recovered {
+        let path = spool.lock().dir().to_path_buf();
+        info!("the spool in {} is used again", path.display());
+        shared.handler(|h| h.on_spool(&SpoolEvent::Usable { path }));
+    }
+    report(shared, findings);
+    shared.ledger_changed.notify_all();
+    rest
+}
+
+/// Appends a `send_logs` payload, which the caller then writes itself if it is loaded
+/// (`Ok(true)`: in memory, held), or leaves to wait on disk (`Ok(false)`). `Err` gives
+/// the item back: the spool did not take it.
+pub(crate) fn spool_direct(
+    shared: &Shared,
+    spool: &Mutex<Spool>,
+    mut item: Item,
+) -> Result<(Item, bool), Item> {
+    let header = Header {
+        len: u32::try_from(item.len()).unwrap_or(u32::MAX),
+        entries: item.entries,
+        source: item.origin.source,
+        ord: item.origin.ord,
+        seq: item.seq,
+    };
+    let mut findings = Vec::new();
+    let outcome = {
+        let mut sp = spool.lock();
+        let mut ledger = shared.ledger.lock();
+        let load = ledger.fits(item.len()) && !ledger.is_closing();
+        let outcome = match sp.append(header, item.bytes.as_slice(), load) {
+            Ok((id, loaded)) => {
+                item.spooled = Some(id);
+                if loaded {
+                    // Held, as `try_hold` would; the caller writes it.
+                    ledger.hold_direct(&item);
+                } else {
+                    ledger.reserve(item.origin);
+                    ledger.spooled(item.origin);
+                }
+                Ok((item, loaded))
+            }
+            Err(AppendError::Io(f)) => {
+                findings.push(f);
+                Err(item)
+            }
+            Err(_) => Err(item),
+        };
+        drop(ledger);
+        publish(shared, &sp);
+        outcome
+    };
+    report(shared, findings);
+    outcome
+}
+
+/// Sets the spool's gauges in the counters.
+fn publish(shared: &Shared, sp: &Spool) {
+    let c = sp.counts();
+    Counters::set(&shared.counters.spool_bytes, c.bytes);
+    Counters::set(&shared.counters.spooled, c.live);
+}
+
+/// Counts and reports what was found wrong with the spool.
+pub(crate) fn report(shared: &Shared, findings: Vec<Finding>) {
+    for f in findings {
+        match f {
+            Finding::Damage { path, offset, len } => {
+                warn!(
+                    "spool: skipped {len} damaged bytes at offset {offset} of {}",
+                    path.display()
+                );
+                Counters::add(&shared.counters.spool_corrupt, 1);
+                shared.handler(|h| h.on_spool(&SpoolEvent::Corrupt { path, offset, len }));
+            }
+            Finding::Io { path, error } => {
+                error!("spool: {}: {error}", path.display());
+                Counters::add(&shared.counters.spool_io_errors, 1);
+                let event = SpoolEvent::Io {
+                    path,
+                    kind: error.kind(),
+                    error: error.to_string(),
+                };
+                shared.handler(|h| h.on_spool(&event));
+            }
+        }
+    }
+}
+
+/// The spool thread: until `stop` disconnects, release, load, sync at the interval;
+/// then once more (release what the last commits acknowledged).
+pub(crate) fn run(shared: &Shared, spool: &Mutex<Spool>, stop: &Receiver<()>) {
+    let interval = match shared.spool_sync() {
+        Some(SpoolSync::Interval(t)) => Some(t),
+        _ => None,
+    };
+    let mut next_sync = interval.map(crate::clock::deadline_in);
+    let mut released = Vec::new();
+    let mut replay_ord = 0u64;
+    loop {
+        step(shared, spool, &mut released, &mut replay_ord);
+        let now = Instant::now();
+        if let (Some(t), Some(every)) = (next_sync, interval) {
+            if now >= t {
+                if spool.lock().dirty() {
+                    let _ = sync_now(shared, spool);
+                }
+                next_sync = Some(crate::clock::after(now, every));
+            }
+        }
+        let wait = next_sync.map_or(LOOK_EVERY, |t| {
+            t.saturating_duration_since(now).min(LOOK_EVERY)
+        });
+        {
+            let mut ledger = shared.ledger.lock();
+            if !ledger.has_released() {
+                shared.ledger_changed.wait_for(&mut ledger, wait);
+            }
+        }
+        if matches!(
+            stop.recv_timeout(Duration::ZERO),
+            Err(RecvTimeoutError::Disconnected)
+        ) {
+            step(shared, spool, &mut released, &mut replay_ord);
+            return;
+        }
+    }
+}
+
+/// Releases what left the ledger for good, then loads what waits on disk while the
+/// memory bounds have room.
+fn step(shared: &Shared, spool: &Mutex<Spool>, released: &mut Vec<RecordId>, replay_ord: &mut u64) {
+    shared.ledger.lock().take_released(released);
+    let mut findings = Vec::new();
+    let mut loaded_any = false;
+    {
+        let mut sp = spool.lock();
+        if !released.is_empty() {
+            sp.release(released, &mut findings);
+        }
+        while sp.backlog() > 0 {
+            let fits = |len: usize| shared.ledger.lock().fits(len);
+            let Some(l) = sp.load_next(fits, &mut findings) else {
+                break;
+            };
+            let origin = if l.replayed {
+                *replay_ord += 1;
+                Origin {
+                    source: REPLAY_SOURCE,
+                    ord: *replay_ord - 1,
+                }
+            } else {
+                Origin {
+                    source: l.header.source,
+                    ord: l.header.ord,
+                }
+            };
+            let item = Item {
+                seq: if l.replayed {
+                    shared.next_seq()
+                } else {
+                    l.header.seq
+                },
+                origin,
+                bytes: GrpcSlice::from(l.body),
+                entries: l.header.entries,
+                written_before: l.replayed,
+                strikes: 0,
+                spooled: Some(l.id),
+            };
+            shared.ledger.lock().admit_spooled(item);
+            if l.replayed {
+                // Lowered after the ledger has it: a `flush` reading this first, then
+                // the ledger, counts it at least once.
+                Counters::add(&shared.counters.replayed, 1);
+                Counters::sub(&shared.counters.spool_unloaded_old, 1);
+            }
+            loaded_any = true;
+        }
+        publish(shared, &sp);
+    }
+    report(shared, findings);
+    if loaded_any {
+        shared.wake_writer();
+    }
+}
+
+/// Syncs everything appended so far to disk (files, then the directory). Returns
+/// whether that succeeded (a failure is reported).
+pub(crate) fn sync_now(shared: &Shared, spool: &Mutex<Spool>) -> bool {
+    let (to_sync, dir) = {
+        let mut sp = spool.lock();
+        (sp.to_sync(), sp.dir().to_path_buf())
+    };
+    if to_sync.is_empty() {
+        return true;
+    }
+    match to_sync.run() {
+        Ok(()) => true,
+        Err(error) => {
+            report(shared, vec![Finding::Io { path: dir, error }]);
+            false
+        }
+    }
+}

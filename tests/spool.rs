@@ -1,0 +1,241 @@
+//! The disk spool with real files and real processes: what a sender accepted while the
+//! collector was away outlives it (a shutdown, a SIGKILL), a restart on the same
+//! directory delivers it, and the space comes back.
+
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use logsender::{Error, EventHandler, LogSender, SpoolEvent, SpoolSync};
+use support::helpers::{child_args, free_port, temp_path, wait_until};
+use support::sink::{Ending, Sink};
+use support::{fast_config, id_of, payload, sender_with_pool};
+
+/// Keeps the spool events it hears.
+#[derive(Default)]
+struct Events(Mutex<Vec<String>>);
+
+impl EventHandler for Events {
+    fn on_spool(&self, event: &SpoolEvent) {
+        self.0.lock().unwrap().push(format!("{event:?}"));
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_restart_sends_what_a_shutdown_left_in_the_spool_and_gives_the_space_back() {
+    let dir = temp_path("spool-restart");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let n = 300;
+    {
+        // No collector: everything waits, most of it on disk (memory holds 20).
+        let config = fast_config(&addr)
+            .max_buffered_payloads(20)
+            .spool(&dir)
+            .spool_segment_bytes(16 << 10)
+            .build()
+            .unwrap();
+        let (sender, tx) = sender_with_pool(config, 64, 2);
+        for seq in 0..n {
+            tx.send(payload(1, seq)).unwrap();
+        }
+        let d = sender.sync(Duration::from_secs(20)).unwrap();
+        assert!(d.durable, "{d:?}");
+        assert_eq!(d.spooled, n as u64);
+        assert_eq!(d.memory_only, 0);
+        let stats = sender.stats();
+        assert!(stats.unacked <= 20, "memory bound: {stats:?}");
+        assert_eq!(stats.dropped(), 0);
+        drop(tx);
+        let done = sender.shutdown(Duration::from_millis(300));
+        assert!(done.undelivered.is_empty());
+        assert_eq!(done.report.left_in_spool, n as u64, "{:?}", done.report);
+        assert!(!done.report.all_delivered());
+    }
+    assert!(dir_bytes(&dir) > 0);
+    let sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    let events = Arc::new(Events::default());
+    let config = fast_config(&addr)
+        .max_buffered_payloads(20)
+        .spool(&dir)
+        .event_handler(events.clone())
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    let report = sender.flush(Duration::from_secs(30));
+    assert!(report.all_delivered(), "{report:?}");
+    let stats = sender.stats();
+    assert_eq!(stats.replayed, n as u64);
+    assert_eq!(stats.spool_corrupt, 0);
+    let got: HashSet<String> = sink.ok_ids().into_iter().collect();
+    for seq in 0..n {
+        assert!(got.contains(&id_of(&payload(1, seq))), "{seq} missing");
+    }
+    // Oldest first: the sink saw them in the order they were sent.
+    let order: Vec<String> = sink.received().iter().map(id_of).collect();
+    let first: Vec<String> = (0..5).map(|s| id_of(&payload(1, s))).collect();
+    assert_eq!(&order[..5], &first[..], "oldest first");
+    assert!(events.0.lock().unwrap()[0].starts_with("Replaying { payloads: 300"));
+    let done = sender.shutdown(Duration::from_secs(5));
+    assert!(done.report.all_delivered(), "{:?}", done.report);
+    // Back to the empty spool's size: the lock file, empty.
+    assert_eq!(
+        dir_bytes(&dir),
+        0,
+        "{:?}",
+        std::fs::read_dir(&dir).unwrap().collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_sender_on_the_same_directory_is_refused() {
+    let dir = temp_path("spool-lock");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = || fast_config(&addr).spool(&dir).build().unwrap();
+    let first = LogSender::new(config()).unwrap();
+    assert!(matches!(
+        LogSender::new(config()),
+        Err(Error::SpoolLocked { .. })
+    ));
+    drop(first);
+    // Released with the first.
+    let again = LogSender::new(config()).unwrap();
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn at_most_once_with_a_spool_is_refused() {
+    let r = fast_config("127.0.0.1:1")
+        .delivery(logsender::DeliveryMode::AtMostOnce)
+        .spool(temp_path("amo"))
+        .build();
+    assert!(
+        matches!(r, Err(Error::InvalidConfig { field: "spool", .. })),
+        "{r:?}"
+    );
+}
+
+const CHILD: &str = "LOGSENDER_SPOOL_CHILD";
+
+/// The child: ships numbered payloads into the spool (the collector is away) and, after
+/// each `sync` that says durable, prints how many are. Killed by the parent.
+#[test]
+#[ignore = "entry point of the child process"]
+fn spool_child() {
+    let Some((mode, addr)) = child_args(CHILD) else {
+        return;
+    };
+    let (producer, dir) = mode.split_once(':').unwrap();
+    let producer: usize = producer.parse().unwrap();
+    let config = fast_config(&addr)
+        .max_buffered_payloads(50)
+        .spool(dir)
+        .spool_sync(SpoolSync::Os)
+        .spool_segment_bytes(64 << 10)
+        .build()
+        .unwrap();
+    let (sender, tx) = sender_with_pool(config, 256, 2);
+    let mut seq = 0;
+    loop {
+        for _ in 0..40 {
+            tx.send(payload(producer, seq)).unwrap();
+            seq += 1;
+        }
+        let d = sender.sync(Duration::from_secs(10)).unwrap();
+        if d.durable {
+            println!("DURABLE n={seq}");
+        }
+    }
+}
+
+#[test]
+fn a_killed_process_loses_nothing_it_reported_durable() {
+    let dir = temp_path("spool-kill");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut durable = Vec::new();
+    let rounds = 5;
+    for producer in 0..rounds {
+        let exe = std::env::current_exe().unwrap();
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                "spool_child",
+                "--nocapture",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(CHILD, format!("{producer}:{} {addr}", dir.display()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        // Killed at a different point each time (after 1 to 5 durable reports).
+        let want = 1 + producer % 5;
+        let mut seen = 0;
+        let mut n = 0;
+        let started = Instant::now();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(v) = line.strip_prefix("DURABLE n=") {
+                n = v.parse().unwrap();
+                seen += 1;
+                if seen >= want {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "child too slow"
+            );
+        }
+        // SIGKILL: no goodbye, no shutdown.
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(n > 0, "round {producer}: nothing durable");
+        durable.push((producer, n));
+    }
+    let sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    let config = fast_config(&addr).spool(&dir).build().unwrap();
+    let sender = LogSender::new(config).unwrap();
+    let report = sender.flush(Duration::from_secs(60));
+    assert!(report.all_delivered(), "{report:?}");
+    let stats = sender.stats();
+    let got: Vec<String> = sink.ok_ids();
+    let set: HashSet<&String> = got.iter().collect();
+    let mut expected = 0;
+    for (producer, n) in &durable {
+        for seq in 0..*n {
+            expected += 1;
+            let id = id_of(&payload(*producer, seq));
+            assert!(set.contains(&id), "{id} was durable and did not arrive");
+        }
+    }
+    println!(
+        "durable {expected}, arrived {} ({} duplicates), replayed {}",
+        got.len(),
+        got.len() - set.len(),
+        stats.replayed
+    );
+    assert!(stats.replayed >= expected as u64);
+    drop(sender);
+    assert!(wait_until(Duration::from_secs(5), || dir_bytes(&dir) == 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
