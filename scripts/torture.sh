@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 rounds="${1:-20}"
-tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall --test entries --test connection --test reports)
+tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall --test entries --test connection --test reports --test spool)
 
 cargo test --release --all-features "${tests[@]}" --no-run >/dev/null 2>&1 ||
     cargo test --release --all-features "${tests[@]}" --no-run

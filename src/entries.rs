@@ -697,7 +697,7 @@ impl Batcher {
     /// Whether the batcher thread has ended (every handle was dropped, and it passed
     /// its last batch on).
     pub(crate) fn is_finished(&self) -> bool {
-        self.thread.as_ref().map_or(true, JoinHandle::is_finished)
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Refuses new entries and tells the batcher to pass on the last ones.

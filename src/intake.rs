@@ -72,7 +72,7 @@ pub(crate) fn run_worker(
     }
     // Closing: take in what was queued before the close, until the deadline.
     let deadline = shared.close_deadline();
-    while deadline.map_or(true, |d| Instant::now() < d) {
+    while deadline.is_none_or(|d| Instant::now() < d) {
         if take(shared, source, &mut taken).is_err() {
             break;
         }
@@ -222,11 +222,15 @@ fn intake(shared: &Shared, taken: &mut Taken) {
     let mut no_room = Vec::new();
     // With a spool, a payload is accepted once it is in the spool; only those it did
     // not take go on under the memory bounds and the overflow policy.
+    let mut memory_only = Vec::new();
     if let Some(spool) = &shared.spool {
         let mut rest = Vec::new();
         for not in spooler::spool_taken(shared, spool, encoded) {
             match not {
-                NotSpooled::Memory(item, payload) => rest.push((item, payload)),
+                NotSpooled::Memory(item, payload) => {
+                    memory_only.push(item.origin);
+                    rest.push((item, payload))
+                }
                 NotSpooled::Dropped(item, payload) => {
                     dropped.push((payload.or_else(|| decode_item(&item)), DropReason::Newest))
                 }
@@ -277,6 +281,13 @@ fn intake(shared: &Shared, taken: &mut Taken) {
                 unreserve(shared, origin);
                 shared.report_dropped(payload.or_else(|| decode_item(&item)), reason);
             }
+        }
+    }
+    if !memory_only.is_empty() {
+        // Held in memory (or dropped) now: through the spool's step, for `sync`.
+        let mut ledger = shared.ledger.lock();
+        for origin in memory_only {
+            ledger.spooled(origin);
         }
     }
     write::pump(shared);

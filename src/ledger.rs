@@ -88,7 +88,7 @@ struct Group {
 
 impl Group {
     fn due(&self, now: Instant) -> bool {
-        self.not_before.map_or(true, |t| t <= now)
+        self.not_before.is_none_or(|t| t <= now)
     }
 }
 
@@ -326,11 +326,6 @@ impl Ledger {
         } else {
             false
         }
-    }
-
-    /// Holds a `send_logs` payload the spool took, which the caller writes itself.
-    pub(crate) fn hold_direct(&mut self, item: &Item) {
-        self.hold(item);
     }
 
     /// Marks a payload outstanding from the moment a worker takes it off the queue, so

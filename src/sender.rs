@@ -390,6 +390,11 @@ impl LogSender {
 
     /// Writes one payload on the shared stream, now, from the calling thread.
     ///
+    /// With a spool ([`ConfigBuilder::spool`](crate::ConfigBuilder::spool)) it returns
+    /// once the payload is in the spool (accepted), and the background writer writes it
+    /// (or it waits on disk behind older ones); only if the spool cannot take it does
+    /// the call write it itself, as without one.
+    ///
     /// In `AtLeastOnce` mode the payload is then held until its epoch is committed (and
     /// re-sent if that fails); in `AtMostOnce` mode it counts as sent when this returns.
     ///
@@ -429,14 +434,12 @@ impl LogSender {
         let mut item = intake::encode(&shared.config, origin, shared.next_seq(), payload)?;
         if let Some(spool) = &shared.spool {
             match spooler::spool_direct(shared, spool, item) {
-                // Held, in memory and in the spool: written below.
-                Ok((spooled, true)) => {
-                    write::write_now(shared, spooled)?;
-                    self.count_taken(payload);
-                    return Ok(());
-                }
-                // Waits on disk behind what is there already: accepted.
-                Ok((_, false)) => {
+                // Accepted: in the outbox (the writer writes it) or waiting on disk
+                // behind what is there already.
+                Ok(loaded) => {
+                    if loaded {
+                        shared.wake_writer();
+                    }
                     self.count_taken(payload);
                     return Ok(());
                 }

@@ -745,7 +745,7 @@ impl Spool {
 
     /// What [`sync_files`] must sync to make every append so far durable; clears the
     /// dirty marks (the caller syncs with this lock released).
-    pub(crate) fn to_sync(&mut self) -> ToSync {
+    pub(crate) fn take_unsynced(&mut self) -> ToSync {
         let mut files = std::mem::take(&mut self.unsynced);
         if let Some((_, f)) = &self.active {
             if self.dirty && !files.iter().any(|g| Arc::ptr_eq(f, g)) {
@@ -760,7 +760,7 @@ impl Spool {
     }
 }
 
-/// Files to sync (see [`Spool::to_sync`]).
+/// Files to sync (see [`Spool::take_unsynced`]).
 pub(crate) struct ToSync {
     files: Vec<Arc<File>>,
     dir: Option<PathBuf>,

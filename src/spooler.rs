@@ -52,13 +52,7 @@ pub(crate) fn spool_taken(
     let to_sync = {
         let mut sp = spool.lock();
         for (mut item, payload) in items {
-            let header = Header {
-                len: u32::try_from(item.len()).unwrap_or(u32::MAX),
-                entries: item.entries,
-                source: item.origin.source,
-                ord: item.origin.ord,
-                seq: item.seq,
-            };
+            let header = header_of(&item);
             let load = shared.ledger.lock().fits(item.len());
             match sp.append(header, item.bytes.as_slice(), load) {
                 Ok((id, loaded)) => {
@@ -82,14 +76,16 @@ pub(crate) fn spool_taken(
                     if let AppendError::Io(f) = e {
                         findings.push(f);
                     }
-                    shared.ledger.lock().spooled(item.origin);
+                    // Still counted as not through the spool until intake has
+                    // admitted it (see `intake`), so that `sync` cannot miss it.
                     rest.push(NotSpooled::Memory(item, payload));
                 }
             }
         }
         recovered = recovered || sp.take_recovered();
         publish(shared, &sp);
-        (appended && shared.spool_sync() == Some(SpoolSync::EveryAppend)).then(|| sp.to_sync())
+        (appended && shared.spool_sync() == Some(SpoolSync::EveryAppend))
+            .then(|| sp.take_unsynced())
     };
     if let Some(to_sync) = to_sync {
         if let Err(error) = to_sync.run() {
@@ -109,21 +105,15 @@ pub(crate) fn spool_taken(
     rest
 }
 
-/// Appends a `send_logs` payload, which the caller then writes itself if it is loaded
-/// (`Ok(true)`: in memory, held), or leaves to wait on disk (`Ok(false)`). `Err` gives
-/// the item back: the spool did not take it.
+/// Appends a `send_logs` payload: accepted then, in the outbox for the writer
+/// (`Ok(true)`) or waiting on disk (`Ok(false)`). `Err` gives the item back: the spool
+/// did not take it.
 pub(crate) fn spool_direct(
     shared: &Shared,
     spool: &Mutex<Spool>,
     mut item: Item,
-) -> Result<(Item, bool), Item> {
-    let header = Header {
-        len: u32::try_from(item.len()).unwrap_or(u32::MAX),
-        entries: item.entries,
-        source: item.origin.source,
-        ord: item.origin.ord,
-        seq: item.seq,
-    };
+) -> Result<bool, Item> {
+    let header = header_of(&item);
     let mut findings = Vec::new();
     let outcome = {
         let mut sp = spool.lock();
@@ -132,14 +122,14 @@ pub(crate) fn spool_direct(
         let outcome = match sp.append(header, item.bytes.as_slice(), load) {
             Ok((id, loaded)) => {
                 item.spooled = Some(id);
+                // Accepted: in the outbox (the writer writes it) or waiting on disk,
+                // reserved for `flush` either way.
+                ledger.reserve(item.origin);
+                ledger.spooled(item.origin);
                 if loaded {
-                    // Held, as `try_hold` would; the caller writes it.
-                    ledger.hold_direct(&item);
-                } else {
-                    ledger.reserve(item.origin);
-                    ledger.spooled(item.origin);
+                    ledger.admit_spooled(item);
                 }
-                Ok((item, loaded))
+                Ok(loaded)
             }
             Err(AppendError::Io(f)) => {
                 findings.push(f);
@@ -153,6 +143,17 @@ pub(crate) fn spool_direct(
     };
     report(shared, findings);
     outcome
+}
+
+/// The spool record header of a payload (its origin and sequence, for this run).
+fn header_of(item: &Item) -> Header {
+    Header {
+        len: u32::try_from(item.len()).unwrap_or(u32::MAX),
+        entries: item.entries,
+        source: item.origin.source,
+        ord: item.origin.ord,
+        seq: item.seq,
+    }
 }
 
 /// Sets the spool's gauges in the counters.
@@ -291,7 +292,7 @@ fn step(shared: &Shared, spool: &Mutex<Spool>, released: &mut Vec<RecordId>, rep
 pub(crate) fn sync_now(shared: &Shared, spool: &Mutex<Spool>) -> bool {
     let (to_sync, dir) = {
         let mut sp = spool.lock();
-        (sp.to_sync(), sp.dir().to_path_buf())
+        (sp.take_unsynced(), sp.dir().to_path_buf())
     };
     if to_sync.is_empty() {
         return true;

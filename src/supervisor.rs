@@ -150,7 +150,7 @@ impl Supervisor {
             if !self.shutting_down
                 && self.current.is_none()
                 && self.trials.is_empty()
-                && self.retry_at.map_or(true, |t| now >= t)
+                && self.retry_at.is_none_or(|t| now >= t)
             {
                 self.connect();
             }

@@ -998,7 +998,7 @@ fn row13_messages_under_gzip_min_size_go_uncompressed() {
     // Even payloads are texty (~100 KB), odd ones small (under 512 bytes encoded) but
     // compressible: gRPC sends a message plain when gzip would not make it smaller.
     let make = |seq: usize| {
-        if seq % 2 == 0 {
+        if seq.is_multiple_of(2) {
             texty(seq)
         } else {
             let mut p = payload(0, seq);

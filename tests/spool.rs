@@ -239,3 +239,101 @@ fn a_killed_process_loses_nothing_it_reported_durable() {
     assert!(wait_until(Duration::from_secs(5), || dir_bytes(&dir) == 0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Unmounts the tmpfs it mounted, and removes its mount point.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// A tmpfs of `size` bytes, if this process may mount one (CI runs as root).
+    fn mount(size: u64) -> Option<Tmpfs> {
+        let point = temp_path("spool-tmpfs");
+        std::fs::create_dir_all(&point).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&point)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&point);
+            return None;
+        }
+        Some(Tmpfs(point))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_shipping_goes_on_and_the_spool_is_used_again() {
+    let Some(fs) = Tmpfs::mount(1 << 20) else {
+        println!("skipped: cannot mount a tmpfs here (not root?); CI runs it as root");
+        return;
+    };
+    let dir = fs.0.join("spool");
+    let filler = fs.0.join("filler");
+    // Leave about 100 KiB free.
+    std::fs::write(&filler, vec![7u8; 900 << 10]).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let events = Arc::new(Events::default());
+    let config = fast_config(&addr)
+        .max_buffered_payloads(5_000)
+        .spool(&dir)
+        .spool_segment_bytes(16 << 10)
+        .event_handler(events.clone())
+        .build()
+        .unwrap();
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    let n = 400; // ~400 KiB: more than the disk has room for
+    for seq in 0..n {
+        tx.send(payload(2, seq)).unwrap();
+    }
+    let d = sender.sync(Duration::from_secs(20)).unwrap();
+    let stats = sender.stats();
+    assert!(stats.spool_io_errors > 0, "{stats:?}");
+    assert!(!d.durable && d.memory_only > 0, "{d:?}");
+    println!("after the disk filled: {d:?}, {stats:?}");
+    assert_eq!(d.spooled + d.memory_only, n as u64, "nothing lost: {d:?}");
+    assert_eq!(stats.dropped(), 0);
+    {
+        let ev = events.0.lock().unwrap();
+        let io = ev
+            .iter()
+            .find(|e| e.starts_with("Io"))
+            .expect("an Io event");
+        assert!(io.contains(&dir.display().to_string()), "{io}");
+        assert!(io.contains("StorageFull") || io.contains("space"), "{io}");
+    }
+    // Room again: the spool takes payloads again once its rest is over.
+    std::fs::remove_file(&filler).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let before = sender.stats().spooled;
+    for seq in n..n + 20 {
+        tx.send(payload(2, seq)).unwrap();
+    }
+    let d = sender.sync(Duration::from_secs(20)).unwrap();
+    assert!(d.spooled >= before + 20, "{d:?} (before: {before})");
+    // (The event is sent right after the append, maybe after `sync` saw it.)
+    assert!(wait_until(Duration::from_secs(5), || events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.starts_with("Usable"))));
+    // And the collector comes: everything, spooled or held in memory, arrives.
+    let sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    let report = sender.flush(Duration::from_secs(30));
+    assert!(report.all_delivered(), "{report:?}");
+    let got: HashSet<String> = sink.ok_ids().into_iter().collect();
+    for seq in 0..n + 20 {
+        assert!(got.contains(&id_of(&payload(2, seq))), "{seq} missing");
+    }
+    drop(tx);
+    drop(sender);
+    drop(fs);
+}

@@ -210,8 +210,11 @@ mod tests {
         }
     }
 
+    /// Records (ord, body) and damage (offset, len).
+    type ReadBack = (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>);
+
     /// Every record read back from `bytes`, and the damage found.
-    fn read_all(bytes: &[u8]) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, u64)>) {
+    fn read_all(bytes: &[u8]) -> ReadBack {
         let (_d, f) = file_of(bytes);
         let mut at = 0;
         let (mut records, mut damage) = (Vec::new(), Vec::new());
