@@ -389,6 +389,7 @@ impl Spool {
         header: Header,
         body: &[u8],
         load: bool,
+        findings: &mut Vec<Finding>,
     ) -> Result<(RecordId, bool), AppendError> {
         if self.resting(Instant::now()) {
             return Err(AppendError::Resting);
@@ -406,7 +407,7 @@ impl Spool {
             return Err(AppendError::Full);
         }
         if roll {
-            self.roll().map_err(|f| self.rest(f))?;
+            self.roll(findings).map_err(|f| self.rest(f))?;
         }
         // Loaded only with nothing waiting on disk before it (oldest first).
         let caught_up = self.backlog() == 0;
@@ -469,8 +470,9 @@ impl Spool {
         AppendError::Io(f)
     }
 
-    /// Starts a new segment for appends.
-    fn roll(&mut self) -> Result<(), Finding> {
+    /// Starts a new segment for appends (and removes the old one if it is done:
+    /// what goes wrong there goes to `findings`).
+    fn roll(&mut self, findings: &mut Vec<Finding>) -> Result<(), Finding> {
         let n = self.next_segment;
         let path = self.dir.join(segment_name(n));
         let file = OpenOptions::new()
@@ -481,9 +483,8 @@ impl Spool {
             .map_err(io_at(&path))?;
         self.next_segment = n.saturating_add(1);
         let file = Arc::new(file);
-        if let Some((old, f)) = self.active.replace((n, file.clone())) {
+        if let Some((_, f)) = self.active.replace((n, file.clone())) {
             self.unsynced.push(f);
-            self.segments.entry(old).and_modify(|_| {});
         }
         self.unsynced.push(file);
         self.dir_unsynced = true;
@@ -507,8 +508,7 @@ impl Spool {
         // The cursor waited at the end of the old active segment (nothing after it),
         // or at a segment number not created yet: either way it moves on.
         self.settle_cursor();
-        let mut findings = Vec::new();
-        self.remove_finished(&mut findings);
+        self.remove_finished(findings);
         Ok(())
     }
 
@@ -844,9 +844,10 @@ fn remove_segment(seg: &Segment, findings: &mut Vec<Finding>) {
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
+    /// A temp directory, removed when dropped (also for `record`'s tests).
+    pub(super) struct Dir(pub(super) PathBuf);
     impl Dir {
-        fn new() -> Dir {
+        pub(super) fn new() -> Dir {
             use std::sync::atomic::{AtomicU32, Ordering};
             static N: AtomicU32 = AtomicU32::new(0);
             let p = std::env::temp_dir().join(format!(
@@ -906,7 +907,11 @@ mod tests {
             assert!(f.is_empty());
             let mut ids = Vec::new();
             for n in 0..20 {
-                ids.push(s.append(head(n, 30), &[n as u8; 30], false).unwrap().0);
+                ids.push(
+                    s.append(head(n, 30), &[n as u8; 30], false, &mut Vec::new())
+                        .unwrap()
+                        .0,
+                );
             }
             // Released out of order: 3 and 7, and all of the first segment's.
             let mut rel = vec![ids[3], ids[7], ids[0], ids[1], ids[2]];
@@ -931,7 +936,7 @@ mod tests {
         let empty = files_bytes(&d);
         let mut ids = Vec::new();
         loop {
-            match s.append(head(0, 100), &[1; 100], false) {
+            match s.append(head(0, 100), &[1; 100], false, &mut Vec::new()) {
                 Ok((id, _)) => ids.push(id),
                 Err(AppendError::Full) => break,
                 Err(e) => panic!("{e:?}"),
@@ -944,9 +949,13 @@ mod tests {
         s.release(&mut ids, &mut Vec::new());
         assert!(files_bytes(&d) <= empty + 4000 / 8, "{}", files_bytes(&d));
         // Everything released: the next append rolls, the last old segment goes.
-        let (id, _) = s.append(head(1, 10), &[2; 10], true).unwrap();
+        let (id, _) = s
+            .append(head(1, 10), &[2; 10], true, &mut Vec::new())
+            .unwrap();
         s.release(&mut vec![id], &mut Vec::new());
-        let _ = s.append(head(2, 10), &[2; 10], true).unwrap();
+        let _ = s
+            .append(head(2, 10), &[2; 10], true, &mut Vec::new())
+            .unwrap();
         assert_eq!(s.segments.len(), 1);
     }
 
@@ -966,7 +975,8 @@ mod tests {
         {
             let (mut s, _, _) = open(&d, 1 << 20, 300);
             for n in 0..30 {
-                s.append(head(n, 40), &[n as u8; 40], false).unwrap();
+                s.append(head(n, 40), &[n as u8; 40], false, &mut Vec::new())
+                    .unwrap();
             }
         }
         let mut segs: Vec<PathBuf> = std::fs::read_dir(&d.0)

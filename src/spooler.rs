@@ -54,7 +54,7 @@ pub(crate) fn spool_taken(
         for (mut item, payload) in items {
             let header = header_of(&item);
             let load = shared.ledger.lock().fits(item.len());
-            match sp.append(header, item.bytes.as_slice(), load) {
+            match sp.append(header, item.bytes.as_slice(), load, &mut findings) {
                 Ok((id, loaded)) => {
                     appended = true;
                     item.spooled = Some(id);
@@ -119,7 +119,7 @@ pub(crate) fn spool_direct(
         let mut sp = spool.lock();
         let mut ledger = shared.ledger.lock();
         let load = ledger.fits(item.len()) && !ledger.is_closing();
-        let outcome = match sp.append(header, item.bytes.as_slice(), load) {
+        let outcome = match sp.append(header, item.bytes.as_slice(), load, &mut findings) {
             Ok((id, loaded)) => {
                 item.spooled = Some(id);
                 // Accepted: in the outbox (the writer writes it) or waiting on disk,

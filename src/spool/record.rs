@@ -165,6 +165,7 @@ pub(crate) fn next(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::tests::Dir;
     use std::io::Write;
 
     fn header(len: usize, n: u64) -> Header {
@@ -177,8 +178,9 @@ mod tests {
         }
     }
 
-    fn file_of(bytes: &[u8]) -> (tempdir::Dir, File) {
-        let dir = tempdir::Dir::new();
+    fn file_of(bytes: &[u8]) -> (Dir, File) {
+        let dir = Dir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
         let path = dir.0.join("f");
         std::fs::File::create(&path)
             .unwrap()
@@ -186,28 +188,6 @@ mod tests {
             .unwrap();
         let f = File::open(&path).unwrap();
         (dir, f)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let p = std::env::temp_dir().join(format!(
-                    "logsender-record-{}-{}",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     /// Records (ord, body) and damage (offset, len).
