@@ -41,7 +41,11 @@ pub enum OverflowPolicy {
     DropNewest,
     /// Drop the oldest payload that is waiting to be (re)written, to make room for the new
     /// one. Payloads already written in an open epoch are not evicted; if only those fill
-    /// the buffer, the worker waits for that epoch to end, as with `Block`.
+    /// the buffer, the worker waits for that epoch to end, as with `Block`. With a spool,
+    /// a full spool evicts its oldest segment file whose payloads all wait on disk (each
+    /// payload in it is dropped, counted and reported with its payload read back); if
+    /// none can go (the oldest are in memory, on their way), the new payload is held in
+    /// memory under this policy.
     DropOldest,
 }
 

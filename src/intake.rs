@@ -114,7 +114,7 @@ fn take(shared: &Shared, source: u32, taken: &mut Taken) -> Result<(), Gone> {
     while taken.len() < at_once {
         match queues.take(source) {
             Ok(Some((origin, payload))) => {
-                ledger.reserve(origin);
+                ledger.reserve(origin, payload.entries());
                 taken.push((origin, shared.next_seq(), payload));
             }
             Ok(None) => break,

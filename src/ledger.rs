@@ -147,7 +147,8 @@ pub(crate) struct Ledger {
     on_trial: BTreeMap<u64, Trial>,
     /// Epochs with payloads committed so far.
     data_commits: u64,
-    outstanding: BTreeSet<Origin>,
+    /// Payloads taken in and not settled, with their entry counts.
+    outstanding: BTreeMap<Origin, u32>,
     /// Payloads `close` took back undelivered (from here or from a queue), with their
     /// entry counts: a `flush` racing the close reports them as handed back, not as
     /// settled.
@@ -161,7 +162,7 @@ pub(crate) struct Ledger {
     /// Set (under this lock, so no waiter misses it) when the sender starts closing.
     closing: bool,
     /// Spool records of payloads that left for good, for the spool thread to release.
-    to_release: Vec<RecordId>,
+    to_release: Vec<(RecordId, u32)>,
     /// With a spool: payloads taken off a queue and not through the spool yet (for
     /// `sync`).
     unspooled: Option<BTreeSet<Origin>>,
@@ -175,7 +176,7 @@ impl Ledger {
             suspects: VecDeque::new(),
             on_trial: BTreeMap::new(),
             data_commits: 0,
-            outstanding: BTreeSet::new(),
+            outstanding: BTreeMap::new(),
             handed_back: BTreeMap::new(),
             held: 0,
             held_bytes: 0,
@@ -207,7 +208,7 @@ impl Ledger {
     fn hold(&mut self, item: &Item) {
         self.held += 1;
         self.held_bytes += item.len();
-        self.outstanding.insert(item.origin);
+        self.outstanding.insert(item.origin, item.entries);
     }
 
     /// Forgets items that reached a final state; returns how many were held. An item
@@ -216,12 +217,12 @@ impl Ledger {
     fn release<'a>(&mut self, items: impl IntoIterator<Item = &'a Item>) -> usize {
         let mut n = 0;
         for item in items {
-            if self.outstanding.remove(&item.origin) {
+            if self.outstanding.remove(&item.origin).is_some() {
                 self.held = self.held.saturating_sub(1);
                 self.held_bytes = self.held_bytes.saturating_sub(item.len());
                 n += 1;
                 if let Some(id) = item.spooled {
-                    self.to_release.push(id);
+                    self.to_release.push((id, item.entries));
                 }
             }
         }
@@ -229,7 +230,7 @@ impl Ledger {
     }
 
     /// Spool records to release (see [`Item::spooled`]), taken by the spool thread.
-    pub(crate) fn take_released(&mut self, into: &mut Vec<RecordId>) {
+    pub(crate) fn take_released(&mut self, into: &mut Vec<(RecordId, u32)>) {
         into.append(&mut self.to_release);
     }
 
@@ -330,8 +331,8 @@ impl Ledger {
 
     /// Marks a payload outstanding from the moment a worker takes it off the queue, so
     /// that `flush` waits for it while it is still being encoded.
-    pub(crate) fn reserve(&mut self, origin: Origin) {
-        self.outstanding.insert(origin);
+    pub(crate) fn reserve(&mut self, origin: Origin, entries: u32) {
+        self.outstanding.insert(origin, entries);
         if let Some(u) = &mut self.unspooled {
             u.insert(origin);
         }
@@ -361,21 +362,45 @@ impl Ledger {
             .sum()
     }
 
-    /// Payloads held in memory that are not in the spool (it was full or failing).
-    pub(crate) fn not_spooled(&self) -> usize {
+    /// Every payload held in memory, wherever it is.
+    fn items(&self) -> impl Iterator<Item = &Item> {
         let epochs = self
             .epochs
             .values()
             .flat_map(|e| e.written.iter().chain(&e.unwritten));
         let groups = self.suspects.iter().flat_map(|g| &g.items);
         let trials = self.on_trial.values().flat_map(|t| &t.items);
-        self.outbox
-            .iter()
-            .chain(epochs)
-            .chain(groups)
-            .chain(trials)
+        self.outbox.iter().chain(epochs).chain(groups).chain(trials)
+    }
+
+    /// Payloads held in memory that are not in the spool (it was full or failing).
+    pub(crate) fn not_spooled(&self) -> usize {
+        self.items().filter(|i| i.spooled.is_none()).count()
+    }
+
+    /// Of the outstanding payloads whose origin is before `targets[source]`, those in
+    /// the spool (held in memory too, or waiting on disk), and their entries: all but
+    /// those held in memory only and those not through the spool yet.
+    pub(crate) fn spooled_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
+        let memory_only: BTreeSet<Origin> = self
+            .items()
             .filter(|i| i.spooled.is_none())
-            .count()
+            .map(|i| i.origin)
+            .collect();
+        let not_through = |o: &Origin| self.unspooled.as_ref().is_some_and(|u| u.contains(o));
+        let (mut payloads, mut entries) = (0u64, 0u64);
+        for &(source, ord) in targets {
+            for (origin, n) in self
+                .outstanding
+                .range(Origin { source, ord: 0 }..Origin { source, ord })
+            {
+                if !memory_only.contains(origin) && !not_through(origin) {
+                    payloads += 1;
+                    entries = entries.saturating_add(u64::from(*n));
+                }
+            }
+        }
+        (payloads, entries)
     }
 
     /// Undoes [`Ledger::reserve`] for a payload that was not admitted (dropped, or

@@ -293,7 +293,7 @@ mod tests {
             Ok(Some(taken)) => taken,
             _ => panic!("the payload is there"),
         };
-        ledger.reserve(origin);
+        ledger.reserve(origin, 1);
         assert!(
             queues.take(first).is_err(),
             "empty, and its producer is gone"

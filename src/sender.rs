@@ -588,9 +588,19 @@ impl LogSender {
         };
         let (left_in_spool, entries_left_in_spool) = match &self.shared.spool {
             Some(spool) if pending.outstanding() > 0 => {
+                // Counted, then synced: everything counted is on disk when this returns.
+                let left = {
+                    let sp = spool.lock();
+                    let c = sp.counts();
+                    let (payloads, entries) =
+                        self.shared.ledger.lock().spooled_before(&target.bounds);
+                    (
+                        payloads.saturating_add(c.unloaded_old),
+                        entries.saturating_add(c.unloaded_old_entries),
+                    )
+                };
                 let _ = spooler::sync_now(&self.shared, spool);
-                let c = spool.lock().counts();
-                (c.live, 0)
+                left
             }
             _ => (0, 0),
         };
@@ -765,6 +775,38 @@ impl LogSender {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shutdown(&self, timeout: Duration) -> Shutdown {
+        self.shut_down(timeout, false)
+    }
+
+    /// [`shutdown`](LogSender::shutdown), but what it could not deliver from the spool
+    /// is handed back too (read into memory, all of it, oldest first) and released from
+    /// the spool, instead of being left there for the next sender on its directory:
+    /// for a program that keeps what it could not deliver elsewhere. Without a spool, the
+    /// same as `shutdown`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logsender::{Config, LogPayload, LogSender};
+    ///
+    /// // Nothing listens on this loopback port.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let dir = std::env::temp_dir().join(format!("logsender-doc-take-{}", std::process::id()));
+    /// let config = Config::builder(format!("127.0.0.1:{port}")).plaintext().spool(&dir).build()?;
+    /// let sender = LogSender::new(config)?;
+    /// sender.send_logs(&LogPayload { host_id: "h1".into(), ..Default::default() })?;
+    /// let shutdown = sender.shutdown_taking_spool(Duration::from_millis(100));
+    /// assert_eq!(shutdown.undelivered[0].host_id, "h1");
+    /// assert_eq!((shutdown.report.handed_back, shutdown.report.left_in_spool), (1, 0));
+    /// # drop(sender); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown_taking_spool(&self, timeout: Duration) -> Shutdown {
+        self.shut_down(timeout, true)
+    }
+
+    fn shut_down(&self, timeout: Duration, take_spool: bool) -> Shutdown {
         let mut threads = self.threads.lock();
         let Some(supervisor) = threads.supervisor.take() else {
             // The first one's outcome (it is there unless the first one panicked: then
@@ -832,7 +874,7 @@ impl LogSender {
                 error!("the logsender spool thread panicked");
             }
         }
-        let (undelivered, left) = self.take_back(kept);
+        let (undelivered, left) = self.take_back(kept, take_spool);
         // The grpc poll thread ends once the environment's last channel is gone.
         let grpc_deadline =
             crate::clock::after(deadline.max(Instant::now()), Duration::from_millis(100));
@@ -868,26 +910,38 @@ impl LogSender {
     /// and what the batchers `kept` (never queued). What the ledger and the queues give
     /// back is recorded as handed back in the same lock holds that take it, so that a
     /// `flush` racing this sees it handed back, never settled.
-    fn take_back(&self, mut kept: Vec<LogPayload>) -> (Vec<LogPayload>, (u64, u64)) {
+    fn take_back(
+        &self,
+        mut kept: Vec<LogPayload>,
+        take_spool: bool,
+    ) -> (Vec<LogPayload>, (u64, u64)) {
         let shared = &self.shared;
-        let (spooled, memory): (Vec<_>, Vec<_>) = shared
-            .ledger
-            .lock()
-            .drain_all()
-            .into_iter()
-            .partition(|item| item.spooled.is_some());
-        let mut undelivered: Vec<LogPayload> = memory.iter().filter_map(decode_item).collect();
-        // What is in the spool stays there, for the next sender on its directory.
-        let mut left = (
-            spooled.len() as u64,
-            spooled.iter().map(|i| u64::from(i.entries)).sum::<u64>(),
-        );
-        if let Some(spool) = &shared.spool {
-            let _ = spooler::sync_now(shared, spool);
-            let sp = spool.lock();
-            left.0 = left.0.saturating_add(sp.backlog());
-            left.1 = left.1.saturating_add(sp.backlog_entries());
-        }
+        let held = shared.ledger.lock().drain_all();
+        let mut left = (0, 0);
+        let mut undelivered: Vec<LogPayload> = match &shared.spool {
+            Some(spool) if take_spool => {
+                let (payloads, still) = spooler::take_all(shared, spool, held);
+                left = still;
+                payloads
+            }
+            Some(spool) => {
+                // What is in the spool stays there, for the next sender on its directory.
+                let (spooled, memory): (Vec<_>, Vec<_>) =
+                    held.into_iter().partition(|item| item.spooled.is_some());
+                let _ = spooler::sync_now(shared, spool);
+                let sp = spool.lock();
+                left = (
+                    (spooled.len() as u64).saturating_add(sp.backlog()),
+                    spooled
+                        .iter()
+                        .map(|i| u64::from(i.entries))
+                        .sum::<u64>()
+                        .saturating_add(sp.backlog_entries()),
+                );
+                memory.iter().filter_map(decode_item).collect()
+            }
+            None => held.iter().filter_map(decode_item).collect(),
+        };
         // One hold of the queues lock from taking the receivers to recording what they
         // gave back (at most about 100 ms; the workers are joined): a `flush` reads the
         // queues before or after, never in between.

@@ -123,6 +123,10 @@ pub(crate) struct Counts {
     pub(crate) unloaded: u64,
     /// Of those, written by an earlier run.
     pub(crate) unloaded_old: u64,
+    /// Entries in the records not released.
+    pub(crate) live_entries: u64,
+    /// Entries in the records written by an earlier run and waiting on disk.
+    pub(crate) unloaded_old_entries: u64,
 }
 
 /// What an earlier run left, found at start-up.
@@ -356,9 +360,11 @@ impl Spool {
         for s in self.segments.values() {
             c.bytes = c.bytes.saturating_add(s.len).saturating_add(s.ack_len);
             c.live += s.live;
+            c.live_entries += s.live_entries;
             c.unloaded += s.unloaded;
             if s.old {
                 c.unloaded_old += s.unloaded;
+                c.unloaded_old_entries += s.unloaded_entries;
             }
         }
         c
@@ -452,6 +458,15 @@ impl Spool {
             self.recovered = true;
         }
         Ok((RecordId { segment: n, offset }, load))
+    }
+
+    /// Whether a body of `len` bytes fits an empty spool at all (evicting others for one
+    /// that does not would free space for nothing).
+    pub(crate) fn could_hold(&self, len: usize) -> bool {
+        (HEADER as u64)
+            .saturating_add(len as u64)
+            .saturating_add(ACK_ENTRY)
+            <= self.max_bytes
     }
 
     /// Whether an append succeeded since the last I/O error (once).
@@ -666,6 +681,7 @@ impl Spool {
                 });
             }
             s.live = s.live.saturating_sub(s.unloaded);
+            s.live_entries = s.live_entries.saturating_sub(s.unloaded_entries);
             s.unloaded = 0;
             s.unloaded_entries = 0;
             s.len = s.len.max(len);
@@ -678,22 +694,24 @@ impl Spool {
     /// Releases records that reached a final state (acknowledged, dropped,
     /// dead-lettered): notes them in their segments' sidecars, and removes segments with
     /// nothing left.
-    pub(crate) fn release(&mut self, ids: &mut Vec<RecordId>, findings: &mut Vec<Finding>) {
+    pub(crate) fn release(&mut self, ids: &mut Vec<(RecordId, u32)>, findings: &mut Vec<Finding>) {
         ids.sort_unstable();
         let mut i = 0;
         while i < ids.len() {
-            let n = ids[i].segment;
+            let n = ids[i].0.segment;
             let mut j = i;
-            while j < ids.len() && ids[j].segment == n {
+            while j < ids.len() && ids[j].0.segment == n {
                 j += 1;
             }
             if let Some(seg) = self.segments.get_mut(&n) {
                 let released = (j - i) as u64;
                 seg.live = seg.live.saturating_sub(released);
+                let entries: u64 = ids[i..j].iter().map(|(_, e)| u64::from(*e)).sum();
+                seg.live_entries = seg.live_entries.saturating_sub(entries);
                 if seg.live > 0 {
                     // Others remain: note these, so a restart does not send them again.
                     let mut entries = Vec::with_capacity((j - i) * ACK_ENTRY as usize);
-                    for id in &ids[i..j] {
+                    for (id, _) in &ids[i..j] {
                         let off = id.offset.to_le_bytes();
                         entries.extend_from_slice(&off);
                         entries.extend_from_slice(&crc32fast::hash(&off).to_le_bytes());
@@ -710,10 +728,36 @@ impl Spool {
         }
         ids.clear();
         self.remove_finished(findings);
+        self.retire_active(findings);
     }
 
-    /// Removes the segments that hold nothing live, that the cursor passed, and that
-    /// appends no longer go to.
+    /// Retires the active segment once everything in it is released and loaded: it is
+    /// removed like any finished segment (the next append starts a new one), so that a
+    /// spool drained while the sender runs is back to its empty size. (A segment's
+    /// number is never used again: a sidecar that outlived its segment after a power cut
+    /// can never mark a newer record released.)
+    fn retire_active(&mut self, findings: &mut Vec<Finding>) {
+        let Some((n, _)) = &self.active else {
+            return;
+        };
+        let n = *n;
+        if self
+            .segments
+            .get(&n)
+            .is_none_or(|seg| seg.live > 0 || seg.len == 0)
+        {
+            return;
+        }
+        if let Some((_, f)) = self.active.take() {
+            self.unsynced.retain(|g| !Arc::ptr_eq(&f, g));
+        }
+        self.settle_cursor();
+        self.remove_finished(findings);
+    }
+
+    /// Removes the segments that hold nothing live, that appends no longer go to, and
+    /// that the cursor is not reading (it passed them, or has not reached them: every
+    /// record of one ahead of it was evicted).
     fn remove_finished(&mut self, findings: &mut Vec<Finding>) {
         let active = self.active.as_ref().map(|(n, _)| *n);
         let cursor = self.cursor;
@@ -723,7 +767,7 @@ impl Spool {
             .filter(|(n, s)| {
                 s.live == 0
                     && Some(**n) != active
-                    && (**n < cursor.segment || (**n == cursor.segment && cursor.offset >= s.len))
+                    && (**n != cursor.segment || cursor.offset >= s.len)
             })
             .map(|(n, _)| *n)
             .collect();
@@ -738,12 +782,90 @@ impl Spool {
         }
     }
 
+    /// Makes room in a full spool for `DropOldest`: evicts every record of the oldest
+    /// segment that holds only records waiting on disk (none loaded and in flight, so
+    /// that removing it frees its bytes), and removes it. Returns the evicted records
+    /// (empty when no segment can go: the oldest records are in memory, or only the
+    /// active segment holds any). Damage on the way is skipped and reported.
+    pub(crate) fn evict_oldest(&mut self, findings: &mut Vec<Finding>) -> Vec<Loaded> {
+        let active = self.active.as_ref().map(|(n, _)| *n);
+        let Some((&n, seg)) = self
+            .segments
+            .iter()
+            .find(|(n, s)| Some(**n) != active && s.live > 0 && s.live == s.unloaded)
+        else {
+            return Vec::new();
+        };
+        let mut evicted = Vec::new();
+        match File::open(&seg.path) {
+            Ok(file) => {
+                let mut at = 0;
+                loop {
+                    match record::next(&file, at, seg.len, true, &mut self.scratch) {
+                        Ok(Found::Record {
+                            at: a,
+                            header,
+                            body,
+                        }) => {
+                            at = a + HEADER as u64 + u64::from(header.len);
+                            if let (false, Some(body)) = (seg.acked.contains(&a), body) {
+                                evicted.push(Loaded {
+                                    id: RecordId {
+                                        segment: n,
+                                        offset: a,
+                                    },
+                                    header,
+                                    body,
+                                    replayed: seg.old,
+                                });
+                            }
+                        }
+                        Ok(Found::Damage { at: a, len }) => {
+                            if !seg.damage_seen.contains(&a) {
+                                findings.push(Finding::Damage {
+                                    path: seg.path.clone(),
+                                    offset: a,
+                                    len,
+                                });
+                            }
+                            at = a + len;
+                        }
+                        Ok(Found::End) => break,
+                        Err(error) => {
+                            findings.push(Finding::Io {
+                                path: seg.path.clone(),
+                                error,
+                            });
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => findings.push(Finding::Io {
+                path: seg.path.clone(),
+                error,
+            }),
+        }
+        if let Some(s) = self.segments.get_mut(&n) {
+            // Whatever could not be read is gone with the segment (reported above).
+            s.live = 0;
+            s.live_entries = 0;
+            s.unloaded = 0;
+            s.unloaded_entries = 0;
+            if self.cursor.segment == n {
+                self.cursor.offset = s.len;
+            }
+        }
+        self.remove_finished(findings);
+        evicted
+    }
+
     /// Whether there is anything written since the last sync.
     pub(crate) fn dirty(&self) -> bool {
         self.dirty
     }
 
-    /// What [`sync_files`] must sync to make every append so far durable; clears the
+    /// What [`ToSync::run`] must sync to make every append so far durable; clears the
     /// dirty marks (the caller syncs with this lock released).
     pub(crate) fn take_unsynced(&mut self) -> ToSync {
         let mut files = std::mem::take(&mut self.unsynced);
@@ -758,6 +880,18 @@ impl Spool {
             dir: std::mem::take(&mut self.dir_unsynced).then(|| self.dir.clone()),
         }
     }
+
+    /// Marks what a failed sync was to sync as unsynced again, so that the next sync
+    /// (the next interval's, or the next `sync`) tries it again.
+    pub(crate) fn unsynced_again(&mut self, failed: ToSync) {
+        for f in failed.files {
+            if !self.unsynced.iter().any(|g| Arc::ptr_eq(&f, g)) {
+                self.unsynced.push(f);
+            }
+        }
+        self.dir_unsynced |= failed.dir.is_some();
+        self.dirty = true;
+    }
 }
 
 /// Files to sync (see [`Spool::take_unsynced`]).
@@ -768,7 +902,7 @@ pub(crate) struct ToSync {
 
 impl ToSync {
     /// Syncs the files' data, then the directory (so new segments' names are durable).
-    pub(crate) fn run(self) -> io::Result<()> {
+    pub(crate) fn run(&self) -> io::Result<()> {
         for f in &self.files {
             f.sync_data()?;
         }
@@ -914,7 +1048,7 @@ mod tests {
                 );
             }
             // Released out of order: 3 and 7, and all of the first segment's.
-            let mut rel = vec![ids[3], ids[7], ids[0], ids[1], ids[2]];
+            let mut rel: Vec<_> = [3, 7, 0, 1, 2].iter().map(|&i| (ids[i], 1)).collect();
             // Loaded first (the cursor must pass a record before its segment can go).
             let loaded = drain(&mut s);
             assert_eq!(loaded.len(), 20);
@@ -946,17 +1080,56 @@ mod tests {
         assert!(ids.len() >= 20, "{}", ids.len());
         let loaded = drain(&mut s);
         assert_eq!(loaded.len(), ids.len());
-        s.release(&mut ids, &mut Vec::new());
-        assert!(files_bytes(&d) <= empty + 4000 / 8, "{}", files_bytes(&d));
+        s.release(
+            &mut ids.iter().map(|&id| (id, 1)).collect(),
+            &mut Vec::new(),
+        );
+        // Everything released and loaded: the active segment goes too.
+        assert_eq!(files_bytes(&d), empty);
+        assert!(s.segments.is_empty());
+        assert_eq!(s.counts().live_entries, 0);
         // Everything released: the next append rolls, the last old segment goes.
         let (id, _) = s
             .append(head(1, 10), &[2; 10], true, &mut Vec::new())
             .unwrap();
-        s.release(&mut vec![id], &mut Vec::new());
+        s.release(&mut vec![(id, 1)], &mut Vec::new());
+        assert_eq!(files_bytes(&d), empty);
         let _ = s
             .append(head(2, 10), &[2; 10], true, &mut Vec::new())
             .unwrap();
         assert_eq!(s.segments.len(), 1);
+    }
+
+    #[test]
+    fn a_full_spool_evicts_its_oldest_segment_on_disk_only() {
+        let d = Dir::new();
+        let (mut s, _, _) = open(&d, 4000, 500);
+        let mut n = 0;
+        while s
+            .append(head(n, 100), &[n as u8; 100], n < 2, &mut Vec::new())
+            .is_ok()
+        {
+            n += 1;
+        }
+        let per_seg = 500 / (HEADER as u64 + 100);
+        // The first segment holds two records loaded (in flight): it cannot go. The
+        // second, on disk only, goes whole.
+        let before = s.counts();
+        let gone = s.evict_oldest(&mut Vec::new());
+        let ords: Vec<u64> = gone.iter().map(|l| l.header.ord).collect();
+        assert_eq!(ords, (per_seg..2 * per_seg).collect::<Vec<_>>());
+        assert!(gone.iter().all(|l| l.body == vec![l.header.ord as u8; 100]));
+        let after = s.counts();
+        assert_eq!(after.live, before.live - per_seg);
+        assert_eq!(after.live_entries, before.live_entries - per_seg);
+        assert!(after.bytes < before.bytes);
+        // Room again; and what waits on disk is read on, oldest first, past the gap.
+        s.append(head(n, 100), &[n as u8; 100], false, &mut Vec::new())
+            .unwrap();
+        let loaded: Vec<u64> = drain(&mut s).iter().map(|l| l.header.ord).collect();
+        let want: Vec<u64> = (2..per_seg).chain(2 * per_seg..=n).collect();
+        assert_eq!(loaded, want);
+        assert!(files_bytes(&d) <= 4000);
     }
 
     #[test]

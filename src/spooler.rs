@@ -18,7 +18,7 @@ use crate::events::{DropReason, SpoolEvent};
 use crate::ledger::{Item, Origin};
 use crate::model::LogPayload;
 use crate::shared::Shared;
-use crate::spool::{record::Header, AppendError, Finding, RecordId, Spool};
+use crate::spool::{record::Header, AppendError, Finding, Loaded, RecordId, Spool};
 use crate::stats::Counters;
 
 /// The origin source of payloads an earlier run spooled (their `ord` counts them in
@@ -47,6 +47,7 @@ pub(crate) fn spool_taken(
 ) -> Vec<NotSpooled> {
     let mut rest = Vec::new();
     let mut findings = Vec::new();
+    let mut evicted = Vec::new();
     let mut recovered = false;
     let mut appended = false;
     let to_sync = {
@@ -54,7 +55,21 @@ pub(crate) fn spool_taken(
         for (mut item, payload) in items {
             let header = header_of(&item);
             let load = shared.ledger.lock().fits(item.len());
-            match sp.append(header, item.bytes.as_slice(), load, &mut findings) {
+            let mut outcome = sp.append(header, item.bytes.as_slice(), load, &mut findings);
+            if shared.config.overflow == OverflowPolicy::DropOldest {
+                // Full: the oldest segment waiting on disk goes, while one can.
+                while matches!(outcome, Err(AppendError::Full)) && sp.could_hold(item.len()) {
+                    let gone = sp.evict_oldest(&mut findings);
+                    if gone.is_empty() {
+                        break;
+                    }
+                    count_evicted(shared, &gone);
+                    evicted.extend(gone);
+                    let load = shared.ledger.lock().fits(item.len());
+                    outcome = sp.append(header, item.bytes.as_slice(), load, &mut findings);
+                }
+            }
+            match outcome {
                 Ok((id, loaded)) => {
                     appended = true;
                     item.spooled = Some(id);
@@ -89,10 +104,12 @@ pub(crate) fn spool_taken(
     };
     if let Some(to_sync) = to_sync {
         if let Err(error) = to_sync.run() {
+            let mut sp = spool.lock();
             findings.push(Finding::Io {
-                path: spool.lock().dir().to_path_buf(),
+                path: sp.dir().to_path_buf(),
                 error,
             });
+            sp.unsynced_again(to_sync);
         }
     }
     if recovered {
@@ -102,7 +119,35 @@ pub(crate) fn spool_taken(
     }
     report(shared, findings);
     shared.ledger_changed.notify_all();
+    for l in evicted {
+        let payload = match crate::wire::decode(&l.body) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!("spool: an evicted record does not decode: {e}");
+                None
+            }
+        };
+        shared.report_dropped(payload, DropReason::Oldest);
+    }
     rest
+}
+
+/// Counts records `DropOldest` evicted from the spool as dropped, under the ledger lock
+/// that lets them go (a `flush` never sees one gone and not counted): this run's stop
+/// being outstanding, an earlier run's leave the count of those waiting on disk.
+fn count_evicted(shared: &Shared, evicted: &[Loaded]) {
+    let mut ledger = shared.ledger.lock();
+    for l in evicted {
+        shared.count_dropped(DropReason::Oldest, l.header.entries);
+        if l.replayed {
+            Counters::sub(&shared.counters.spool_unloaded_old, 1);
+        } else {
+            ledger.unreserve(Origin {
+                source: l.header.source,
+                ord: l.header.ord,
+            });
+        }
+    }
 }
 
 /// Appends a `send_logs` payload: accepted then, in the outbox for the writer
@@ -124,7 +169,7 @@ pub(crate) fn spool_direct(
                 item.spooled = Some(id);
                 // Accepted: in the outbox (the writer writes it) or waiting on disk,
                 // reserved for `flush` either way.
-                ledger.reserve(item.origin);
+                ledger.reserve(item.origin, item.entries);
                 ledger.spooled(item.origin);
                 if loaded {
                     ledger.admit_spooled(item);
@@ -231,7 +276,12 @@ pub(crate) fn run(shared: &Shared, spool: &Mutex<Spool>, stop: &Receiver<()>) {
 
 /// Releases what left the ledger for good, then loads what waits on disk while the
 /// memory bounds have room.
-fn step(shared: &Shared, spool: &Mutex<Spool>, released: &mut Vec<RecordId>, replay_ord: &mut u64) {
+fn step(
+    shared: &Shared,
+    spool: &Mutex<Spool>,
+    released: &mut Vec<(RecordId, u32)>,
+    replay_ord: &mut u64,
+) {
     shared.ledger.lock().take_released(released);
     let mut findings = Vec::new();
     let mut loaded_any = false;
@@ -300,8 +350,71 @@ pub(crate) fn sync_now(shared: &Shared, spool: &Mutex<Spool>) -> bool {
     match to_sync.run() {
         Ok(()) => true,
         Err(error) => {
+            // Tried again at the next sync (the interval's, or the next call's).
+            spool.lock().unsynced_again(to_sync);
             report(shared, vec![Finding::Io { path: dir, error }]);
             false
         }
     }
+}
+
+/// For [`LogSender::shutdown_taking_spool`](crate::LogSender::shutdown_taking_spool):
+/// every payload `held` (what the ledger gave back) and every one waiting on disk,
+/// decoded, oldest first (an earlier run's, then this run's in intake order), and
+/// released from the spool, which is then synced. Also returns what is still live in
+/// the spool (records that could not be read back), in payloads and entries.
+pub(crate) fn take_all(
+    shared: &Shared,
+    spool: &Mutex<Spool>,
+    held: Vec<Item>,
+) -> (Vec<LogPayload>, (u64, u64)) {
+    let mut findings = Vec::new();
+    let mut release: Vec<(RecordId, u32)> = held
+        .iter()
+        .filter_map(|i| i.spooled.map(|id| (id, i.entries)))
+        .collect();
+    // (an earlier run's first, then in intake order, body)
+    let mut all: Vec<((u8, u64), Vec<u8>)> = held
+        .into_iter()
+        .map(|i| {
+            let replayed = i.origin.source == REPLAY_SOURCE;
+            (
+                (u8::from(!replayed) * 2, i.seq),
+                i.bytes.as_slice().to_vec(),
+            )
+        })
+        .collect();
+    let left = {
+        let mut sp = spool.lock();
+        let mut old = 0u64;
+        while let Some(l) = sp.load_next(|_| true, &mut findings) {
+            release.push((l.id, l.header.entries));
+            let key = if l.replayed {
+                old += 1;
+                Counters::sub(&shared.counters.spool_unloaded_old, 1);
+                (1, old)
+            } else {
+                (2, l.header.seq)
+            };
+            all.push((key, l.body));
+        }
+        sp.release(&mut release, &mut findings);
+        publish(shared, &sp);
+        let c = sp.counts();
+        (c.live, c.live_entries)
+    };
+    let _ = sync_now(shared, spool);
+    report(shared, findings);
+    all.sort_by_key(|(key, _)| *key);
+    let payloads = all
+        .into_iter()
+        .filter_map(|(_, body)| match crate::wire::decode(&body) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                error!("spool: a record handed back does not decode: {e}");
+                None
+            }
+        })
+        .collect();
+    (payloads, left)
 }

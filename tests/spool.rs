@@ -11,18 +11,27 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use logsender::{Error, EventHandler, LogSender, SpoolEvent, SpoolSync};
+use logsender::{
+    DropReason, DroppedEvent, Error, EventHandler, LogSender, OverflowPolicy, SpoolEvent, SpoolSync,
+};
 use support::helpers::{child_args, free_port, temp_path, wait_until};
 use support::sink::{Ending, Sink};
 use support::{fast_config, id_of, payload, sender_with_pool};
 
-/// Keeps the spool events it hears.
+/// Keeps the spool events it hears, and the ids of the payloads dropped.
 #[derive(Default)]
-struct Events(Mutex<Vec<String>>);
+struct Events(Mutex<Vec<String>>, Mutex<Vec<(String, DropReason)>>);
 
 impl EventHandler for Events {
     fn on_spool(&self, event: &SpoolEvent) {
         self.0.lock().unwrap().push(format!("{event:?}"));
+    }
+
+    fn on_dropped(&self, event: DroppedEvent) {
+        self.1
+            .lock()
+            .unwrap()
+            .push((id_of(event.payload()), event.reason()));
     }
 }
 
@@ -65,6 +74,7 @@ fn a_restart_sends_what_a_shutdown_left_in_the_spool_and_gives_the_space_back() 
         let done = sender.shutdown(Duration::from_millis(300));
         assert!(done.undelivered.is_empty());
         assert_eq!(done.report.left_in_spool, n as u64, "{:?}", done.report);
+        assert_eq!(done.report.entries_left_in_spool, 3 * n as u64);
         assert!(!done.report.all_delivered());
     }
     assert!(dir_bytes(&dir) > 0);
@@ -336,4 +346,238 @@ fn a_full_disk_is_reported_shipping_goes_on_and_the_spool_is_used_again() {
     drop(tx);
     drop(sender);
     drop(fs);
+}
+
+/// `flush` with the collector away: what it waited for is outstanding, and of that
+/// `left_in_spool` (entries too) counts exactly what the spool holds of it: held in
+/// memory too or waiting on disk, but not what is held in memory only (the spool was
+/// full), not what came after the flush began, and an earlier run's payloads still on
+/// disk after a restart.
+#[test]
+fn a_flush_reports_exactly_its_payloads_in_the_spool() {
+    let dir = temp_path("spool-flush-report");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = |memory: usize, spool: u64| {
+        fast_config(&addr)
+            .max_buffered_payloads(memory)
+            .spool(&dir)
+            .spool_max_bytes(spool)
+            .spool_segment_bytes(16 << 10)
+            .build()
+            .unwrap()
+    };
+    let n = 240;
+    let late = |tx: &crossbeam_channel::Sender<_>, from: usize| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            for seq in from..from + 30 {
+                let _ = tx.send(payload(1, seq));
+            }
+        })
+    };
+    // 1. Memory holds 20; the rest waits on disk. Payloads sent while the flush runs
+    //    are not its own: they are not counted.
+    let (sender, tx) = sender_with_pool(config(20, 1 << 30), 4096, 2);
+    for seq in 0..n {
+        tx.send(payload(1, seq)).unwrap();
+    }
+    let d = sender.sync(Duration::from_secs(20)).unwrap();
+    assert!(d.durable && d.spooled == n as u64, "{d:?}");
+    assert!(sender.stats().unacked <= 20);
+    let t = late(&tx, n);
+    let report = sender.flush(Duration::from_millis(400));
+    t.join().unwrap();
+    assert_eq!(report.outstanding, n as u64, "{report:?}");
+    assert_eq!(report.left_in_spool, n as u64, "{report:?}");
+    assert_eq!(report.entries_left_in_spool, 3 * n as u64, "{report:?}");
+    assert!(!report.all_delivered());
+    drop(tx);
+    let done = sender.shutdown(Duration::from_millis(200));
+    assert_eq!(
+        done.report.left_in_spool,
+        n as u64 + 30,
+        "{:?}",
+        done.report
+    );
+    assert_eq!(done.report.entries_left_in_spool, 3 * (n as u64 + 30));
+    drop(sender);
+    // 2. A restart, the collector still away: the earlier run's payloads, on disk, are
+    //    what its flush waits for and what it reports left in the spool.
+    let old = n as u64 + 30;
+    let (sender, tx) = sender_with_pool(config(20, 1 << 30), 4096, 2);
+    let report = sender.flush(Duration::from_millis(300));
+    assert_eq!(report.outstanding, old, "{report:?}");
+    assert_eq!(report.left_in_spool, old, "{report:?}");
+    assert_eq!(report.entries_left_in_spool, 3 * old, "{report:?}");
+    drop(tx);
+    let done = sender.shutdown(Duration::from_millis(200));
+    assert_eq!(done.report.left_in_spool, old);
+    drop(sender);
+    let _ = std::fs::remove_dir_all(&dir);
+    // 3. A small spool and room in memory: what the full spool did not take is held in
+    //    memory only, outstanding but not in the spool.
+    let (sender, tx) = sender_with_pool(config(1000, 64 << 10), 4096, 2);
+    for seq in 0..n {
+        tx.send(payload(1, seq)).unwrap();
+    }
+    let d = sender.sync(Duration::from_secs(20)).unwrap();
+    assert!(d.memory_only > 0 && d.spooled > 50, "{d:?}");
+    assert_eq!(d.spooled + d.memory_only, n as u64, "{d:?}");
+    let report = sender.flush(Duration::from_millis(300));
+    assert_eq!(report.outstanding, n as u64, "{report:?}");
+    assert_eq!(report.left_in_spool, d.spooled, "{report:?}");
+    assert_eq!(report.entries_left_in_spool, 3 * d.spooled, "{report:?}");
+    drop(tx);
+    let done = sender.shutdown(Duration::from_millis(200));
+    assert_eq!(done.report.left_in_spool, d.spooled);
+    assert_eq!(done.report.handed_back, d.memory_only);
+    drop(sender);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A full spool under `DropOldest`: the oldest payloads waiting on disk are evicted (a
+/// whole segment at a time), counted and reported as dropped with their payloads, the
+/// spool stays within its bound, and everything not dropped arrives once the collector
+/// comes, the newest included.
+#[test]
+fn a_full_spool_under_drop_oldest_evicts_the_oldest_from_disk() {
+    let dir = temp_path("spool-drop-oldest");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let events = Arc::new(Events::default());
+    let max = 128 << 10;
+    let config = fast_config(&addr)
+        .max_buffered_payloads(10)
+        .overflow(OverflowPolicy::DropOldest)
+        .spool(&dir)
+        .spool_max_bytes(max)
+        .spool_segment_bytes(16 << 10)
+        .event_handler(events.clone())
+        .build()
+        .unwrap();
+    let (sender, tx) = sender_with_pool(config, 64, 2);
+    let n = 600; // ~600 KiB into a 128 KiB spool
+    for seq in 0..n {
+        tx.send(payload(3, seq)).unwrap();
+        assert!(dir_bytes(&dir) <= max, "over the bound at {seq}");
+    }
+    let d = sender.sync(Duration::from_secs(20)).unwrap();
+    assert!(d.durable, "{d:?}");
+    let stats = sender.stats();
+    assert!(stats.dropped_oldest > 100, "{stats:?}");
+    assert_eq!(stats.entries_dropped, 3 * stats.dropped_oldest);
+    assert!(stats.spool_bytes <= max);
+    // The handler heard of each, with its payload (read back from disk).
+    let dropped: Vec<String> = {
+        let ev = events.1.lock().unwrap();
+        assert!(ev.iter().all(|(_, r)| *r == DropReason::Oldest));
+        ev.iter().map(|(id, _)| id.clone()).collect()
+    };
+    assert_eq!(dropped.len() as u64, stats.dropped_oldest);
+    // The oldest went: none of the last 50 was dropped.
+    let newest: HashSet<String> = (n - 50..n).map(|s| id_of(&payload(3, s))).collect();
+    assert!(dropped.iter().all(|id| !newest.contains(id)));
+    let sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    let report = sender.flush(Duration::from_secs(30));
+    assert_eq!(report.outstanding, 0, "{report:?}");
+    assert_eq!(report.dropped, stats.dropped_oldest, "{report:?}");
+    let got: HashSet<String> = sink.ok_ids().into_iter().collect();
+    let gone: HashSet<&String> = dropped.iter().collect();
+    for seq in 0..n {
+        let id = id_of(&payload(3, seq));
+        assert!(
+            got.contains(&id) != gone.contains(&id),
+            "{id}: arrived {}, dropped {}",
+            got.contains(&id),
+            gone.contains(&id)
+        );
+    }
+    drop(tx);
+    let done = sender.shutdown(Duration::from_secs(5));
+    assert_eq!(done.report.left_in_spool, 0);
+    assert_eq!(dir_bytes(&dir), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `shutdown_taking_spool` hands back what the spool holds, an earlier run's first,
+/// then this run's in order, and leaves the spool empty.
+#[test]
+fn shutdown_taking_spool_hands_back_everything_oldest_first() {
+    let dir = temp_path("spool-take");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = || {
+        fast_config(&addr)
+            .max_buffered_payloads(20)
+            .spool(&dir)
+            .spool_segment_bytes(16 << 10)
+            .build()
+            .unwrap()
+    };
+    {
+        let (sender, tx) = sender_with_pool(config(), 256, 2);
+        for seq in 0..100 {
+            tx.send(payload(4, seq)).unwrap();
+        }
+        assert!(sender.sync(Duration::from_secs(10)).unwrap().durable);
+        drop(tx);
+        let done = sender.shutdown(Duration::from_millis(200));
+        assert_eq!(done.report.left_in_spool, 100);
+    }
+    let (sender, tx) = sender_with_pool(config(), 256, 2);
+    for seq in 100..250 {
+        tx.send(payload(4, seq)).unwrap();
+    }
+    assert!(sender.sync(Duration::from_secs(10)).unwrap().durable);
+    let done = sender.shutdown_taking_spool(Duration::from_millis(200));
+    let ids: Vec<String> = done.undelivered.iter().map(id_of).collect();
+    // The earlier run's first, in the order it spooled them (its two workers' batches
+    // may interleave), as a replay would send them; then this run's, in intake order.
+    let mut old = ids[..100].to_vec();
+    old.sort_by_key(|id| id[2..].parse::<usize>().unwrap());
+    let want: Vec<String> = (0..100).map(|s| id_of(&payload(4, s))).collect();
+    assert_eq!(old, want);
+    let want: Vec<String> = (100..250).map(|s| id_of(&payload(4, s))).collect();
+    assert_eq!(&ids[100..], &want[..]);
+    assert_eq!(done.report.handed_back, 250, "{:?}", done.report);
+    assert_eq!(done.report.entries_handed_back, 750);
+    assert_eq!(done.report.left_in_spool, 0);
+    assert_eq!(done.report.entries_left_in_spool, 0);
+    drop(tx);
+    drop(sender);
+    assert_eq!(dir_bytes(&dir), 0);
+    let sender = LogSender::new(config()).unwrap();
+    assert_eq!(sender.stats().spooled, 0);
+    drop(sender);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A spool drained while the sender runs gives its space back at once (its active
+/// segment too), not at the next start.
+#[test]
+fn a_spool_drained_while_running_is_back_to_its_empty_size() {
+    let dir = temp_path("spool-drained");
+    let sink = Sink::with_ending(Ending::OkNoMessage);
+    let config = fast_config(&sink.addr())
+        .spool(&dir)
+        .spool_segment_bytes(16 << 10)
+        .build()
+        .unwrap();
+    let (sender, tx) = sender_with_pool(config, 256, 2);
+    for seq in 0..300 {
+        tx.send(payload(5, seq)).unwrap();
+    }
+    let report = sender.flush(Duration::from_secs(20));
+    assert!(report.all_delivered(), "{report:?}");
+    assert!(wait_until(Duration::from_secs(5), || dir_bytes(&dir) == 0
+        && sender.stats().spool_bytes == 0));
+    // And it takes new payloads as before.
+    for seq in 300..310 {
+        tx.send(payload(5, seq)).unwrap();
+    }
+    assert!(sender.flush(Duration::from_secs(20)).all_delivered());
+    assert_eq!(sink.ok_ids().len(), 310);
+    drop(tx);
+    drop(sender);
+    let _ = std::fs::remove_dir_all(&dir);
 }
