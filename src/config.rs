@@ -112,6 +112,10 @@ pub struct Config {
     pub(crate) thread_name: String,
     pub(crate) handler: Option<Arc<dyn EventHandler>>,
     pub(crate) spool: Option<SpoolConfig>,
+    /// As set with [`ConfigBuilder::hold_when_refused`]; `None`: on with a spool.
+    pub(crate) hold_when_refused: Option<bool>,
+    pub(crate) refused_backoff_initial: Duration,
+    pub(crate) refused_backoff_max: Duration,
 }
 
 /// When the spool's appends reach the disk (see [`ConfigBuilder::spool_sync`]).
@@ -166,6 +170,7 @@ impl fmt::Debug for Config {
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("overflow", &self.overflow)
             .field("spool", &self.spool)
+            .field("holds_when_refused", &self.holds_when_refused())
             .finish_non_exhaustive()
     }
 }
@@ -202,6 +207,7 @@ impl Config {
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
             spool_sync: SpoolSync::Interval(Duration::from_millis(100)),
             spool_segment_bytes: None,
+            hold_when_refused: None,
         }
     }
 
@@ -229,7 +235,22 @@ impl Config {
     pub fn gzip_level(&self) -> u32 {
         self.gzip_level
     }
+
+    /// Whether payloads are held, not dead-lettered, while the collector refuses every
+    /// call for a permanent reason: as set with [`ConfigBuilder::hold_when_refused`],
+    /// else on with a spool and off without one; never with
+    /// [`DeliveryMode::AtMostOnce`].
+    pub fn holds_when_refused(&self) -> bool {
+        self.delivery == DeliveryMode::AtLeastOnce
+            && self.hold_when_refused.unwrap_or(self.spool.is_some())
+    }
 }
+
+/// The default first delay of [`ConfigBuilder::refused_backoff`]: 1 s.
+pub const DEFAULT_REFUSED_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+
+/// The default cap of [`ConfigBuilder::refused_backoff`]: 5 min.
+pub const DEFAULT_REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The tunable numbers and their defaults.
 #[derive(Clone)]
@@ -244,6 +265,8 @@ struct Defaults {
     backoff_max: Duration,
     backoff_multiplier: f64,
     backoff_jitter: f64,
+    refused_backoff_initial: Duration,
+    refused_backoff_max: Duration,
     keepalive_time: Duration,
     keepalive_timeout: Duration,
     max_message_size: usize,
@@ -271,6 +294,8 @@ impl Defaults {
             backoff_max: Duration::from_secs(10),
             backoff_multiplier: 1.5,
             backoff_jitter: 0.2,
+            refused_backoff_initial: DEFAULT_REFUSED_BACKOFF_INITIAL,
+            refused_backoff_max: DEFAULT_REFUSED_BACKOFF_MAX,
             keepalive_time: Duration::from_secs(120),
             keepalive_timeout: Duration::from_secs(20),
             max_message_size: 32 << 20,
@@ -302,6 +327,7 @@ pub struct ConfigBuilder {
     spool_max_bytes: u64,
     spool_sync: SpoolSync,
     spool_segment_bytes: Option<u64>,
+    hold_when_refused: Option<bool>,
 }
 
 macro_rules! setter {
@@ -520,6 +546,36 @@ impl ConfigBuilder {
         self
     }
 
+    /// What happens to payloads when the collector refuses *every* call for a permanent
+    /// reason (an empty call is refused too, with `UNAUTHENTICATED`,
+    /// `PERMISSION_DENIED` or `UNIMPLEMENTED`: an expired token, a wrong ACL, the wrong
+    /// service). `true`: they are held (in the spool, or in memory under the memory
+    /// bounds and the overflow policy) and retried after
+    /// [`refused_backoff`](ConfigBuilder::refused_backoff);
+    /// [`ConnectionState::Refused`](crate::ConnectionState::Refused),
+    /// [`EventHandler::on_refused`] and `Stats::last_error` say why nothing moves.
+    /// `false`: they are dead-lettered at once. Either way a payload the collector
+    /// rejects *alone* while it accepts other calls (a poison payload) is dead-lettered.
+    /// Defaults to `true` with a [`spool`](ConfigBuilder::spool), `false` without one.
+    /// No effect with [`DeliveryMode::AtMostOnce`], which holds nothing once written.
+    pub fn hold_when_refused(mut self, hold: bool) -> Self {
+        self.hold_when_refused = Some(hold);
+        self
+    }
+
+    /// Backoff between tries while the collector refuses every call and payloads are
+    /// held ([`hold_when_refused`](ConfigBuilder::hold_when_refused)): first delay and
+    /// cap, doubling per refused try (with `backoff_jitter`, never above the cap), and
+    /// starting over once the collector takes data. Defaults to
+    /// [`DEFAULT_REFUSED_BACKOFF_INITIAL`] (1 s) and [`DEFAULT_REFUSED_BACKOFF_MAX`]
+    /// (5 min): a refusal waits for a person (a new token, a fixed ACL), so a fleet of
+    /// agents need not knock every few seconds.
+    pub fn refused_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config_defaults.refused_backoff_initial = initial;
+        self.config_defaults.refused_backoff_max = max;
+        self
+    }
+
     /// Receives drops, dead letters and connection changes. Defaults to none (they are
     /// still counted and logged).
     pub fn event_handler(mut self, handler: Arc<dyn EventHandler>) -> Self {
@@ -545,6 +601,7 @@ impl ConfigBuilder {
             ("write_timeout", d.write_timeout),
             ("connect_timeout", d.connect_timeout),
             ("backoff_initial", d.backoff_initial),
+            ("refused_backoff_initial", d.refused_backoff_initial),
             ("keepalive_time", d.keepalive_time),
             ("keepalive_timeout", d.keepalive_timeout),
             ("send_timeout", d.send_timeout),
@@ -557,6 +614,12 @@ impl ConfigBuilder {
             return invalid_config(
                 "backoff_max",
                 "must not be shorter than the initial backoff",
+            );
+        }
+        if d.refused_backoff_max < d.refused_backoff_initial {
+            return invalid_config(
+                "refused_backoff_max",
+                "must not be shorter than the first refused backoff",
             );
         }
         if !(d.backoff_multiplier.is_finite() && d.backoff_multiplier >= 1.0) {
@@ -676,6 +739,9 @@ impl ConfigBuilder {
             thread_name: d.thread_name,
             handler: self.handler,
             spool,
+            hold_when_refused: self.hold_when_refused,
+            refused_backoff_initial: d.refused_backoff_initial,
+            refused_backoff_max: d.refused_backoff_max,
         })
     }
 }
@@ -794,12 +860,40 @@ mod tests {
             (b().backoff_multiplier(0.5), "backoff_multiplier"),
             (b().max_buffered_payloads(0), "max_buffered_payloads"),
             (b().write_timeout(Duration::ZERO), "write_timeout"),
+            (
+                b().refused_backoff(Duration::ZERO, Duration::from_secs(1)),
+                "refused_backoff_initial",
+            ),
+            (
+                b().refused_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+                "refused_backoff_max",
+            ),
         ] {
             match builder.build() {
                 Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn holding_when_refused_defaults_to_having_a_spool() {
+        let b = || Config::builder("127.0.0.1:1").plaintext();
+        let holds = |b: ConfigBuilder| b.build().map(|c| c.holds_when_refused()).ok();
+        assert_eq!(holds(b()), Some(false));
+        assert_eq!(holds(b().spool("/nonexistent/spool")), Some(true));
+        assert_eq!(holds(b().hold_when_refused(true)), Some(true));
+        assert_eq!(
+            holds(b().spool("/nonexistent/spool").hold_when_refused(false)),
+            Some(false)
+        );
+        assert_eq!(
+            holds(
+                b().delivery(DeliveryMode::AtMostOnce)
+                    .hold_when_refused(true)
+            ),
+            Some(false)
+        );
     }
 
     #[test]

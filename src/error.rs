@@ -282,6 +282,29 @@ impl DialCause {
     }
 }
 
+/// The likely fix when the collector at `addr` refuses every call, an empty one too,
+/// with `code`.
+pub(crate) fn refusal_hint(code: RpcStatusCode, addr: &str) -> Option<String> {
+    let hint = match code {
+        RpcStatusCode::UNAUTHENTICATED => {
+            "the collector does not accept this client's credentials: renew them (an \
+             expired token, client certificate or key)"
+                .to_string()
+        }
+        RpcStatusCode::PERMISSION_DENIED => {
+            "the collector does not let this client submit logs: check its ACL, or the \
+             rights of the client's token or certificate"
+                .to_string()
+        }
+        RpcStatusCode::UNIMPLEMENTED => format!(
+            "{addr} does not serve proto.LogService/SubmitStream: is it the collector's \
+             gRPC port, and does the collector take GoSight's stream?"
+        ),
+        _ => return None,
+    };
+    Some(hint)
+}
+
 /// A message followed by its hint, if any: `message (hint: ...)`.
 pub(crate) struct Hinted<'a> {
     /// What went wrong.
@@ -338,7 +361,9 @@ pub enum Retry {
     Backoff,
     /// Retry, but wait longer than the normal backoff (the collector is overloaded).
     Slowly,
-    /// Permanent: retrying cannot help; the payloads go to the dead-letter handler.
+    /// Permanent: retrying cannot help; the payloads go to the dead-letter handler
+    /// (unless the collector refuses every call and they are held: see
+    /// [`ConfigBuilder::hold_when_refused`](crate::ConfigBuilder::hold_when_refused)).
     Never,
 }
 

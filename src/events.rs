@@ -1,9 +1,9 @@
 //! Hooks for what the sender does in the background: drops, dead letters, connection
-//! changes, failed dials, backpressure.
+//! changes, failed dials, a collector that refuses every call, backpressure.
 
 use std::time::Duration;
 
-use crate::error::{DialCause, Error};
+use crate::error::{DialCause, Error, RpcStatusCode};
 use crate::model::LogPayload;
 
 /// Receives the sender's background events. Every method has a no-op default.
@@ -54,6 +54,21 @@ pub trait EventHandler: Send + Sync {
     /// A dial (or the opening of a stream after it) failed: why, and when the next
     /// try is. Called once per failed attempt.
     fn on_dial_failed(&self, event: &DialFailedEvent) {
+        let _ = event;
+    }
+
+    /// The collector refused every call, an empty one too, for a permanent reason
+    /// (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNIMPLEMENTED`), and the payloads are
+    /// held, not dead-lettered
+    /// ([`ConfigBuilder::hold_when_refused`](crate::ConfigBuilder::hold_when_refused)):
+    /// the collector's status, the likely fix, and when the next try is. Called once per
+    /// refused try (they are at least
+    /// [`refused_backoff`](crate::ConfigBuilder::refused_backoff) apart); the state is
+    /// [`ConnectionState::Refused`](crate::ConnectionState::Refused) until the collector
+    /// takes data or an empty call again; [`on_connected`](EventHandler::on_connected)
+    /// then says when a stream is up (not before: a stream that opens while the
+    /// collector refuses proves nothing).
+    fn on_refused(&self, event: &RefusedEvent) {
         let _ = event;
     }
 
@@ -125,6 +140,46 @@ impl DialFailedEvent {
     }
 
     /// How many attempts in a row have failed, this one included.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// A collector that refuses every call, reported to [`EventHandler::on_refused`].
+#[derive(Debug, Clone)]
+pub struct RefusedEvent {
+    pub(crate) code: RpcStatusCode,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+    pub(crate) retry_in: Duration,
+    pub(crate) attempt: u32,
+}
+
+impl RefusedEvent {
+    /// The collector's status code (`UNAUTHENTICATED`, `PERMISSION_DENIED` or
+    /// `UNIMPLEMENTED`).
+    pub fn code(&self) -> RpcStatusCode {
+        self.code
+    }
+
+    /// The collector's message with the status (also in
+    /// [`Stats::last_error`](crate::Stats::last_error)).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The likely fix, e.g. "renew the credentials" (also in
+    /// [`LastError::hint`](crate::LastError::hint)).
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// How long until the next try.
+    pub fn retry_in(&self) -> Duration {
+        self.retry_in
+    }
+
+    /// How many tries in a row were refused, this one included.
     pub fn attempt(&self) -> u32 {
         self.attempt
     }

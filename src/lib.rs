@@ -68,7 +68,10 @@
 //! One [`Error`] enum. Bad input is rejected with a typed error before anything is sent
 //! ([`Error::PayloadTooLarge`], [`Error::InvalidAddress`], [`Error::Tls`], ...). Status
 //! codes are classified by [`classify`]: retryable ones are retried with backoff,
-//! permanent ones send the epoch's payloads to [`EventHandler::on_dead_letter`].
+//! permanent ones send the epoch's payloads to [`EventHandler::on_dead_letter`] (a
+//! collector that refuses *every* call with `UNAUTHENTICATED`, `PERMISSION_DENIED` or
+//! `UNIMPLEMENTED` has them held instead, with a spool or
+//! [`ConfigBuilder::hold_when_refused`]: [`ConnectionState::Refused`]).
 //!
 //! ## Timeouts
 //!
@@ -119,7 +122,7 @@ pub use bridge::{BridgeGuard, BridgeLogger, LogBridge};
 pub use call::SUBMIT_STREAM_PATH;
 pub use config::{
     Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy, SpoolSync,
-    DEFAULT_SPOOL_MAX_BYTES,
+    DEFAULT_REFUSED_BACKOFF_INITIAL, DEFAULT_REFUSED_BACKOFF_MAX, DEFAULT_SPOOL_MAX_BYTES,
 };
 /// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
 /// your `crossbeam_channel` is the same version as logsender's.
@@ -128,7 +131,7 @@ pub use entries::{Batching, EntrySender, LogError};
 pub use error::{classify, DialCause, Error, LastError, Retry, RpcStatus, RpcStatusCode};
 pub use events::{
     BackpressureEvent, DeadLetterEvent, DialFailedEvent, DropReason, DroppedEvent, EventHandler,
-    RecordsDroppedEvent, SpoolEvent,
+    RecordsDroppedEvent, RefusedEvent, SpoolEvent,
 };
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
 pub use sender::{Durability, LogSender, Shutdown};

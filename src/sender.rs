@@ -641,12 +641,15 @@ impl LogSender {
     }
 
     /// Waits until a stream to the collector is up, at most `timeout`. Returns at once
-    /// if one is.
+    /// if one is. While the collector refuses every call
+    /// ([`ConnectionState::Refused`]) it waits on, since a later try may be taken: a
+    /// stream that opens then does not count until the collector takes data.
     ///
     /// # Errors
     ///
-    /// [`Error::NotConnected`] with the last connection error (its cause named) when
-    /// none came up in time; [`Error::Closed`] once the sender is closed.
+    /// [`Error::NotConnected`] with the last connection error (its cause named, or the
+    /// collector's refusal with a hint) when none came up in time; [`Error::Closed`]
+    /// once the sender is closed.
     ///
     /// # Examples
     ///

@@ -18,6 +18,17 @@ pub enum ConnectionState {
     Connected,
     /// The sender is closed.
     Closed,
+    /// The collector refuses every call, an empty one too, for a permanent reason
+    /// (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNIMPLEMENTED`: an expired token, a
+    /// wrong ACL, the wrong service), and payloads are held
+    /// ([`ConfigBuilder::hold_when_refused`](crate::ConfigBuilder::hold_when_refused)):
+    /// nothing is delivered until someone fixes that. Retried after
+    /// [`ConfigBuilder::refused_backoff`](crate::ConfigBuilder::refused_backoff);
+    /// [`Stats::last_error`] has the collector's words and a hint, and
+    /// [`EventHandler::on_refused`](crate::EventHandler::on_refused) hears each refused
+    /// try. Over once the collector takes data or an empty call (then `Connected`
+    /// while a stream is up).
+    Refused,
 }
 
 /// A snapshot of the sender's counters. All counts are since the sender was created.
@@ -370,18 +381,20 @@ impl Counters {
             ConnectionState::Connecting => 0,
             ConnectionState::Connected => 1,
             ConnectionState::Closed => 2,
+            ConnectionState::Refused => 3,
         };
         let _guard = self.state_lock.lock();
         self.state.store(v, Relaxed);
         self.state_changed.notify_all();
     }
 
-    /// Waits until the state is not `Connecting` or `deadline` passes; returns the state.
+    /// Waits until the state is `Connected` or `Closed`, or `deadline` passes; returns
+    /// the state. (`Refused` is waited through: the next try may be taken.)
     pub(crate) fn wait_state(&self, deadline: Instant) -> ConnectionState {
         let mut guard = self.state_lock.lock();
         loop {
             let state = self.state();
-            if state != ConnectionState::Connecting
+            if matches!(state, ConnectionState::Connected | ConnectionState::Closed)
                 || self
                     .state_changed
                     .wait_until(&mut guard, deadline)
@@ -396,6 +409,7 @@ impl Counters {
         match self.state.load(Relaxed) {
             0 => ConnectionState::Connecting,
             1 => ConnectionState::Connected,
+            3 => ConnectionState::Refused,
             _ => ConnectionState::Closed,
         }
     }

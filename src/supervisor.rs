@@ -12,7 +12,9 @@
 //! An epoch the collector rejects (any status but a broken connection or a timeout) is
 //! put on trial: a *probe*, an empty call, tells whether the collector rejects every
 //! call (overload, wrong credentials: the payloads are re-sent after the backoff, or
-//! dead-lettered for a permanent status) or accepts calls. In that case the payloads may
+//! dead-lettered for a permanent status; or, for `UNAUTHENTICATED`,
+//! `PERMISSION_DENIED` and `UNIMPLEMENTED` with `hold_when_refused`, held and retried
+//! after the refused backoff, in the `Refused` state) or accepts calls. In that case the payloads may
 //! be at fault: the group is split in halves, each re-sent alone; a group's rejection
 //! counts only once the collector has committed other epochs with data since the
 //! trouble began (the ledger's proof that it takes data, not just calls), until the
@@ -42,8 +44,8 @@ use crate::call::{Slot, SUBMIT_STREAM};
 use crate::clock::after;
 use crate::command::{Command, Report};
 use crate::config::{Compression, DeliveryMode, Transport};
-use crate::error::{classify, DialCause, Error, Hinted, Retry};
-use crate::events::DialFailedEvent;
+use crate::error::{classify, refusal_hint, DialCause, Error, Hinted, Retry};
+use crate::events::{DialFailedEvent, RefusedEvent};
 use crate::ledger::{entries_of, Verdict};
 use crate::shared::Shared;
 use crate::stats::{ConnectionState, Counters};
@@ -68,6 +70,18 @@ struct Closing {
     deadline: Instant,
     /// `Some(epoch)` for a probe deciding the trial of that epoch.
     probe_for: Option<u64>,
+}
+
+/// The collector refuses every call for a permanent reason and the payloads are held.
+struct Refusal {
+    since: Instant,
+    /// Refused tries in a row.
+    attempts: u32,
+    /// When the next try is.
+    next: Instant,
+    /// A stream was opened since the last try was refused: the next refusal is a new
+    /// try's (before, it is another epoch of the same try).
+    retried: bool,
 }
 
 /// A rejected epoch whose probe has not answered yet.
@@ -97,6 +111,11 @@ pub(crate) struct Supervisor {
     /// When a struck payload waiting in the suspects gets its next epoch (the current
     /// epoch is then rotated).
     suspects_due: Option<Instant>,
+    /// Set while the collector refuses every call and payloads are held; cleared once
+    /// it takes data (or an empty call).
+    refused: Option<Refusal>,
+    /// The delays between tries while `refused`.
+    refused_backoff: ExponentialBackoff,
 }
 
 /// The supervisor's longest sleep; bounds how late the write watchdog can notice a
@@ -124,6 +143,13 @@ impl Supervisor {
             .with_randomization_factor(c.backoff_jitter)
             .with_max_elapsed_time(None)
             .build();
+        let refused_backoff = ExponentialBackoffBuilder::new()
+            .with_initial_interval(c.refused_backoff_initial)
+            .with_max_interval(c.refused_backoff_max)
+            .with_multiplier(2.0)
+            .with_randomization_factor(c.backoff_jitter)
+            .with_max_elapsed_time(None)
+            .build();
         Supervisor {
             shared,
             commands,
@@ -141,6 +167,8 @@ impl Supervisor {
             shutting_down: false,
             gzip_refused: false,
             suspects_due: None,
+            refused: None,
+            refused_backoff,
         }
     }
 
@@ -246,13 +274,19 @@ impl Supervisor {
                 self.current = Some(call);
                 self.swap_slot(Some(slot));
                 self.failed_dials = 0;
-                self.shared.counters.recovered();
-                self.shared.counters.set_state(ConnectionState::Connected);
                 if self.connected_once {
                     Counters::add(&self.shared.counters.reconnects, 1);
                 }
                 self.connected_once = true;
-                self.shared.handler(|h| h.on_connected());
+                // While the collector refuses every call, a stream that opens proves
+                // nothing: the state stays `Refused` until it takes data.
+                if let Some(refusal) = &mut self.refused {
+                    refusal.retried = true;
+                } else {
+                    self.shared.counters.recovered();
+                    self.shared.counters.set_state(ConnectionState::Connected);
+                    self.shared.handler(|h| h.on_connected());
+                }
                 self.shared.wake_writer();
             }
             Err(e) => {
@@ -455,7 +489,7 @@ impl Supervisor {
                 warn!("cannot open the next epoch: {e}");
                 self.retire_current();
                 self.client = None;
-                self.shared.counters.set_state(ConnectionState::Connecting);
+                self.shared.counters.set_state(self.down_state());
                 self.schedule_retry(Retry::Backoff, &e);
             }
         }
@@ -465,7 +499,7 @@ impl Supervisor {
     fn drop_current(&mut self) -> Option<Slot> {
         let slot = self.swap_slot(None);
         self.current = None;
-        self.shared.counters.set_state(ConnectionState::Connecting);
+        self.shared.counters.set_state(self.down_state());
         slot
     }
 
@@ -558,6 +592,7 @@ impl Supervisor {
                 if n > 0 {
                     // The collector takes data: the next trouble starts from scratch.
                     self.backoff.reset();
+                    self.end_refusal("takes data again");
                 }
                 self.rotate_for_suspects();
                 return;
@@ -610,7 +645,11 @@ impl Supervisor {
         let code = status.code();
         let retry = classify(code);
         let err = Error::Rpc(err);
-        shared.counters.set_last_error(&err, None, None);
+        // While the collector refuses every call, its refusal (with the hint) stays the
+        // last error: this call's is the same.
+        if !(self.refused.is_some() && refuses_for_good(code)) {
+            shared.counters.set_last_error(&err, None, None);
+        }
         Counters::add(&shared.counters.epochs_failed, 1);
         let old_slot = if was_current {
             let slot = self.drop_current();
@@ -655,6 +694,15 @@ impl Supervisor {
         if n > 0 {
             info!("epoch {id} failed ({err}); re-sending {n} payloads");
         }
+        // A call that carried no payload refused for good is a probe's answer already
+        // (a collector that refuses a call as it opens, before anything is written).
+        if !says_nothing_about_payloads
+            && shared.config.holds_when_refused()
+            && refuses_for_good(code)
+        {
+            self.hold_refused(&status);
+            return;
+        }
         self.after_failure(was_current, code, retry, &err);
     }
 
@@ -663,7 +711,10 @@ impl Supervisor {
     /// it rotates itself once its group is written).
     fn go_on(&mut self) {
         if self.current.is_none() {
-            self.retry_at = None;
+            // (A refused collector's next try waits for the refused backoff.)
+            if self.refused.is_none() {
+                self.retry_at = None;
+            }
         } else {
             self.rotate_for_suspects();
         }
@@ -709,7 +760,7 @@ impl Supervisor {
             self.schedule_retry(retry, err);
         } else if self.current.is_some() {
             self.retire_current();
-            self.shared.counters.set_state(ConnectionState::Connecting);
+            self.shared.counters.set_state(self.down_state());
             self.schedule_retry(retry, err);
         } else if self.shared.ledger.lock().outbox_len() > 0 {
             self.shared.wake_writer();
@@ -726,6 +777,7 @@ impl Supervisor {
         let code = trial.status.code();
         let retry = classify(code);
         if accepted {
+            self.end_refusal("accepts calls again");
             let verdict =
                 shared
                     .ledger
@@ -767,14 +819,30 @@ impl Supervisor {
             Some(_) => RpcStatusCode::UNAVAILABLE,
             None => RpcStatusCode::ABORTED,
         };
-        let for_good = retry == Retry::Never && classify(probe_code) == Retry::Never;
+        // Refused for good (credentials, an ACL, the wrong service): held, if asked.
+        let refusal = match &probe_err {
+            Some(grpcio::Error::RpcFailure(s))
+                if shared.config.holds_when_refused()
+                    && refuses_for_good(s.code())
+                    && !self.refuses_gzip(s) =>
+            {
+                Some(s.clone())
+            }
+            _ => None,
+        };
+        let for_good =
+            refusal.is_none() && retry == Retry::Never && classify(probe_code) == Retry::Never;
         let err = Error::Rpc(grpcio::Error::RpcFailure(trial.status.clone()));
         let acquitted = shared.ledger.lock().acquit(epoch, for_good);
         match acquitted {
             Ok(n) => {
                 Counters::add(&shared.counters.retried, n as u64);
                 Counters::add(&shared.counters.resent_after_fault, n as u64);
-                info!("epoch {epoch}: the collector rejects every call ({err}); re-sending {n} payloads after the backoff");
+                if refusal.is_some() {
+                    debug!("epoch {epoch}: the collector refuses every call ({err}); {n} payloads held");
+                } else {
+                    info!("epoch {epoch}: the collector rejects every call ({err}); re-sending {n} payloads after the backoff");
+                }
             }
             Err(items) => {
                 warn!(
@@ -784,10 +852,113 @@ impl Supervisor {
                 shared.dead_letter(items, &trial.status);
             }
         }
+        if let Some(status) = refusal {
+            self.hold_refused(&status);
+            return;
+        }
         if probe_code == RpcStatusCode::UNAVAILABLE {
             self.client = None;
         }
         self.after_failure(trial.was_current, code, retry, &err);
+    }
+
+    /// The collector refused an empty call with `status`, for good, and the payloads
+    /// are held: stop writing, say why (state `Refused`, `last_error` with a hint, a
+    /// `warn` line per episode, the event per try) and try again after the refused
+    /// backoff. Every epoch of a try ends here: only the first schedules the next try.
+    fn hold_refused(&mut self, status: &RpcStatus) {
+        let now = Instant::now();
+        // Whatever is open now would be refused too.
+        if self.current.is_some() {
+            self.retire_current();
+        }
+        let code = status.code();
+        let addr = &self.shared.config.addr;
+        let hint = refusal_hint(code, addr);
+        let message = format!(
+            "the collector refuses every call, an empty one too: {code:?}: {}",
+            status.message()
+        );
+        self.shared
+            .counters
+            .set_last_error(&message, None, hint.clone());
+        self.shared.counters.set_state(ConnectionState::Refused);
+        if let Some(next) = self.refused.as_ref().filter(|r| !r.retried).map(|r| r.next) {
+            // Another epoch of this try scheduled the next one already.
+            self.retry_at = Some(self.retry_at.map_or(next, |t| t.max(next)));
+            return;
+        }
+        if self.refused.is_none() {
+            self.refused_backoff.reset();
+        }
+        let max = self.shared.config.refused_backoff_max;
+        let delay = self.refused_backoff.next_backoff().unwrap_or(max).min(max);
+        let next = after(now, delay);
+        self.retry_at = Some(next);
+        let refusal = self.refused.get_or_insert(Refusal {
+            since: now,
+            attempts: 0,
+            next,
+            retried: false,
+        });
+        refusal.attempts = refusal.attempts.saturating_add(1);
+        refusal.next = next;
+        refusal.retried = false;
+        let attempt = refusal.attempts;
+        let held = self.shared.ledger.lock().held().0;
+        let hinted = Hinted {
+            message: &message,
+            hint: hint.as_deref(),
+        };
+        if attempt == 1 {
+            warn!(
+                "collector {addr}: {hinted}; holding the payloads ({held} in memory) and \
+                 trying again in {delay:?}, then up to every {max:?}"
+            );
+        } else {
+            info!(
+                "collector {addr} still refuses every call ({code:?}, try {attempt}); \
+                 {held} payloads in memory held; next try in {delay:?}"
+            );
+        }
+        let event = RefusedEvent {
+            code,
+            message: status.message().to_string(),
+            hint,
+            retry_in: delay,
+            attempt,
+        };
+        self.shared.handler(|h| h.on_refused(&event));
+    }
+
+    /// The collector no longer refuses every call (`why`): back to `Connected` (with
+    /// the event) if a stream is up, else `Connecting`.
+    fn end_refusal(&mut self, why: &str) {
+        let Some(refusal) = self.refused.take() else {
+            return;
+        };
+        info!(
+            "collector {} {why} after refusing every call for {:?} ({} tries)",
+            self.shared.config.addr,
+            refusal.since.elapsed(),
+            refusal.attempts
+        );
+        self.shared.counters.recovered();
+        if self.current.is_some() {
+            self.shared.counters.set_state(ConnectionState::Connected);
+            self.shared.handler(|h| h.on_connected());
+        } else {
+            self.shared.counters.set_state(ConnectionState::Connecting);
+        }
+    }
+
+    /// The state while no stream is up: `Refused` during a refusal, else `Connecting`.
+    fn down_state(&self) -> ConnectionState {
+        if self.refused.is_some() {
+            ConnectionState::Refused
+        } else {
+            ConnectionState::Connecting
+        }
     }
 
     /// Schedules the next connection attempt after the backoff; returns the delay.
@@ -927,6 +1098,18 @@ impl Supervisor {
         self.client = None;
         self.shared.counters.set_state(ConnectionState::Closed);
     }
+}
+
+/// Whether a probe refused with `code` means the collector refuses this client for
+/// good (credentials, an ACL, the wrong service), which `hold_when_refused` holds
+/// payloads through.
+fn refuses_for_good(code: RpcStatusCode) -> bool {
+    matches!(
+        code,
+        RpcStatusCode::UNAUTHENTICATED
+            | RpcStatusCode::PERMISSION_DENIED
+            | RpcStatusCode::UNIMPLEMENTED
+    )
 }
 
 /// Half-closes a call on the completion-queue thread. `half_closed` is set first, on
