@@ -680,6 +680,7 @@ impl Spool {
     /// nothing left.
     pub(crate) fn release(&mut self, ids: &mut Vec<RecordId>, findings: &mut Vec<Finding>) {
         ids.sort_unstable();
+        let active = self.active.as_ref().map(|(n, _)| *n);
         let mut i = 0;
         while i < ids.len() {
             let n = ids[i].segment;
@@ -690,8 +691,9 @@ impl Spool {
             if let Some(seg) = self.segments.get_mut(&n) {
                 let released = (j - i) as u64;
                 seg.live = seg.live.saturating_sub(released);
-                if seg.live > 0 {
-                    // Others remain: note these, so a restart does not send them again.
+                if seg.live > 0 || Some(n) == active {
+                    // Others remain, or the segment stays (appends go to it): note
+                    // these, so a restart does not send them again.
                     let mut entries = Vec::with_capacity((j - i) * ACK_ENTRY as usize);
                     for id in &ids[i..j] {
                         let off = id.offset.to_le_bytes();
