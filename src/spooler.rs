@@ -329,6 +329,14 @@ fn step(
             }
             loaded_any = true;
         }
+        // Records an earlier run left that can no longer be read (their segment was
+        // removed or cut short meanwhile) are gone without a load: the gauge follows
+        // the spool, so `flush` does not wait for them. Everything loaded above is in
+        // the ledger already.
+        Counters::set(
+            &shared.counters.spool_unloaded_old,
+            sp.counts().unloaded_old,
+        );
         publish(shared, &sp);
     }
     report(shared, findings);

@@ -105,6 +105,11 @@ struct Inner {
     empty: AtomicU64,
     early_ok: AtomicU64,
     bad_payloads: AtomicU64,
+    /// Keep every received payload in `received` (the default); otherwise only count
+    /// them in `counted` (their ids still go to `ok_ids`).
+    keep: std::sync::atomic::AtomicBool,
+    /// Payloads received and not kept (see `keep`).
+    counted: AtomicU64,
     /// Ids (`host_id`) of payloads that travelled in a call the sink answered `OK` after
     /// reading it to the end: what the sender may count as acknowledged.
     ok_ids: Mutex<Vec<String>>,
@@ -174,6 +179,8 @@ impl Sink {
             empty: AtomicU64::new(0),
             early_ok: AtomicU64::new(0),
             bad_payloads: AtomicU64::new(0),
+            keep: std::sync::atomic::AtomicBool::new(true),
+            counted: AtomicU64::new(0),
             ok_ids: Mutex::new(Vec::new()),
             reject: Mutex::new(None),
             fail_next: Mutex::new((0, RpcStatusCode::OK)),
@@ -343,21 +350,29 @@ impl Sink {
 
     /// How many payloads were received so far.
     pub fn count(&self) -> usize {
-        self.inner.received.lock().len()
+        self.inner.received.lock().len() + self.inner.counted.load(Ordering::SeqCst) as usize
+    }
+
+    /// Whether to keep the payloads received from now on (the default), or only count
+    /// them (and keep their ids, in `ok_ids`): for tests that send hundreds of MiB,
+    /// whose sink must not grow with them.
+    pub fn keep_payloads(&self, keep: bool) {
+        self.inner.keep.store(keep, Ordering::SeqCst);
     }
 
     /// Waits until at least `n` payloads were received; false on timeout.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
+        let counted = || self.inner.counted.load(Ordering::SeqCst) as usize;
         let mut received = self.inner.received.lock();
-        while received.len() < n {
+        while received.len() + counted() < n {
             if self
                 .inner
                 .changed
                 .wait_until(&mut received, deadline)
                 .timed_out()
             {
-                return received.len() >= n;
+                return received.len() + counted() >= n;
             }
         }
         true
@@ -543,7 +558,14 @@ fn record(inner: &Inner, bytes: &[u8]) -> Option<String> {
                     .expect("sink: write record");
             }
             let id = payload.host_id.clone();
-            inner.received.lock().push(payload);
+            let mut received = inner.received.lock();
+            if inner.keep.load(Ordering::SeqCst) {
+                received.push(payload);
+            } else {
+                // Counted under the lock `wait_for` waits with, so it cannot miss it.
+                inner.counted.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(received);
             inner.changed.notify_all();
             Some(id)
         }
