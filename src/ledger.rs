@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::OverflowPolicy;
 use crate::events::DropReason;
-use crate::spool::RecordId;
+use crate::spool::{RecordId, Run};
 
 /// Where a payload came from, for `flush`: source 0 is `send_logs`, source `n > 0` the
 /// `n`-th worker queue; `ord` counts payloads taken from that source.
@@ -360,6 +360,31 @@ impl Ledger {
                     .count()
             })
             .sum()
+    }
+
+    /// Forgets this run's payloads that waited on disk in `runs` and are gone with
+    /// their file (those of `runs` still outstanding and not held in memory: the others
+    /// were read back or released before); returns how many, and their entries. The
+    /// caller counts them under this same hold of the lock.
+    pub(crate) fn lose(&mut self, runs: &[Run]) -> (u64, u64) {
+        let held: BTreeSet<Origin> = self.items().map(|i| i.origin).collect();
+        let (mut payloads, mut entries) = (0u64, 0u64);
+        for r in runs {
+            for ord in r.first..r.first.saturating_add(r.count) {
+                let origin = Origin {
+                    source: r.source,
+                    ord,
+                };
+                if held.contains(&origin) {
+                    continue;
+                }
+                if let Some(n) = self.outstanding.remove(&origin) {
+                    payloads += 1;
+                    entries = entries.saturating_add(u64::from(n));
+                }
+            }
+        }
+        (payloads, entries)
     }
 
     /// Every payload held in memory, wherever it is.

@@ -100,6 +100,36 @@ struct Segment {
     ack_file: Option<File>,
     /// Bytes the sidecar holds.
     ack_len: u64,
+    /// This run's records in it, by origin (runs of consecutive ordinals: about one per
+    /// worker batch), so that the ledger learns which payloads are gone if the file is
+    /// lost before they are read back. Empty for an earlier run's segment.
+    origins: Vec<Run>,
+}
+
+/// Consecutive ordinals of one source: `first..first + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) source: u32,
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+}
+
+/// Records lost (their file removed or damaged) before they were read back.
+#[derive(Debug, Default)]
+pub(crate) struct Lost {
+    /// An earlier run's: how many, and their entries.
+    pub(crate) old: u64,
+    pub(crate) old_entries: u64,
+    /// This run's: where they may be (the ledger knows which of these still wait on
+    /// disk; the others were loaded or released before).
+    pub(crate) runs: Vec<Run>,
+}
+
+impl Lost {
+    /// Whether nothing was lost.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.old == 0 && self.runs.is_empty()
+    }
 }
 
 impl Segment {
@@ -164,6 +194,8 @@ pub(crate) struct Spool {
     failed: bool,
     /// An append succeeded after an I/O error (see [`Spool::take_recovered`]).
     recovered: bool,
+    /// Records lost since the last [`Spool::take_lost`].
+    lost: Lost,
     scratch: Vec<u8>,
     encoded: Vec<u8>,
 }
@@ -230,6 +262,7 @@ impl Spool {
             resting_until: None,
             failed: false,
             recovered: false,
+            lost: Lost::default(),
             scratch: Vec::new(),
             encoded: Vec::new(),
         };
@@ -316,6 +349,7 @@ impl Spool {
             damage_seen: HashSet::new(),
             ack_file: None,
             ack_len,
+            origins: Vec::new(),
         };
         let mut at = 0;
         loop {
@@ -440,6 +474,18 @@ impl Spool {
         seg.records += 1;
         seg.live += 1;
         seg.live_entries += u64::from(header.entries);
+        match seg.origins.last_mut() {
+            Some(r)
+                if r.source == header.source && r.first.saturating_add(r.count) == header.ord =>
+            {
+                r.count += 1;
+            }
+            _ => seg.origins.push(Run {
+                source: header.source,
+                first: header.ord,
+                count: 1,
+            }),
+        }
         if !load {
             seg.unloaded += 1;
             seg.unloaded_entries += u64::from(header.entries);
@@ -467,6 +513,11 @@ impl Spool {
             .saturating_add(len as u64)
             .saturating_add(ACK_ENTRY)
             <= self.max_bytes
+    }
+
+    /// The records lost since the last call (see [`Lost`]).
+    pub(crate) fn take_lost(&mut self) -> Lost {
+        std::mem::take(&mut self.lost)
     }
 
     /// Whether an append succeeded since the last I/O error (once).
@@ -518,6 +569,7 @@ impl Spool {
                 damage_seen: HashSet::new(),
                 ack_file: None,
                 ack_len: 0,
+                origins: Vec::new(),
             },
         );
         // The cursor waited at the end of the old active segment (nothing after it),
@@ -679,6 +731,9 @@ impl Spool {
                     offset: self.cursor.offset,
                     len: len.saturating_sub(self.cursor.offset),
                 });
+            }
+            if s.unloaded > 0 {
+                lose(&mut self.lost, s, s.unloaded, s.unloaded_entries);
             }
             s.live = s.live.saturating_sub(s.unloaded);
             s.live_entries = s.live_entries.saturating_sub(s.unloaded_entries);
@@ -848,6 +903,16 @@ impl Spool {
         }
         if let Some(s) = self.segments.get_mut(&n) {
             // Whatever could not be read is gone with the segment (reported above).
+            let read = evicted.len() as u64;
+            if s.live > read {
+                let entries: u64 = evicted.iter().map(|l| u64::from(l.header.entries)).sum();
+                lose(
+                    &mut self.lost,
+                    s,
+                    s.live - read,
+                    s.live_entries.saturating_sub(entries),
+                );
+            }
             s.live = 0;
             s.live_entries = 0;
             s.unloaded = 0;
@@ -953,6 +1018,17 @@ fn read_acks(path: &Path) -> HashSet<u64> {
             })
         })
         .collect()
+}
+
+/// Notes `count` records of `seg` (with `entries`) as lost: an earlier run's by number,
+/// this run's by the runs of origins the segment holds.
+fn lose(lost: &mut Lost, seg: &Segment, count: u64, entries: u64) {
+    if seg.old {
+        lost.old = lost.old.saturating_add(count);
+        lost.old_entries = lost.old_entries.saturating_add(entries);
+    } else {
+        lost.runs.extend_from_slice(&seg.origins);
+    }
 }
 
 /// Removes a segment and its sidecar (the segment first: a sidecar left alone is

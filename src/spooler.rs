@@ -98,6 +98,7 @@ pub(crate) fn spool_taken(
             }
         }
         recovered = recovered || sp.take_recovered();
+        settle_lost(shared, &mut sp);
         publish(shared, &sp);
         (appended && shared.spool_sync() == Some(SpoolSync::EveryAppend))
             .then(|| sp.take_unsynced())
@@ -329,14 +330,9 @@ fn step(
             }
             loaded_any = true;
         }
-        // Records an earlier run left that can no longer be read (their segment was
-        // removed or cut short meanwhile) are gone without a load: the gauge follows
-        // the spool, so `flush` does not wait for them. Everything loaded above is in
-        // the ledger already.
-        Counters::set(
-            &shared.counters.spool_unloaded_old,
-            sp.counts().unloaded_old,
-        );
+        // Records that can no longer be read (their segment was removed or cut short
+        // meanwhile) are gone without a load: `flush` does not wait for them.
+        settle_lost(shared, &mut sp);
         publish(shared, &sp);
     }
     report(shared, findings);
@@ -407,6 +403,7 @@ pub(crate) fn take_all(
             all.push((key, l.body));
         }
         sp.release(&mut release, &mut findings);
+        settle_lost(shared, &mut sp);
         publish(shared, &sp);
         let c = sp.counts();
         (c.live, c.live_entries)
@@ -425,4 +422,32 @@ pub(crate) fn take_all(
         })
         .collect();
     (payloads, left)
+}
+
+/// Counts what the spool lost since the last look (files removed or damaged before
+/// their records were read back) and stops waiting for it: an earlier run's leave the
+/// count of those on disk, this run's stop being outstanding, counted under the same
+/// ledger lock (a `flush` never sees one gone and not counted). Called with the spool
+/// lock held.
+fn settle_lost(shared: &Shared, sp: &mut Spool) {
+    let lost = sp.take_lost();
+    if lost.is_empty() {
+        return;
+    }
+    let (payloads, entries) = {
+        let mut ledger = shared.ledger.lock();
+        let (p, e) = ledger.lose(&lost.runs);
+        let (p, e) = (
+            p.saturating_add(lost.old),
+            e.saturating_add(lost.old_entries),
+        );
+        Counters::add(&shared.counters.spool_lost, p);
+        Counters::add(&shared.counters.entries_spool_lost, e);
+        (p, e)
+    };
+    Counters::sub(&shared.counters.spool_unloaded_old, lost.old);
+    if payloads > 0 {
+        error!("spool: lost {payloads} payloads ({entries} entries) before they were sent: their file was removed or damaged");
+    }
+    shared.ledger_changed.notify_all();
 }

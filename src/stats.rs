@@ -111,6 +111,12 @@ pub struct Stats {
     /// Spool operations that failed (a full disk, ...); see
     /// [`SpoolEvent::Io`](crate::SpoolEvent::Io).
     pub spool_io_errors: u64,
+    /// Payloads the spool lost: accepted into it (by this run or an earlier one), then
+    /// unreadable before they were sent, their file removed or damaged meanwhile (each
+    /// such file reported to [`EventHandler::on_spool`](crate::EventHandler::on_spool)).
+    pub spool_lost: u64,
+    /// Entries in the payloads the spool lost.
+    pub entries_spool_lost: u64,
 }
 
 impl Stats {
@@ -179,6 +185,11 @@ pub struct Report {
     pub left_in_spool: u64,
     /// Entries in the payloads left in the spool.
     pub entries_left_in_spool: u64,
+    /// Payloads the spool lost (see [`Stats::spool_lost`]): unreadable before they were
+    /// sent.
+    pub lost_in_spool: u64,
+    /// Entries in the payloads the spool lost.
+    pub entries_lost_in_spool: u64,
     /// The window the counts cover.
     pub covers: Covers,
 }
@@ -213,6 +224,8 @@ impl Report {
             && self.entries_handed_back == 0
             && self.records_dropped == 0
             && self.left_in_spool == 0
+            && self.lost_in_spool == 0
+            && self.entries_lost_in_spool == 0
     }
 }
 
@@ -226,6 +239,8 @@ pub(crate) struct Settled {
     entries_dropped: u64,
     entries_dead_lettered: u64,
     records_dropped: u64,
+    lost_in_spool: u64,
+    entries_lost_in_spool: u64,
 }
 
 impl Settled {
@@ -239,6 +254,8 @@ impl Settled {
             entries_dropped: self.entries_dropped.min(other.entries_dropped),
             entries_dead_lettered: self.entries_dead_lettered.min(other.entries_dead_lettered),
             records_dropped: self.records_dropped.min(other.records_dropped),
+            lost_in_spool: self.lost_in_spool.min(other.lost_in_spool),
+            entries_lost_in_spool: self.entries_lost_in_spool.min(other.entries_lost_in_spool),
         }
     }
 
@@ -255,6 +272,10 @@ impl Settled {
                 .entries_dead_lettered
                 .saturating_sub(before.entries_dead_lettered),
             records_dropped: self.records_dropped.saturating_sub(before.records_dropped),
+            lost_in_spool: self.lost_in_spool.saturating_sub(before.lost_in_spool),
+            entries_lost_in_spool: self
+                .entries_lost_in_spool
+                .saturating_sub(before.entries_lost_in_spool),
         }
     }
 
@@ -267,6 +288,8 @@ impl Settled {
             entries_dropped: self.entries_dropped,
             entries_dead_lettered: self.entries_dead_lettered,
             records_dropped: self.records_dropped,
+            lost_in_spool: self.lost_in_spool,
+            entries_lost_in_spool: self.entries_lost_in_spool,
             covers,
             ..Report::default()
         }
@@ -298,6 +321,8 @@ pub(crate) struct Counters {
     pub(crate) replayed: AtomicU64,
     pub(crate) spool_corrupt: AtomicU64,
     pub(crate) spool_io_errors: AtomicU64,
+    pub(crate) spool_lost: AtomicU64,
+    pub(crate) entries_spool_lost: AtomicU64,
     /// The spool's gauges, set by whoever changed it last.
     pub(crate) spool_bytes: AtomicU64,
     pub(crate) spooled: AtomicU64,
@@ -484,6 +509,8 @@ impl Counters {
             entries_dropped: self.entries_dropped.load(Relaxed),
             entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
             records_dropped: self.records_dropped.load(Relaxed),
+            lost_in_spool: self.spool_lost.load(Relaxed),
+            entries_lost_in_spool: self.entries_spool_lost.load(Relaxed),
         }
     }
 
@@ -538,6 +565,8 @@ impl Counters {
             spooled: self.spooled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
             spool_corrupt: self.spool_corrupt.load(Relaxed),
+            spool_lost: self.spool_lost.load(Relaxed),
+            entries_spool_lost: self.entries_spool_lost.load(Relaxed),
             spool_io_errors: self.spool_io_errors.load(Relaxed),
         }
     }
