@@ -45,7 +45,8 @@ pub enum OverflowPolicy {
     /// a full spool evicts its oldest segment file whose payloads all wait on disk (each
     /// payload in it is dropped, counted and reported with its payload read back); if
     /// none can go (the oldest are in memory, on their way), the new payload is held in
-    /// memory under this policy.
+    /// memory under this policy. (`send_logs` evicts nothing: with a full spool it holds
+    /// its payload in memory if there is room, else returns `BufferFull`.)
     DropOldest,
 }
 

@@ -137,6 +137,32 @@ pub(crate) const MAX_STRIKES: u8 = 3;
 /// passing outage cannot strike a payload out in a few round trips.
 pub(crate) const STRIKE_WAIT: Duration = Duration::from_secs(1);
 
+/// Where an outstanding payload is, as far as the spool goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disk {
+    /// Not in the spool (no spool, not through it yet, or it did not take it).
+    No,
+    /// In the spool, and in memory too (or in a writer's hands).
+    Spooled,
+    /// In the spool only: it waits on disk to be read back.
+    OnDiskOnly,
+}
+
+/// An outstanding payload: its entries, and where it is.
+#[derive(Clone, Copy, Debug)]
+struct Out {
+    entries: u32,
+    disk: Disk,
+}
+
+/// What `shutdown` left in the spool, or handed back from it, of an earlier run's
+/// payloads never read back (they have no origin here): payloads, entries.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OldSettled {
+    pub(crate) left: (u64, u64),
+    pub(crate) handed_back: (u64, u64),
+}
+
 /// Payloads held, by where they are.
 pub(crate) struct Ledger {
     outbox: VecDeque<Item>,
@@ -147,8 +173,12 @@ pub(crate) struct Ledger {
     on_trial: BTreeMap<u64, Trial>,
     /// Epochs with payloads committed so far.
     data_commits: u64,
-    /// Payloads taken in and not settled, with their entry counts.
-    outstanding: BTreeMap<Origin, u32>,
+    /// Payloads taken in and not settled, with their entry counts and where they are.
+    outstanding: BTreeMap<Origin, Out>,
+    /// Payloads `close` left in the spool (for a `flush` racing it), with their entries.
+    left_behind: BTreeMap<Origin, u32>,
+    /// The same for an earlier run's payloads still on disk.
+    old_settled: OldSettled,
     /// Payloads `close` took back undelivered (from here or from a queue), with their
     /// entry counts: a `flush` racing the close reports them as handed back, not as
     /// settled.
@@ -177,6 +207,8 @@ impl Ledger {
             on_trial: BTreeMap::new(),
             data_commits: 0,
             outstanding: BTreeMap::new(),
+            left_behind: BTreeMap::new(),
+            old_settled: OldSettled::default(),
             handed_back: BTreeMap::new(),
             held: 0,
             held_bytes: 0,
@@ -208,7 +240,18 @@ impl Ledger {
     fn hold(&mut self, item: &Item) {
         self.held += 1;
         self.held_bytes += item.len();
-        self.outstanding.insert(item.origin, item.entries);
+        let disk = if item.spooled.is_some() {
+            Disk::Spooled
+        } else {
+            Disk::No
+        };
+        self.outstanding.insert(
+            item.origin,
+            Out {
+                entries: item.entries,
+                disk,
+            },
+        );
     }
 
     /// Forgets items that reached a final state; returns how many were held. An item
@@ -332,7 +375,13 @@ impl Ledger {
     /// Marks a payload outstanding from the moment a worker takes it off the queue, so
     /// that `flush` waits for it while it is still being encoded.
     pub(crate) fn reserve(&mut self, origin: Origin, entries: u32) {
-        self.outstanding.insert(origin, entries);
+        self.outstanding.insert(
+            origin,
+            Out {
+                entries,
+                disk: Disk::No,
+            },
+        );
         if let Some(u) = &mut self.unspooled {
             u.insert(origin);
         }
@@ -350,6 +399,13 @@ impl Ledger {
         }
     }
 
+    /// A reserved payload is in the spool only, waiting on disk (its memory freed).
+    pub(crate) fn on_disk_only(&mut self, origin: Origin) {
+        if let Some(o) = self.outstanding.get_mut(&origin) {
+            o.disk = Disk::OnDiskOnly;
+        }
+    }
+
     /// Payloads of `targets` taken off a queue and not through the spool yet.
     pub(crate) fn unspooled_before(&self, targets: &[(u32, u64)]) -> usize {
         let Some(u) = &self.unspooled else { return 0 };
@@ -362,12 +418,10 @@ impl Ledger {
             .sum()
     }
 
-    /// Forgets this run's payloads that waited on disk in `runs` and are gone with
-    /// their file (those of `runs` still outstanding and not held in memory: the others
-    /// were read back or released before); returns how many, and their entries. The
-    /// caller counts them under this same hold of the lock.
+    /// Forgets this run's payloads of `runs` that waited on disk (their file is gone:
+    /// those read back or released before are not among them); returns how many, and
+    /// their entries. The caller counts them under this same hold of the lock.
     pub(crate) fn lose(&mut self, runs: &[Run]) -> (u64, u64) {
-        let held: BTreeSet<Origin> = self.items().map(|i| i.origin).collect();
         let (mut payloads, mut entries) = (0u64, 0u64);
         for r in runs {
             for ord in r.first..r.first.saturating_add(r.count) {
@@ -375,54 +429,44 @@ impl Ledger {
                     source: r.source,
                     ord,
                 };
-                if held.contains(&origin) {
-                    continue;
-                }
-                if let Some(n) = self.outstanding.remove(&origin) {
-                    payloads += 1;
-                    entries = entries.saturating_add(u64::from(n));
+                if self
+                    .outstanding
+                    .get(&origin)
+                    .is_some_and(|o| o.disk == Disk::OnDiskOnly)
+                {
+                    if let Some(o) = self.outstanding.remove(&origin) {
+                        payloads += 1;
+                        entries = entries.saturating_add(u64::from(o.entries));
+                    }
                 }
             }
         }
         (payloads, entries)
     }
 
-    /// Every payload held in memory, wherever it is.
-    fn items(&self) -> impl Iterator<Item = &Item> {
-        let epochs = self
-            .epochs
-            .values()
-            .flat_map(|e| e.written.iter().chain(&e.unwritten));
-        let groups = self.suspects.iter().flat_map(|g| &g.items);
-        let trials = self.on_trial.values().flat_map(|t| &t.items);
-        self.outbox.iter().chain(epochs).chain(groups).chain(trials)
-    }
-
-    /// Payloads held in memory that are not in the spool (it was full or failing).
+    /// Payloads taken in, through the spool's step, and not in the spool (it was full
+    /// or failing): held in memory only.
     pub(crate) fn not_spooled(&self) -> usize {
-        self.items().filter(|i| i.spooled.is_none()).count()
+        self.outstanding
+            .iter()
+            .filter(|(origin, o)| {
+                o.disk == Disk::No && !self.unspooled.as_ref().is_some_and(|u| u.contains(origin))
+            })
+            .count()
     }
 
     /// Of the outstanding payloads whose origin is before `targets[source]`, those in
-    /// the spool (held in memory too, or waiting on disk), and their entries: all but
-    /// those held in memory only and those not through the spool yet.
+    /// the spool (held in memory too, or waiting on disk), and their entries.
     pub(crate) fn spooled_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
-        let memory_only: BTreeSet<Origin> = self
-            .items()
-            .filter(|i| i.spooled.is_none())
-            .map(|i| i.origin)
-            .collect();
-        let not_through = |o: &Origin| self.unspooled.as_ref().is_some_and(|u| u.contains(o));
         let (mut payloads, mut entries) = (0u64, 0u64);
         for &(source, ord) in targets {
-            for (origin, n) in self
+            for (_, o) in self
                 .outstanding
                 .range(Origin { source, ord: 0 }..Origin { source, ord })
+                .filter(|(_, o)| o.disk != Disk::No)
             {
-                if !memory_only.contains(origin) && !not_through(origin) {
-                    payloads += 1;
-                    entries = entries.saturating_add(u64::from(*n));
-                }
+                payloads += 1;
+                entries = entries.saturating_add(u64::from(o.entries));
             }
         }
         (payloads, entries)
@@ -745,23 +789,14 @@ impl Ledger {
     /// Of the payloads whose origin is before `targets[source]` in their source, how many
     /// `close` handed back, and their entries.
     pub(crate) fn handed_back_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
-        let (mut payloads, mut entries) = (0u64, 0u64);
-        for &(source, ord) in targets {
-            for n in self
-                .handed_back
-                .range(Origin { source, ord: 0 }..Origin { source, ord })
-                .map(|(_, n)| *n)
-            {
-                payloads += 1;
-                entries = entries.saturating_add(u64::from(n));
-            }
-        }
-        (payloads, entries)
+        count_before(&self.handed_back, targets)
     }
 
-    /// Takes every payload still held, oldest first (for `close`), and remembers them as
-    /// handed back.
-    pub(crate) fn drain_all(&mut self) -> Vec<Item> {
+    /// Takes every payload still held, oldest first (for `close`), and lists what waits
+    /// in the spool only (origin, entries). Remembers, for a `flush` racing the close,
+    /// what it hands back (held in memory only; with `take_spool`, everything) and what
+    /// stays in the spool.
+    pub(crate) fn drain_all(&mut self, take_spool: bool) -> (Vec<Item>, Vec<(Origin, u32)>) {
         let mut all: Vec<Item> = std::mem::take(&mut self.epochs)
             .into_values()
             .flat_map(|e| e.written.into_iter().chain(e.unwritten))
@@ -774,14 +809,69 @@ impl Ledger {
                 .flat_map(|t| t.items),
         );
         all.sort_by_key(|i| i.seq);
-        for item in &all {
-            self.handed_back.insert(item.origin, item.entries);
+        let on_disk: Vec<(Origin, u32)> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.disk == Disk::OnDiskOnly)
+            .map(|(origin, o)| (*origin, o.entries))
+            .collect();
+        let spooled = all
+            .iter()
+            .map(|i| (i.spooled.is_some(), i.origin, i.entries))
+            .chain(on_disk.iter().map(|&(o, e)| (true, o, e)));
+        for (in_spool, origin, entries) in spooled {
+            if in_spool && !take_spool {
+                self.left_behind.insert(origin, entries);
+            } else {
+                self.handed_back.insert(origin, entries);
+            }
         }
         self.held = 0;
         self.held_bytes = 0;
         self.outstanding.clear();
-        all
+        (all, on_disk)
     }
+
+    /// Payloads `close` was to hand back from the spool that could not be read back:
+    /// lost, not handed back (for a racing `flush`).
+    pub(crate) fn not_handed_back(&mut self, lost: &[Origin]) {
+        for origin in lost {
+            self.handed_back.remove(origin);
+        }
+    }
+
+    /// Of the payloads whose origin is before `targets[source]` in their source, how
+    /// many `close` left in the spool, and their entries.
+    pub(crate) fn left_behind_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
+        count_before(&self.left_behind, targets)
+    }
+
+    /// Records what `close` did with an earlier run's payloads never read back (then
+    /// the caller lowers the count of those on disk).
+    pub(crate) fn settle_old(&mut self, old: OldSettled) {
+        self.old_settled = old;
+    }
+
+    /// What `close` did with an earlier run's payloads never read back.
+    pub(crate) fn old_settled(&self) -> OldSettled {
+        self.old_settled
+    }
+}
+
+/// Of the payloads in `map` whose origin is before `targets[source]` in their source,
+/// how many, and their entries.
+fn count_before(map: &BTreeMap<Origin, u32>, targets: &[(u32, u64)]) -> (u64, u64) {
+    let (mut payloads, mut entries) = (0u64, 0u64);
+    for &(source, ord) in targets {
+        for n in map
+            .range(Origin { source, ord: 0 }..Origin { source, ord })
+            .map(|(_, n)| *n)
+        {
+            payloads += 1;
+            entries = entries.saturating_add(u64::from(n));
+        }
+    }
+    (payloads, entries)
 }
 
 /// Takes up to `max` items (and about `max_bytes`: at least one) from the front of `from`.

@@ -17,7 +17,7 @@ use crate::entries::{self, Batcher, Batching, EntrySender, Mark, Passed, Watch};
 use crate::error::{invalid_config, Error};
 use crate::events::DropReason;
 use crate::events::SpoolEvent;
-use crate::ledger::Origin;
+use crate::ledger::{OldSettled, Origin};
 use crate::model::LogPayload;
 use crate::queues::{FlushTarget, Intake, Queued};
 use crate::shared::{decode_item, Shared};
@@ -142,8 +142,11 @@ fn prune_workers(workers: &mut Vec<JoinHandle<()>>) {
 #[non_exhaustive]
 pub struct Durability {
     /// Everything taken in before the call is in the spool, and the spool is on disk.
-    /// `false`: the timeout passed first, a sync failed (reported to the event
-    /// handler), or some payloads are held in memory only (`memory_only`).
+    /// `false`: the timeout passed first, a sync failed, this one or any before it since
+    /// the spool was opened (reported to the event handler: after a failed `fdatasync`
+    /// the kernel may have dropped what it could not write, so nothing appended before
+    /// it can be known to be on disk), or some payloads are held in memory only
+    /// (`memory_only`).
     pub durable: bool,
     /// Payloads in the spool now.
     pub spooled: u64,
@@ -587,7 +590,9 @@ impl LogSender {
             self.settle_step(pending.not_taken == 0, deadline);
         };
         let (left_in_spool, entries_left_in_spool) = match &self.shared.spool {
-            Some(spool) if pending.outstanding() > 0 => {
+            // A shutdown running meanwhile left them in the spool.
+            Some(_) if pending.outstanding() == 0 => pending.left,
+            Some(spool) => {
                 // Counted, then synced: everything counted is on disk when this returns.
                 let left = {
                     let sp = spool.lock();
@@ -600,9 +605,12 @@ impl LogSender {
                     )
                 };
                 let _ = spooler::sync_now(&self.shared, spool);
-                left
+                (
+                    left.0.saturating_add(pending.left.0),
+                    left.1.saturating_add(pending.left.1),
+                )
             }
-            _ => (0, 0),
+            None => (0, 0),
         };
         Report {
             left_in_spool,
@@ -919,31 +927,26 @@ impl LogSender {
         take_spool: bool,
     ) -> (Vec<LogPayload>, (u64, u64)) {
         let shared = &self.shared;
-        let held = shared.ledger.lock().drain_all();
         let mut left = (0, 0);
         let mut undelivered: Vec<LogPayload> = match &shared.spool {
-            Some(spool) if take_spool => {
-                let (payloads, still) = spooler::take_all(shared, spool, held);
+            Some(spool) => {
+                let (held, on_disk) = shared.ledger.lock().drain_all(take_spool);
+                let (payloads, still) = if take_spool {
+                    spooler::take_all(shared, spool, held, on_disk)
+                } else {
+                    spooler::leave_all(shared, spool, held)
+                };
                 left = still;
                 payloads
             }
-            Some(spool) => {
-                // What is in the spool stays there, for the next sender on its directory.
-                let (spooled, memory): (Vec<_>, Vec<_>) =
-                    held.into_iter().partition(|item| item.spooled.is_some());
-                let _ = spooler::sync_now(shared, spool);
-                let sp = spool.lock();
-                left = (
-                    (spooled.len() as u64).saturating_add(sp.backlog()),
-                    spooled
-                        .iter()
-                        .map(|i| u64::from(i.entries))
-                        .sum::<u64>()
-                        .saturating_add(sp.backlog_entries()),
-                );
-                memory.iter().filter_map(decode_item).collect()
-            }
-            None => held.iter().filter_map(decode_item).collect(),
+            None => shared
+                .ledger
+                .lock()
+                .drain_all(false)
+                .0
+                .iter()
+                .filter_map(decode_item)
+                .collect(),
         };
         // One hold of the queues lock from taking the receivers to recording what they
         // gave back (at most about 100 ms; the workers are joined): a `flush` reads the
@@ -994,12 +997,20 @@ impl LogSender {
         let queues = self.shared.queues.lock();
         let not_taken = queues.not_taken(target);
         let ledger = self.shared.ledger.lock();
+        // An earlier run's payloads a shutdown handed back or left in the spool count as
+        // the flush's own (it waits for all of them).
+        let old = match self.shared.spool {
+            Some(_) => ledger.old_settled(),
+            None => OldSettled::default(),
+        };
+        let add = |a: (u64, u64), b: (u64, u64)| (a.0.saturating_add(b.0), a.1.saturating_add(b.1));
         Pending {
             held: ledger
                 .outstanding_before(&target.bounds)
                 .saturating_add(usize::try_from(on_disk).unwrap_or(usize::MAX)),
             not_taken,
-            handed_back: ledger.handed_back_before(&target.bounds),
+            handed_back: add(ledger.handed_back_before(&target.bounds), old.handed_back),
+            left: add(ledger.left_behind_before(&target.bounds), old.left),
         }
     }
 
@@ -1033,6 +1044,8 @@ struct Pending {
     not_taken: usize,
     /// Handed back by a shutdown: payloads, entries.
     handed_back: (u64, u64),
+    /// Left in the spool by a shutdown: payloads, entries.
+    left: (u64, u64),
 }
 
 impl Pending {

@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     next_direct: AtomicU64,
     /// The disk spool, if one is configured (its lock comes before the ledger's).
     pub(crate) spool: Option<Mutex<Spool>>,
+    /// Held across a whole spool sync (taking the files, syncing them), so that a sync
+    /// that finds nothing to do knows every earlier one has finished (see
+    /// `spooler::sync_now`). Taken before the spool lock, never inside it.
+    pub(crate) spool_syncing: Mutex<()>,
 }
 
 impl Shared {
@@ -82,6 +86,7 @@ impl Shared {
             next_seq: AtomicU64::new(0),
             next_direct: AtomicU64::new(0),
             spool: spool.map(Mutex::new),
+            spool_syncing: Mutex::new(()),
             config,
         }
     }

@@ -196,6 +196,8 @@ pub(crate) struct Spool {
     recovered: bool,
     /// Records lost since the last [`Spool::take_lost`].
     lost: Lost,
+    /// A sync failed (see [`Spool::unsynced_again`]).
+    sync_failed: bool,
     scratch: Vec<u8>,
     encoded: Vec<u8>,
 }
@@ -263,6 +265,7 @@ impl Spool {
             failed: false,
             recovered: false,
             lost: Lost::default(),
+            sync_failed: false,
             scratch: Vec::new(),
             encoded: Vec::new(),
         };
@@ -285,8 +288,11 @@ impl Spool {
                 Err(error) => findings.push(Finding::Io { path, error }),
             }
         }
-        // Sidecars whose segment is gone (removed just before a crash).
+        // Sidecars whose segment is gone (removed just before a crash). New segments are
+        // numbered past them too: should a removal fail or not last, a stale sidecar can
+        // never name a new segment's records.
         for n in acks {
+            spool.next_segment = spool.next_segment.max(n.saturating_add(1));
             if !spool.segments.contains_key(&n) {
                 let path = ack_path(&dir.join(segment_name(n)));
                 if let Err(error) = std::fs::remove_file(&path) {
@@ -589,6 +595,13 @@ impl Spool {
                 Some(s) if self.cursor.offset >= s.len && Some(self.cursor.segment) != active => {
                     s.acked = HashSet::new();
                     s.damage_seen = HashSet::new();
+                    if s.unloaded > 0 {
+                        // Passed without being read back (damage found on the way,
+                        // skipped and reported): gone.
+                        lose(&mut self.lost, s, s.unloaded, s.unloaded_entries);
+                        s.live = s.live.saturating_sub(s.unloaded);
+                        s.live_entries = s.live_entries.saturating_sub(s.unloaded_entries);
+                    }
                     s.unloaded = 0;
                     s.unloaded_entries = 0;
                 }
@@ -596,7 +609,12 @@ impl Spool {
                 None if Some(self.cursor.segment) == active => return,
                 None => {}
             }
-            match self.segments.range(self.cursor.segment + 1..).next() {
+            let next = self
+                .cursor
+                .segment
+                .checked_add(1)
+                .and_then(|m| self.segments.range(m..).next());
+            match next {
                 Some((&n, _)) => {
                     self.cursor = RecordId {
                         segment: n,
@@ -725,11 +743,11 @@ impl Spool {
     /// moves to the next segment.
     fn lose_rest(&mut self, n: u64, findings: &mut Vec<Finding>, len: u64) {
         if let Some(s) = self.segments.get_mut(&n) {
-            if s.unloaded > 0 {
+            if s.unloaded > 0 && len > self.cursor.offset {
                 findings.push(Finding::Damage {
                     path: s.path.clone(),
                     offset: self.cursor.offset,
-                    len: len.saturating_sub(self.cursor.offset),
+                    len: len - self.cursor.offset,
                 });
             }
             if s.unloaded > 0 {
@@ -852,9 +870,15 @@ impl Spool {
             return Vec::new();
         };
         let mut evicted = Vec::new();
+        // Its records before the cursor were read back and released already.
+        let from = if self.cursor.segment == n {
+            self.cursor.offset
+        } else {
+            0
+        };
         match File::open(&seg.path) {
             Ok(file) => {
-                let mut at = 0;
+                let mut at = from;
                 loop {
                     match record::next(&file, at, seg.len, true, &mut self.scratch) {
                         Ok(Found::Record {
@@ -956,6 +980,12 @@ impl Spool {
         }
         self.dir_unsynced |= failed.dir.is_some();
         self.dirty = true;
+        self.sync_failed = true;
+    }
+
+    /// Whether a sync failed since the spool was opened.
+    pub(crate) fn sync_failed(&self) -> bool {
+        self.sync_failed
     }
 }
 
@@ -1206,6 +1236,41 @@ mod tests {
         let want: Vec<u64> = (2..per_seg).chain(2 * per_seg..=n).collect();
         assert_eq!(loaded, want);
         assert!(files_bytes(&d) <= 4000);
+    }
+
+    #[test]
+    fn eviction_never_takes_records_read_back_and_released_before() {
+        let d = Dir::new();
+        let (mut s, _, _) = open(&d, 4000, 500);
+        let mut ids = Vec::new();
+        while let Ok((id, _)) = s.append(
+            head(ids.len() as u64, 100),
+            &[1; 100],
+            false,
+            &mut Vec::new(),
+        ) {
+            ids.push(id);
+        }
+        // The first two records are read back and released (acknowledged): the first
+        // segment's rest still waits on disk, so it can be evicted, but only its rest.
+        let mut f = Vec::new();
+        let first: Vec<u64> = (0..2)
+            .filter_map(|_| s.load_next(|_| true, &mut f))
+            .map(|l| l.header.ord)
+            .collect();
+        assert_eq!(first, [0, 1]);
+        s.release(&mut vec![(ids[0], 1), (ids[1], 1)], &mut f);
+        let per_seg = 500 / (HEADER as u64 + 100);
+        let gone: Vec<u64> = s
+            .evict_oldest(&mut f)
+            .iter()
+            .map(|l| l.header.ord)
+            .collect();
+        assert_eq!(gone, (2..per_seg).collect::<Vec<_>>());
+        assert!(f.is_empty(), "{f:?}");
+        assert!(s.take_lost().is_empty());
+        // And reading goes on with the next segment.
+        assert_eq!(drain(&mut s)[0].header.ord, per_seg);
     }
 
     #[test]

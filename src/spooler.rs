@@ -6,6 +6,7 @@
 //! Lock order: the spool lock, then the ledger lock inside it (never the other way
 //! round). File syncs run with neither held.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -15,8 +16,9 @@ use parking_lot::Mutex;
 
 use crate::config::{OverflowPolicy, SpoolSync};
 use crate::events::{DropReason, SpoolEvent};
-use crate::ledger::{Item, Origin};
+use crate::ledger::{Item, OldSettled, Origin};
 use crate::model::LogPayload;
+use crate::shared::decode_item;
 use crate::shared::Shared;
 use crate::spool::{record::Header, AppendError, Finding, Loaded, RecordId, Spool};
 use crate::stats::Counters;
@@ -77,9 +79,11 @@ pub(crate) fn spool_taken(
                     ledger.spooled(item.origin);
                     if loaded {
                         ledger.admit_spooled(item);
+                    } else {
+                        // It waits on disk, still reserved (a `flush` waits for it), its
+                        // memory freed here.
+                        ledger.on_disk_only(item.origin);
                     }
-                    // Not loaded: it waits on disk, still reserved (a `flush` waits for
-                    // it), its memory freed here.
                 }
                 Err(AppendError::Full) if shared.config.overflow == OverflowPolicy::DropNewest => {
                     let mut ledger = shared.ledger.lock();
@@ -100,18 +104,10 @@ pub(crate) fn spool_taken(
         recovered = recovered || sp.take_recovered();
         settle_lost(shared, &mut sp);
         publish(shared, &sp);
-        (appended && shared.spool_sync() == Some(SpoolSync::EveryAppend))
-            .then(|| sp.take_unsynced())
+        appended && shared.spool_sync() == Some(SpoolSync::EveryAppend)
     };
-    if let Some(to_sync) = to_sync {
-        if let Err(error) = to_sync.run() {
-            let mut sp = spool.lock();
-            findings.push(Finding::Io {
-                path: sp.dir().to_path_buf(),
-                error,
-            });
-            sp.unsynced_again(to_sync);
-        }
+    if to_sync {
+        sync_now(shared, spool);
     }
     if recovered {
         let path = spool.lock().dir().to_path_buf();
@@ -174,6 +170,8 @@ pub(crate) fn spool_direct(
                 ledger.spooled(item.origin);
                 if loaded {
                     ledger.admit_spooled(item);
+                } else {
+                    ledger.on_disk_only(item.origin);
                 }
                 Ok(loaded)
             }
@@ -342,67 +340,124 @@ fn step(
 }
 
 /// Syncs everything appended so far to disk (files, then the directory). Returns
-/// whether that succeeded (a failure is reported).
+/// whether that is done: false if a sync failed, this one or any before it (after a
+/// failed `fdatasync` the kernel may have dropped what it could not write, so what was
+/// appended before it cannot be known to be on disk: no later sync says it is). A
+/// failure is reported, and what it was to sync is tried again by the next sync.
 pub(crate) fn sync_now(shared: &Shared, spool: &Mutex<Spool>) -> bool {
+    // One sync at a time: one that finds nothing left to sync returns only after the
+    // sync that took the files has finished (and put them back if it failed).
+    let _one = shared.spool_syncing.lock();
     let (to_sync, dir) = {
         let mut sp = spool.lock();
         (sp.take_unsynced(), sp.dir().to_path_buf())
     };
-    if to_sync.is_empty() {
-        return true;
-    }
-    match to_sync.run() {
-        Ok(()) => true,
-        Err(error) => {
-            // Tried again at the next sync (the interval's, or the next call's).
+    if !to_sync.is_empty() {
+        if let Err(error) = to_sync.run() {
             spool.lock().unsynced_again(to_sync);
             report(shared, vec![Finding::Io { path: dir, error }]);
-            false
         }
     }
+    !spool.lock().sync_failed()
+}
+
+/// For `shutdown`: what is in the spool stays there, for the next sender on its
+/// directory, synced. Returns what `held` holds in memory only (decoded, oldest first;
+/// handed back), and what stays in the spool (payloads, entries). An earlier run's
+/// payloads never read back are recorded as left for a `flush` racing this (before the
+/// count of those on disk is lowered).
+pub(crate) fn leave_all(
+    shared: &Shared,
+    spool: &Mutex<Spool>,
+    held: Vec<Item>,
+) -> (Vec<LogPayload>, (u64, u64)) {
+    let (spooled, memory): (Vec<_>, Vec<_>) =
+        held.into_iter().partition(|item| item.spooled.is_some());
+    let _ = sync_now(shared, spool);
+    let left = {
+        let sp = spool.lock();
+        let c = sp.counts();
+        shared.ledger.lock().settle_old(OldSettled {
+            left: (c.unloaded_old, c.unloaded_old_entries),
+            handed_back: (0, 0),
+        });
+        Counters::set(&shared.counters.spool_unloaded_old, 0);
+        (
+            (spooled.len() as u64).saturating_add(sp.backlog()),
+            spooled
+                .iter()
+                .map(|i| u64::from(i.entries))
+                .sum::<u64>()
+                .saturating_add(sp.backlog_entries()),
+        )
+    };
+    (memory.iter().filter_map(decode_item).collect(), left)
 }
 
 /// For [`LogSender::shutdown_taking_spool`](crate::LogSender::shutdown_taking_spool):
-/// every payload `held` (what the ledger gave back) and every one waiting on disk,
-/// decoded, oldest first (an earlier run's, then this run's in intake order), and
-/// released from the spool, which is then synced. Also returns what is still live in
-/// the spool (records that could not be read back), in payloads and entries.
+/// every payload `held` (what the ledger gave back) and every one waiting on disk
+/// (this run's are `on_disk`), decoded, oldest first (an earlier run's, then this run's
+/// in intake order), and released from the spool, which is then synced. What cannot be
+/// read back or decoded is counted lost (and, for a racing `flush`, not handed back).
+/// Also returns what is still live in the spool (payloads, entries).
 pub(crate) fn take_all(
     shared: &Shared,
     spool: &Mutex<Spool>,
     held: Vec<Item>,
+    on_disk: Vec<(Origin, u32)>,
 ) -> (Vec<LogPayload>, (u64, u64)) {
     let mut findings = Vec::new();
     let mut release: Vec<(RecordId, u32)> = held
         .iter()
         .filter_map(|i| i.spooled.map(|id| (id, i.entries)))
         .collect();
-    // (an earlier run's first, then in intake order, body)
-    let mut all: Vec<((u8, u64), Vec<u8>)> = held
+    // (sort key: an earlier run's first, then intake order), this run's origin, entries, body
+    type Taken = ((u8, u64), Option<Origin>, u32, Vec<u8>);
+    let mut all: Vec<Taken> = held
         .into_iter()
         .map(|i| {
             let replayed = i.origin.source == REPLAY_SOURCE;
-            (
-                (u8::from(!replayed) * 2, i.seq),
-                i.bytes.as_slice().to_vec(),
-            )
+            let origin = (!replayed).then_some(i.origin);
+            let key = (u8::from(!replayed) * 2, i.seq);
+            (key, origin, i.entries, i.bytes.as_slice().to_vec())
         })
         .collect();
+    let mut waiting: BTreeMap<Origin, u32> = on_disk.into_iter().collect();
+    let mut old = (0u64, 0u64);
     let left = {
         let mut sp = spool.lock();
-        let mut old = 0u64;
         while let Some(l) = sp.load_next(|_| true, &mut findings) {
             release.push((l.id, l.header.entries));
-            let key = if l.replayed {
-                old += 1;
-                Counters::sub(&shared.counters.spool_unloaded_old, 1);
-                (1, old)
+            let entries = u64::from(l.header.entries);
+            if l.replayed {
+                old = (old.0 + 1, old.1.saturating_add(entries));
+                all.push(((1, old.0), None, l.header.entries, l.body));
             } else {
-                (2, l.header.seq)
-            };
-            all.push((key, l.body));
+                let origin = Origin {
+                    source: l.header.source,
+                    ord: l.header.ord,
+                };
+                waiting.remove(&origin);
+                all.push(((2, l.header.seq), Some(origin), l.header.entries, l.body));
+            }
         }
         sp.release(&mut release, &mut findings);
+        {
+            let mut ledger = shared.ledger.lock();
+            ledger.settle_old(OldSettled {
+                left: (0, 0),
+                handed_back: old,
+            });
+            // This run's that waited on disk and were not read back: lost.
+            let lost: Vec<Origin> = waiting.keys().copied().collect();
+            ledger.not_handed_back(&lost);
+            count_lost(
+                shared,
+                lost.len() as u64,
+                waiting.values().map(|e| u64::from(*e)).sum(),
+            );
+        }
+        Counters::set(&shared.counters.spool_unloaded_old, 0);
         settle_lost(shared, &mut sp);
         publish(shared, &sp);
         let c = sp.counts();
@@ -410,18 +465,33 @@ pub(crate) fn take_all(
     };
     let _ = sync_now(shared, spool);
     report(shared, findings);
-    all.sort_by_key(|(key, _)| *key);
-    let payloads = all
-        .into_iter()
-        .filter_map(|(_, body)| match crate::wire::decode(&body) {
-            Ok(p) => Some(p),
+    all.sort_by_key(|t| t.0);
+    let mut undecodable = Vec::new();
+    let mut payloads = Vec::with_capacity(all.len());
+    for (_, origin, entries, body) in all {
+        match crate::wire::decode(&body) {
+            Ok(p) => payloads.push(p),
             Err(e) => {
                 error!("spool: a record handed back does not decode: {e}");
-                None
+                undecodable.push((origin, entries));
             }
-        })
-        .collect();
+        }
+    }
+    if !undecodable.is_empty() {
+        let mut ledger = shared.ledger.lock();
+        let origins: Vec<Origin> = undecodable.iter().filter_map(|(o, _)| *o).collect();
+        ledger.not_handed_back(&origins);
+        let entries = undecodable.iter().map(|(_, e)| u64::from(*e)).sum();
+        count_lost(shared, undecodable.len() as u64, entries);
+    }
     (payloads, left)
+}
+
+/// Counts payloads the spool lost (called under the ledger lock that stops them being
+/// outstanding or handed back).
+fn count_lost(shared: &Shared, payloads: u64, entries: u64) {
+    Counters::add(&shared.counters.spool_lost, payloads);
+    Counters::add(&shared.counters.entries_spool_lost, entries);
 }
 
 /// Counts what the spool lost since the last look (files removed or damaged before

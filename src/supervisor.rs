@@ -279,9 +279,14 @@ impl Supervisor {
                 }
                 self.connected_once = true;
                 // While the collector refuses every call, a stream that opens proves
-                // nothing: the state stays `Refused` until it takes data.
+                // nothing: the state stays `Refused` until it takes data, or an empty
+                // call. With nothing to write, its empty epoch is half-closed at once
+                // (the next one opened), so that its status says which.
                 if let Some(refusal) = &mut self.refused {
                     refusal.retried = true;
+                    if self.shared.ledger.lock().held().0 == 0 {
+                        self.rotate();
+                    }
                 } else {
                     self.shared.counters.recovered();
                     self.shared.counters.set_state(ConnectionState::Connected);
@@ -593,6 +598,9 @@ impl Supervisor {
                     // The collector takes data: the next trouble starts from scratch.
                     self.backoff.reset();
                     self.end_refusal("takes data again");
+                } else {
+                    // An empty call accepted after its half-close: it takes calls again.
+                    self.end_refusal("accepts calls again");
                 }
                 self.rotate_for_suspects();
                 return;

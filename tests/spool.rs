@@ -388,9 +388,18 @@ fn a_flush_reports_exactly_its_payloads_in_the_spool() {
     let t = late(&tx, n);
     let report = sender.flush(Duration::from_millis(400));
     t.join().unwrap();
-    assert_eq!(report.outstanding, n as u64, "{report:?}");
-    assert_eq!(report.left_in_spool, n as u64, "{report:?}");
-    assert_eq!(report.entries_left_in_spool, 3 * n as u64, "{report:?}");
+    // (Under a loaded CPU the late ones may come before the flush takes its bounds:
+    // then they are its own, and in the spool too.)
+    assert!(
+        report.outstanding == n as u64 || report.outstanding == n as u64 + 30,
+        "{report:?}"
+    );
+    assert_eq!(report.left_in_spool, report.outstanding, "{report:?}");
+    assert_eq!(
+        report.entries_left_in_spool,
+        3 * report.outstanding,
+        "{report:?}"
+    );
     assert!(!report.all_delivered());
     drop(tx);
     let done = sender.shutdown(Duration::from_millis(200));
@@ -475,6 +484,8 @@ fn a_full_spool_under_drop_oldest_evicts_the_oldest_from_disk() {
         ev.iter().map(|(id, _)| id.clone()).collect()
     };
     assert_eq!(dropped.len() as u64, stats.dropped_oldest);
+    let unique: HashSet<&String> = dropped.iter().collect();
+    assert_eq!(unique.len(), dropped.len(), "a payload dropped twice");
     // The oldest went: none of the last 50 was dropped.
     let newest: HashSet<String> = (n - 50..n).map(|s| id_of(&payload(3, s))).collect();
     assert!(dropped.iter().all(|id| !newest.contains(id)));
@@ -483,6 +494,11 @@ fn a_full_spool_under_drop_oldest_evicts_the_oldest_from_disk() {
     assert_eq!(report.outstanding, 0, "{report:?}");
     assert_eq!(report.dropped, stats.dropped_oldest, "{report:?}");
     let got: HashSet<String> = sink.ok_ids().into_iter().collect();
+    assert_eq!(
+        sender.stats().acknowledged + stats.dropped_oldest,
+        n as u64,
+        "every payload acknowledged or dropped, once"
+    );
     let gone: HashSet<&String> = dropped.iter().collect();
     for seq in 0..n {
         let id = id_of(&payload(3, seq));
@@ -579,5 +595,125 @@ fn a_spool_drained_while_running_is_back_to_its_empty_size() {
     assert_eq!(sink.ok_ids().len(), 310);
     drop(tx);
     drop(sender);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `flush` waiting while a `shutdown` leaves its payloads in the spool returns at once
+/// and says so: left in the spool (payloads and entries), not delivered; with
+/// `shutdown_taking_spool`, handed back. The same for an earlier run's payloads.
+#[test]
+fn a_flush_racing_shutdown_reports_what_stays_in_the_spool() {
+    let dir = temp_path("spool-flush-race");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = || {
+        fast_config(&addr)
+            .max_buffered_payloads(20)
+            .spool(&dir)
+            .spool_segment_bytes(16 << 10)
+            .build()
+            .unwrap()
+    };
+    let race = |sender: Arc<LogSender>, take: bool| {
+        let flusher = {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                (sender.flush(Duration::from_secs(20)), began.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let done = if take {
+            sender.shutdown_taking_spool(Duration::from_millis(200))
+        } else {
+            sender.shutdown(Duration::from_millis(200))
+        };
+        let (report, took) = flusher.join().unwrap();
+        assert!(took < Duration::from_secs(5), "the flush waited {took:?}");
+        assert!(!report.all_delivered(), "{report:?}");
+        assert_eq!(report.outstanding, 0, "{report:?}");
+        (report, done)
+    };
+    // 1. This run's payloads, most of them on disk only.
+    let (sender, tx) = sender_with_pool(config(), 256, 2);
+    for seq in 0..100 {
+        tx.send(payload(6, seq)).unwrap();
+    }
+    assert!(sender.sync(Duration::from_secs(10)).unwrap().durable);
+    drop(tx);
+    let (report, done) = race(Arc::new(sender), false);
+    assert_eq!(report.left_in_spool, 100, "{report:?}");
+    assert_eq!(report.entries_left_in_spool, 300, "{report:?}");
+    assert_eq!(report.handed_back, 0, "{report:?}");
+    assert_eq!(done.report.left_in_spool, 100);
+    // 2. An earlier run's, read back in part (memory holds 20), handed back.
+    let (sender, tx) = sender_with_pool(config(), 256, 2);
+    assert!(wait_until(Duration::from_secs(5), || sender
+        .stats()
+        .replayed
+        == 20));
+    drop(tx);
+    let (report, done) = race(Arc::new(sender), true);
+    assert_eq!(report.handed_back, 100, "{report:?}");
+    assert_eq!(report.entries_handed_back, 300, "{report:?}");
+    assert_eq!(report.left_in_spool, 0, "{report:?}");
+    assert_eq!(done.undelivered.len(), 100);
+    assert_eq!(dir_bytes(&dir), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A record this run spooled, damaged on disk while the sender runs, before it was read
+/// back: skipped and reported when it is reached, counted lost (not waited for), and
+/// every other payload is delivered, those of its segment read back before included.
+#[test]
+fn a_record_damaged_while_the_sender_runs_is_counted_lost() {
+    let dir = temp_path("spool-run-damage");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let events = Arc::new(Events::default());
+    let config = fast_config(&addr)
+        .max_buffered_payloads(5)
+        .spool(&dir)
+        .spool_segment_bytes(4096)
+        .event_handler(events.clone())
+        .build()
+        .unwrap();
+    let (sender, tx) = sender_with_pool(config, 128, 1);
+    let n = 60;
+    for seq in 0..n {
+        tx.send(payload(7, seq)).unwrap();
+    }
+    assert!(sender.sync(Duration::from_secs(20)).unwrap().durable);
+    // The second segment (the first holds the 5 in memory) is on disk only: flip a byte
+    // in the body of its second record.
+    let mut segs: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 4, "{segs:?}");
+    let mut bytes = std::fs::read(&segs[1]).unwrap();
+    let first_len = 36 + u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let at = first_len + 36 + 10;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segs[1], &bytes).unwrap();
+    let sink = Sink::start_with(port, Ending::OkNoMessage, None);
+    let report = sender.flush(Duration::from_secs(20));
+    assert_eq!(report.outstanding, 0, "{report:?}");
+    assert_eq!(report.lost_in_spool, 1, "{report:?}");
+    assert_eq!(report.entries_lost_in_spool, 3, "{report:?}");
+    assert_eq!(report.acknowledged, n as u64 - 1, "{report:?}");
+    assert!(!report.all_delivered());
+    assert!(events
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.starts_with("Corrupt")));
+    assert_eq!(sink.ok_ids().iter().collect::<HashSet<_>>().len(), n - 1);
+    drop(tx);
+    let done = sender.shutdown(Duration::from_secs(5));
+    assert_eq!(done.report.lost_in_spool, 1);
+    assert_eq!(done.report.left_in_spool, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
