@@ -45,6 +45,18 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A config for `addr` with a spool in `dir` of `spool` bytes (segments of 16 KiB) and
+/// room for `memory` payloads in memory.
+fn spooled(addr: &str, dir: &Path, memory: usize, spool: u64) -> logsender::Config {
+    fast_config(addr)
+        .max_buffered_payloads(memory)
+        .spool(dir)
+        .spool_max_bytes(spool)
+        .spool_segment_bytes(16 << 10)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn a_restart_sends_what_a_shutdown_left_in_the_spool_and_gives_the_space_back() {
     let dir = temp_path("spool-restart");
@@ -357,15 +369,7 @@ fn a_full_disk_is_reported_shipping_goes_on_and_the_spool_is_used_again() {
 fn a_flush_reports_exactly_its_payloads_in_the_spool() {
     let dir = temp_path("spool-flush-report");
     let addr = format!("127.0.0.1:{}", free_port());
-    let config = |memory: usize, spool: u64| {
-        fast_config(&addr)
-            .max_buffered_payloads(memory)
-            .spool(&dir)
-            .spool_max_bytes(spool)
-            .spool_segment_bytes(16 << 10)
-            .build()
-            .unwrap()
-    };
+    let config = |memory: usize, spool: u64| spooled(&addr, &dir, memory, spool);
     let n = 240;
     let late = |tx: &crossbeam_channel::Sender<_>, from: usize| {
         let tx = tx.clone();
@@ -522,14 +526,7 @@ fn a_full_spool_under_drop_oldest_evicts_the_oldest_from_disk() {
 fn shutdown_taking_spool_hands_back_everything_oldest_first() {
     let dir = temp_path("spool-take");
     let addr = format!("127.0.0.1:{}", free_port());
-    let config = || {
-        fast_config(&addr)
-            .max_buffered_payloads(20)
-            .spool(&dir)
-            .spool_segment_bytes(16 << 10)
-            .build()
-            .unwrap()
-    };
+    let config = || spooled(&addr, &dir, 20, logsender::DEFAULT_SPOOL_MAX_BYTES);
     {
         let (sender, tx) = sender_with_pool(config(), 256, 2);
         for seq in 0..100 {
@@ -605,14 +602,7 @@ fn a_spool_drained_while_running_is_back_to_its_empty_size() {
 fn a_flush_racing_shutdown_reports_what_stays_in_the_spool() {
     let dir = temp_path("spool-flush-race");
     let addr = format!("127.0.0.1:{}", free_port());
-    let config = || {
-        fast_config(&addr)
-            .max_buffered_payloads(20)
-            .spool(&dir)
-            .spool_segment_bytes(16 << 10)
-            .build()
-            .unwrap()
-    };
+    let config = || spooled(&addr, &dir, 20, logsender::DEFAULT_SPOOL_MAX_BYTES);
     let race = |sender: Arc<LogSender>, take: bool| {
         let flusher = {
             let sender = sender.clone();
