@@ -20,6 +20,9 @@ pub enum Point {
     /// The supervisor has just given a payload rejected alone a strike: it is held back
     /// before its next try.
     AfterStrike,
+    /// A spool sync has taken the files written since the last sync and is about to
+    /// sync them (the window in which another sync finds nothing left to take).
+    WhileSpoolSyncs,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -28,7 +31,7 @@ mod imp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
-    const POINTS: usize = 4;
+    const POINTS: usize = 5;
     #[allow(clippy::declare_interior_mutable_const)] // only to initialise the arrays
     const ZERO: AtomicU64 = AtomicU64::new(0);
     static PAUSE_MICROS: [AtomicU64; POINTS] = [ZERO; POINTS];
@@ -40,6 +43,7 @@ mod imp {
             Point::BeforeRotate => 1,
             Point::BeforePoolSpawn => 2,
             Point::AfterStrike => 3,
+            Point::WhileSpoolSyncs => 4,
         }
     }
 

@@ -353,6 +353,7 @@ pub(crate) fn sync_now(shared: &Shared, spool: &Mutex<Spool>) -> bool {
         (sp.take_unsynced(), sp.dir().to_path_buf())
     };
     if !to_sync.is_empty() {
+        crate::hooks::pause(crate::hooks::Point::WhileSpoolSyncs);
         if let Err(error) = to_sync.run() {
             spool.lock().unsynced_again(to_sync);
             report(shared, vec![Finding::Io { path: dir, error }]);

@@ -137,3 +137,56 @@ fn row02_an_early_ok_crossing_the_half_close_acknowledges_nothing() {
     assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
 }
+
+/// Two `sync`s at once: the first has taken the spool's files and is still syncing them
+/// (held there by the pause) when the second starts, finds nothing left to take, and
+/// must not say durable before the first is done: it waits for it (before the fix it
+/// returned at once, durable, with the data not yet on disk).
+#[test]
+fn a_sync_never_says_durable_while_another_is_still_syncing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    watch_panics();
+    let dir = support::helpers::temp_path("race-sync");
+    // No collector; the OS policy: only the calls below sync.
+    let config = fast_config(&unserved_addr())
+        .spool(&dir)
+        .spool_sync(logsender::SpoolSync::Os)
+        .build()
+        .expect("config");
+    let sender = std::sync::Arc::new(logsender::LogSender::new(config).expect("sender"));
+    for seq in 0..20 {
+        sender
+            .send_logs(&support::payload(9, seq))
+            .expect("spooled");
+    }
+    const HOLD: Duration = Duration::from_millis(400);
+    let pause = Pause::new(Point::WhileSpoolSyncs, HOLD);
+    let before = hits(Point::WhileSpoolSyncs);
+    let started = Instant::now();
+    let first = {
+        let sender = sender.clone();
+        std::thread::spawn(move || sender.sync(WAIT).expect("sync"))
+    };
+    assert!(
+        wait_until(WAIT, || hits(Point::WhileSpoolSyncs) > before),
+        "the first sync never reached its window"
+    );
+    // The first is inside its window now: the second finds nothing left to take.
+    let second = sender.sync(WAIT).expect("sync");
+    let returned = started.elapsed();
+    assert_eq!(
+        hits(Point::WhileSpoolSyncs),
+        before + 1,
+        "the second sync took files too: it found them untaken, not the race"
+    );
+    assert!(
+        returned >= HOLD,
+        "the second sync returned after {returned:?}, while the first was still syncing"
+    );
+    assert!(second.durable, "{second:?}");
+    drop(pause);
+    assert!(first.join().expect("first sync").durable);
+    assert_no_background_panic();
+    drop(sender);
+    let _ = std::fs::remove_dir_all(&dir);
+}
