@@ -65,13 +65,10 @@ fn a_restart_sends_what_a_shutdown_left_in_the_spool_and_gives_the_space_back() 
     let n = 300;
     {
         // No collector: everything waits, most of it on disk (memory holds 20).
-        let config = fast_config(&addr)
-            .max_buffered_payloads(20)
-            .spool(&dir)
-            .spool_segment_bytes(16 << 10)
-            .build()
-            .unwrap();
-        let (sender, tx) = sender_with_pool(config, 64, 2);
+        let config = spooled(&addr, &dir, 20, logsender::DEFAULT_SPOOL_MAX_BYTES);
+        // One worker: the spool holds them in intake order (several workers' batches of
+        // up to 16 reach it in whichever order they finish encoding).
+        let (sender, tx) = sender_with_pool(config, 64, 1);
         for seq in 0..n {
             tx.send(payload(1, seq)).unwrap();
         }
