@@ -10,6 +10,7 @@
 //! held count and bytes cover all of them.
 
 use grpcio::GrpcSlice;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -429,14 +430,10 @@ impl Ledger {
                     source: r.source,
                     ord,
                 };
-                if self
-                    .outstanding
-                    .get(&origin)
-                    .is_some_and(|o| o.disk == Disk::OnDiskOnly)
-                {
-                    if let Some(o) = self.outstanding.remove(&origin) {
+                if let Entry::Occupied(o) = self.outstanding.entry(origin) {
+                    if o.get().disk == Disk::OnDiskOnly {
                         payloads += 1;
-                        entries = entries.saturating_add(u64::from(o.entries));
+                        entries = entries.saturating_add(u64::from(o.remove().entries));
                     }
                 }
             }
@@ -458,18 +455,9 @@ impl Ledger {
     /// Of the outstanding payloads whose origin is before `targets[source]`, those in
     /// the spool (held in memory too, or waiting on disk), and their entries.
     pub(crate) fn spooled_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
-        let (mut payloads, mut entries) = (0u64, 0u64);
-        for &(source, ord) in targets {
-            for (_, o) in self
-                .outstanding
-                .range(Origin { source, ord: 0 }..Origin { source, ord })
-                .filter(|(_, o)| o.disk != Disk::No)
-            {
-                payloads += 1;
-                entries = entries.saturating_add(u64::from(o.entries));
-            }
-        }
-        (payloads, entries)
+        count_before(&self.outstanding, targets, |o| {
+            (o.disk != Disk::No).then_some(o.entries)
+        })
     }
 
     /// Undoes [`Ledger::reserve`] for a payload that was not admitted (dropped, or
@@ -789,7 +777,7 @@ impl Ledger {
     /// Of the payloads whose origin is before `targets[source]` in their source, how many
     /// `close` handed back, and their entries.
     pub(crate) fn handed_back_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
-        count_before(&self.handed_back, targets)
+        count_before(&self.handed_back, targets, |n| Some(*n))
     }
 
     /// Takes every payload still held, oldest first (for `close`), and lists what waits
@@ -843,7 +831,7 @@ impl Ledger {
     /// Of the payloads whose origin is before `targets[source]` in their source, how
     /// many `close` left in the spool, and their entries.
     pub(crate) fn left_behind_before(&self, targets: &[(u32, u64)]) -> (u64, u64) {
-        count_before(&self.left_behind, targets)
+        count_before(&self.left_behind, targets, |n| Some(*n))
     }
 
     /// Records what `close` did with an earlier run's payloads never read back (then
@@ -858,20 +846,24 @@ impl Ledger {
     }
 }
 
-/// Of the payloads in `map` whose origin is before `targets[source]` in their source,
-/// how many, and their entries.
-fn count_before(map: &BTreeMap<Origin, u32>, targets: &[(u32, u64)]) -> (u64, u64) {
-    let (mut payloads, mut entries) = (0u64, 0u64);
+/// Of the payloads in `map` whose origin is before `targets[source]` in their source
+/// and that `entries` counts (it gives their entries), how many, and their entries.
+fn count_before<V>(
+    map: &BTreeMap<Origin, V>,
+    targets: &[(u32, u64)],
+    entries: impl Fn(&V) -> Option<u32>,
+) -> (u64, u64) {
+    let (mut payloads, mut total) = (0u64, 0u64);
     for &(source, ord) in targets {
         for n in map
             .range(Origin { source, ord: 0 }..Origin { source, ord })
-            .map(|(_, n)| *n)
+            .filter_map(|(_, v)| entries(v))
         {
             payloads += 1;
-            entries = entries.saturating_add(u64::from(n));
+            total = total.saturating_add(u64::from(n));
         }
     }
-    (payloads, entries)
+    (payloads, total)
 }
 
 /// Takes up to `max` items (and about `max_bytes`: at least one) from the front of `from`.

@@ -597,18 +597,11 @@ impl LogSender {
                 let left = {
                     let sp = spool.lock();
                     let c = sp.counts();
-                    let (payloads, entries) =
-                        self.shared.ledger.lock().spooled_before(&target.bounds);
-                    (
-                        payloads.saturating_add(c.unloaded_old),
-                        entries.saturating_add(c.unloaded_old_entries),
-                    )
+                    let spooled = self.shared.ledger.lock().spooled_before(&target.bounds);
+                    add(spooled, (c.unloaded_old, c.unloaded_old_entries))
                 };
                 let _ = spooler::sync_now(&self.shared, spool);
-                (
-                    left.0.saturating_add(pending.left.0),
-                    left.1.saturating_add(pending.left.1),
-                )
+                add(left, pending.left)
             }
             None => (0, 0),
         };
@@ -927,26 +920,19 @@ impl LogSender {
         take_spool: bool,
     ) -> (Vec<LogPayload>, (u64, u64)) {
         let shared = &self.shared;
-        let mut left = (0, 0);
-        let mut undelivered: Vec<LogPayload> = match &shared.spool {
+        let (mut undelivered, left) = match &shared.spool {
             Some(spool) => {
                 let (held, on_disk) = shared.ledger.lock().drain_all(take_spool);
-                let (payloads, still) = if take_spool {
+                if take_spool {
                     spooler::take_all(shared, spool, held, on_disk)
                 } else {
                     spooler::leave_all(shared, spool, held)
-                };
-                left = still;
-                payloads
+                }
             }
-            None => shared
-                .ledger
-                .lock()
-                .drain_all(false)
-                .0
-                .iter()
-                .filter_map(decode_item)
-                .collect(),
+            None => {
+                let (held, _) = shared.ledger.lock().drain_all(false);
+                (held.iter().filter_map(decode_item).collect(), (0, 0))
+            }
         };
         // One hold of the queues lock from taking the receivers to recording what they
         // gave back (at most about 100 ms; the workers are joined): a `flush` reads the
@@ -1003,7 +989,6 @@ impl LogSender {
             Some(_) => ledger.old_settled(),
             None => OldSettled::default(),
         };
-        let add = |a: (u64, u64), b: (u64, u64)| (a.0.saturating_add(b.0), a.1.saturating_add(b.1));
         Pending {
             held: ledger
                 .outstanding_before(&target.bounds)
@@ -1034,6 +1019,11 @@ impl LogSender {
         let wake = crate::clock::deadline_in(Duration::from_millis(20)).min(deadline);
         shared.ledger_changed.wait_until(&mut ledger, wake);
     }
+}
+
+/// Two (payloads, entries) counts added up.
+fn add(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
 }
 
 /// What a `flush` still waits for.

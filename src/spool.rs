@@ -595,15 +595,9 @@ impl Spool {
                 Some(s) if self.cursor.offset >= s.len && Some(self.cursor.segment) != active => {
                     s.acked = HashSet::new();
                     s.damage_seen = HashSet::new();
-                    if s.unloaded > 0 {
-                        // Passed without being read back (damage found on the way,
-                        // skipped and reported): gone.
-                        lose(&mut self.lost, s, s.unloaded, s.unloaded_entries);
-                        s.live = s.live.saturating_sub(s.unloaded);
-                        s.live_entries = s.live_entries.saturating_sub(s.unloaded_entries);
-                    }
-                    s.unloaded = 0;
-                    s.unloaded_entries = 0;
+                    // What it passes without reading back (damage found on the way,
+                    // skipped and reported) is gone.
+                    lose_unloaded(&mut self.lost, s);
                 }
                 Some(_) => return,
                 None if Some(self.cursor.segment) == active => return,
@@ -750,13 +744,7 @@ impl Spool {
                     len: len - self.cursor.offset,
                 });
             }
-            if s.unloaded > 0 {
-                lose(&mut self.lost, s, s.unloaded, s.unloaded_entries);
-            }
-            s.live = s.live.saturating_sub(s.unloaded);
-            s.live_entries = s.live_entries.saturating_sub(s.unloaded_entries);
-            s.unloaded = 0;
-            s.unloaded_entries = 0;
+            lose_unloaded(&mut self.lost, s);
             s.len = s.len.max(len);
         }
         self.cursor.offset = len;
@@ -1048,6 +1036,17 @@ fn read_acks(path: &Path) -> HashSet<u64> {
             })
         })
         .collect()
+}
+
+/// The records of `seg` not read back yet are gone: noted as lost, and no longer live.
+fn lose_unloaded(lost: &mut Lost, seg: &mut Segment) {
+    if seg.unloaded > 0 {
+        lose(lost, seg, seg.unloaded, seg.unloaded_entries);
+    }
+    seg.live = seg.live.saturating_sub(seg.unloaded);
+    seg.live_entries = seg.live_entries.saturating_sub(seg.unloaded_entries);
+    seg.unloaded = 0;
+    seg.unloaded_entries = 0;
 }
 
 /// Notes `count` records of `seg` (with `entries`) as lost: an earlier run's by number,

@@ -117,14 +117,7 @@ pub(crate) fn spool_taken(
     report(shared, findings);
     shared.ledger_changed.notify_all();
     for l in evicted {
-        let payload = match crate::wire::decode(&l.body) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                warn!("spool: an evicted record does not decode: {e}");
-                None
-            }
-        };
-        shared.report_dropped(payload, DropReason::Oldest);
+        shared.report_dropped(decode_record(&l.body), DropReason::Oldest);
     }
     rest
 }
@@ -470,12 +463,9 @@ pub(crate) fn take_all(
     let mut undecodable = Vec::new();
     let mut payloads = Vec::with_capacity(all.len());
     for (_, origin, entries, body) in all {
-        match crate::wire::decode(&body) {
-            Ok(p) => payloads.push(p),
-            Err(e) => {
-                error!("spool: a record handed back does not decode: {e}");
-                undecodable.push((origin, entries));
-            }
+        match decode_record(&body) {
+            Some(p) => payloads.push(p),
+            None => undecodable.push((origin, entries)),
         }
     }
     if !undecodable.is_empty() {
@@ -486,6 +476,17 @@ pub(crate) fn take_all(
         count_lost(shared, undecodable.len() as u64, entries);
     }
     (payloads, left)
+}
+
+/// A spool record's payload (`None`, logged, if its checked bytes do not decode).
+fn decode_record(body: &[u8]) -> Option<LogPayload> {
+    match crate::wire::decode(body) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            error!("spool: a record that passed its checksum does not decode: {e}");
+            None
+        }
+    }
 }
 
 /// Counts payloads the spool lost (called under the ledger lock that stops them being
@@ -512,8 +513,7 @@ fn settle_lost(shared: &Shared, sp: &mut Spool) {
             p.saturating_add(lost.old),
             e.saturating_add(lost.old_entries),
         );
-        Counters::add(&shared.counters.spool_lost, p);
-        Counters::add(&shared.counters.entries_spool_lost, e);
+        count_lost(shared, p, e);
         (p, e)
     };
     Counters::sub(&shared.counters.spool_unloaded_old, lost.old);
