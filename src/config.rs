@@ -67,6 +67,31 @@ pub enum Compression {
     Gzip,
 }
 
+/// Which protocol the sender speaks to the collector. The API, the guarantees, the
+/// reports and the spool are the same on both; what each wire calls an acknowledgement
+/// differs (ARCHITECTURE.md, "Two wires, one seam").
+///
+/// ```
+/// use logsender::{Config, Wire};
+///
+/// let config = Config::builder("127.0.0.1:4317").plaintext().wire(Wire::OtlpLogs).build()?;
+/// assert_eq!(config.wire(), Wire::OtlpLogs);
+/// # Ok::<(), logsender::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Wire {
+    /// GoSight's `proto.LogService/SubmitStream`: one long-lived client stream, committed
+    /// in epochs (a half-close answered with `OK` acknowledges the epoch's payloads).
+    #[default]
+    GoSightStream,
+    /// OTLP logs, `opentelemetry.proto.collector.logs.v1.LogsService/Export`, as the
+    /// OpenTelemetry Collector, current GoSight, Grafana Alloy, Vector and Fluent Bit
+    /// accept it: one call per batch, each its own acknowledgement, several in flight
+    /// ([`ConfigBuilder::max_exports_in_flight`]). The mapping is in [`crate::otlp`].
+    OtlpLogs,
+}
+
 /// TLS material, read from PEM files when the config is built.
 #[derive(Clone, Default)]
 pub(crate) struct TlsFiles {
@@ -117,6 +142,9 @@ pub struct Config {
     pub(crate) hold_when_refused: Option<bool>,
     pub(crate) refused_backoff_initial: Duration,
     pub(crate) refused_backoff_max: Duration,
+    pub(crate) wire: Wire,
+    pub(crate) max_exports_in_flight: usize,
+    pub(crate) otlp_max_request_bytes: usize,
 }
 
 /// When the spool's appends reach the disk (see [`ConfigBuilder::spool_sync`]).
@@ -227,6 +255,21 @@ impl Config {
         self.max_message_size
     }
 
+    /// The protocol spoken to the collector.
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// The most bytes one call may carry before compression: `otlp_max_request_bytes`
+    /// on the OTLP wire; on GoSight's stream a payload is one message, bounded by
+    /// `max_message_size` only.
+    pub(crate) fn request_cap(&self) -> usize {
+        match self.wire {
+            Wire::OtlpLogs => self.otlp_max_request_bytes,
+            Wire::GoSightStream => usize::MAX,
+        }
+    }
+
     /// The compression on the wire.
     pub fn compression(&self) -> Compression {
         self.compression
@@ -252,6 +295,10 @@ pub const DEFAULT_REFUSED_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 
 /// The default cap of [`ConfigBuilder::refused_backoff`]: 5 min.
 pub const DEFAULT_REFUSED_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The default of [`ConfigBuilder::otlp_max_request_bytes`]: 4 MiB, the limit every
+/// OTLP receiver takes by default (gRPC's default receive limit; `otlp::MAX_REQUEST_BYTES`).
+pub const DEFAULT_OTLP_MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// The tunable numbers and their defaults.
 #[derive(Clone)]
@@ -280,6 +327,9 @@ struct Defaults {
     gzip_level: u32,
     gzip_min_size: usize,
     thread_name: String,
+    wire: Wire,
+    max_exports_in_flight: usize,
+    otlp_max_request_bytes: usize,
 }
 
 impl Defaults {
@@ -309,6 +359,9 @@ impl Defaults {
             gzip_level: 1,
             gzip_min_size: 512,
             thread_name: "logsender".into(),
+            wire: Wire::GoSightStream,
+            max_exports_in_flight: 4,
+            otlp_max_request_bytes: DEFAULT_OTLP_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -370,27 +423,50 @@ impl ConfigBuilder {
     }
 
     setter!(
+        /// The protocol spoken to the collector. Defaults to [`Wire::GoSightStream`].
+        /// [`Wire::OtlpLogs`] needs [`DeliveryMode::AtLeastOnce`].
+        wire: Wire
+    );
+    setter!(
+        /// On the OTLP wire, most `Export` calls in flight at once. Calls are issued
+        /// by whichever thread writes (a worker, the background writer) and never waited
+        /// for by it, so this bounds the requests outstanding, not the threads. With
+        /// more than one, requests are not ordered among themselves; 1 keeps intake
+        /// order. Defaults to 4.
+        max_exports_in_flight: usize
+    );
+    setter!(
+        /// On the OTLP wire, the most bytes of one `ExportLogsServiceRequest` before
+        /// compression. A call carries whole payloads up to this; a payload larger than
+        /// this alone is split into several `ResourceLogs` sent as consecutive calls (an
+        /// entry alone larger is [`Error::PayloadTooLarge`]). Within 64 KiB ..=
+        /// `max_message_size`. Defaults to 4 MiB, what OTLP receivers take by default.
+        otlp_max_request_bytes: usize
+    );
+    setter!(
         /// Delivery guarantee. Defaults to [`DeliveryMode::AtLeastOnce`].
         delivery: DeliveryMode
     );
     setter!(
         /// In `AtLeastOnce`, half-close and commit the stream after this many payloads.
-        /// Defaults to 1,000.
+        /// Defaults to 1,000. GoSight wire only (each OTLP call is its own commit).
         commit_every: usize
     );
     setter!(
         /// In `AtLeastOnce`, commit the stream at least this often while it carries
-        /// payloads. Defaults to 1 s.
+        /// payloads. Defaults to 1 s. GoSight wire only.
         commit_interval: Duration
     );
     setter!(
         /// How long to wait for the collector's final status after a half-close before the
-        /// epoch counts as failed and is re-sent. Defaults to 10 s.
+        /// epoch counts as failed and is re-sent. On the OTLP wire, the deadline of each
+        /// `Export` call. Defaults to 10 s.
         commit_timeout: Duration
     );
     setter!(
         /// A write blocked this long (a stalled collector) makes the supervisor cancel the
-        /// call; the payloads are re-sent on the next stream. Defaults to 30 s.
+        /// call; the payloads are re-sent on the next stream. Defaults to 30 s. GoSight
+        /// wire only (an OTLP call is bounded by `commit_timeout`).
         write_timeout: Duration
     );
     setter!(
@@ -650,6 +726,25 @@ impl ConfigBuilder {
                 "must hold at least one payload of max_message_size (or 1 MiB)",
             );
         }
+        if d.wire == Wire::OtlpLogs {
+            if d.delivery == DeliveryMode::AtMostOnce {
+                return invalid_config(
+                    "delivery",
+                    "the OTLP wire acknowledges every call: use DeliveryMode::AtLeastOnce",
+                );
+            }
+            if d.max_exports_in_flight == 0 {
+                return invalid_config("max_exports_in_flight", "must be at least 1");
+            }
+            if d.otlp_max_request_bytes < 64 << 10
+                || d.otlp_max_request_bytes > d.max_message_size
+            {
+                return invalid_config(
+                    "otlp_max_request_bytes",
+                    "must be within 64 KiB ..= max_message_size",
+                );
+            }
+        }
         let spool = match self.spool {
             Some(mut spool) => {
                 if d.delivery == DeliveryMode::AtMostOnce {
@@ -743,6 +838,9 @@ impl ConfigBuilder {
             hold_when_refused: self.hold_when_refused,
             refused_backoff_initial: d.refused_backoff_initial,
             refused_backoff_max: d.refused_backoff_max,
+            wire: d.wire,
+            max_exports_in_flight: d.max_exports_in_flight,
+            otlp_max_request_bytes: d.otlp_max_request_bytes,
         })
     }
 }

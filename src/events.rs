@@ -43,6 +43,14 @@ pub trait EventHandler: Send + Sync {
         let _ = event;
     }
 
+    /// An OTLP collector took a call but rejected some of its records
+    /// (`partial_success.rejected_log_records > 0`): they are counted dead-lettered
+    /// ([`Stats::entries_rejected`](crate::Stats::entries_rejected)) and never re-sent,
+    /// as OTLP asks. OTLP does not say which records; the event has the call's payloads.
+    fn on_partial_success(&self, event: &PartialSuccessEvent) {
+        let _ = event;
+    }
+
     /// A stream to the collector is up.
     fn on_connected(&self) {}
 
@@ -94,6 +102,20 @@ pub trait EventHandler: Send + Sync {
     fn on_spool(&self, event: &SpoolEvent) {
         let _ = event;
     }
+}
+
+/// An OTLP collector's partial success, reported to
+/// [`EventHandler::on_partial_success`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PartialSuccessEvent {
+    /// Records the collector rejected (`rejected_log_records`).
+    pub rejected_records: u64,
+    /// Why, in the collector's words (`error_message`).
+    pub message: String,
+    /// The payloads of the call (decoded from what was sent): the rejected records are
+    /// among them.
+    pub payloads: Vec<LogPayload>,
 }
 
 /// Records the `log` bridge or the `tracing` layer dropped, reported to

@@ -121,8 +121,8 @@ mod write;
 pub use bridge::{BridgeGuard, BridgeLogger, LogBridge};
 pub use call::SUBMIT_STREAM_PATH;
 pub use config::{
-    Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy, SpoolSync,
-    DEFAULT_REFUSED_BACKOFF_INITIAL, DEFAULT_REFUSED_BACKOFF_MAX, DEFAULT_SPOOL_MAX_BYTES,
+    Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy, SpoolSync, Wire,
+    DEFAULT_OTLP_MAX_REQUEST_BYTES, DEFAULT_REFUSED_BACKOFF_INITIAL, DEFAULT_REFUSED_BACKOFF_MAX, DEFAULT_SPOOL_MAX_BYTES,
 };
 /// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
 /// your `crossbeam_channel` is the same version as logsender's.
@@ -131,7 +131,7 @@ pub use entries::{Batching, EntrySender, LogError};
 pub use error::{classify, DialCause, Error, LastError, Retry, RpcStatus, RpcStatusCode};
 pub use events::{
     BackpressureEvent, DeadLetterEvent, DialFailedEvent, DropReason, DroppedEvent, EventHandler,
-    RecordsDroppedEvent, RefusedEvent, SpoolEvent,
+    PartialSuccessEvent, RecordsDroppedEvent, RefusedEvent, SpoolEvent,
 };
 pub use model::{Level, LogEntry, LogMeta, LogPayload, Meta, UnknownLevel};
 pub use sender::{Durability, LogSender, Shutdown};

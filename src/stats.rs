@@ -92,8 +92,17 @@ pub struct Stats {
     pub entries_acknowledged: u64,
     /// Entries in the payloads dropped, whatever the reason.
     pub entries_dropped: u64,
-    /// Entries in the payloads dead-lettered.
+    /// Entries in the payloads dead-lettered, and the records an OTLP collector
+    /// rejected in a partial success (`entries_rejected`).
     pub entries_dead_lettered: u64,
+    /// Records an OTLP collector took the call of but rejected
+    /// (`partial_success.rejected_log_records`): counted dead-lettered, never re-sent,
+    /// each call's reported to
+    /// [`EventHandler::on_partial_success`](crate::EventHandler::on_partial_success).
+    pub entries_rejected: u64,
+    /// OTLP calls answered with a partial success that rejected nothing but carried a
+    /// message (a warning from the collector, logged).
+    pub partial_success_warnings: u64,
     /// Records the [`log` bridge](crate::LogBridge) (or the `tracing` layer) did not
     /// take: the entry channel was full (it never blocks by default), the sender was
     /// closed, or the record was too large for a payload.
@@ -317,6 +326,8 @@ pub(crate) struct Counters {
     pub(crate) entries_acknowledged: AtomicU64,
     pub(crate) entries_dropped: AtomicU64,
     pub(crate) entries_dead_lettered: AtomicU64,
+    pub(crate) entries_rejected: AtomicU64,
+    pub(crate) partial_success_warnings: AtomicU64,
     pub(crate) records_dropped: AtomicU64,
     pub(crate) replayed: AtomicU64,
     pub(crate) spool_corrupt: AtomicU64,
@@ -560,6 +571,8 @@ impl Counters {
             entries_acknowledged: self.entries_acknowledged.load(Relaxed),
             entries_dropped: self.entries_dropped.load(Relaxed),
             entries_dead_lettered: self.entries_dead_lettered.load(Relaxed),
+            entries_rejected: self.entries_rejected.load(Relaxed),
+            partial_success_warnings: self.partial_success_warnings.load(Relaxed),
             records_dropped: self.records_dropped.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
             spooled: self.spooled.load(Relaxed),
