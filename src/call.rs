@@ -36,22 +36,22 @@ pub(crate) const SUBMIT_STREAM: Method<GrpcSlice, Vec<u8>> = Method {
     },
 };
 
-fn ser_slice(msg: &GrpcSlice, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+pub(crate) fn ser_slice(msg: &GrpcSlice, buf: &mut GrpcSlice) -> grpcio::Result<()> {
     // A reference-count bump: the encoded bytes are not copied.
     *buf = msg.clone();
     Ok(())
 }
 
-fn de_slice(reader: MessageReader) -> grpcio::Result<GrpcSlice> {
+pub(crate) fn de_slice(reader: MessageReader) -> grpcio::Result<GrpcSlice> {
     de_bytes(reader).map(GrpcSlice::from)
 }
 
-fn ser_bytes(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+pub(crate) fn ser_bytes(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
     *buf = GrpcSlice::from(msg.as_slice());
     Ok(())
 }
 
-fn de_bytes(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
+pub(crate) fn de_bytes(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(reader.len());
     reader
         .read_to_end(&mut bytes)

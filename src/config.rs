@@ -736,8 +736,7 @@ impl ConfigBuilder {
             if d.max_exports_in_flight == 0 {
                 return invalid_config("max_exports_in_flight", "must be at least 1");
             }
-            if d.otlp_max_request_bytes < 64 << 10
-                || d.otlp_max_request_bytes > d.max_message_size
+            if d.otlp_max_request_bytes < 64 << 10 || d.otlp_max_request_bytes > d.max_message_size
             {
                 return invalid_config(
                     "otlp_max_request_bytes",

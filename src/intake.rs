@@ -14,11 +14,11 @@ use crate::events::{DeadLetterEvent, DropReason};
 use crate::ledger::{Item, Origin, Refused};
 use crate::model::LogPayload;
 use crate::queues::{Gone, Intake, Queued};
-use crate::shared::{decode_item, Shared, BACKPRESSURE_AFTER};
+use crate::shared::{Shared, BACKPRESSURE_AFTER};
 use crate::spooler::{self, NotSpooled};
 use crate::stats::Counters;
 use crate::wire::Encoded;
-use crate::{wire, write};
+use crate::write;
 
 /// Most payloads a worker takes off its queue at once: one lock for the lot, one write
 /// pass for the lot, and the others' share waits in the queue for the other workers.
@@ -133,8 +133,8 @@ pub(crate) fn encode(
     payload: &LogPayload,
 ) -> Result<Item, Error> {
     let entries = u32::try_from(payload.logs.len()).unwrap_or(u32::MAX);
-    wrap(config, origin, seq, wire::encode(payload), entries)
-        .map_err(|bytes| too_large(config, &bytes))
+    let bytes = config.wire.encode(payload, config.request_cap())?;
+    wrap(config, origin, seq, bytes, entries).map_err(|bytes| too_large(config, &bytes))
 }
 
 /// Wraps an encoded payload for the ledger; gives its bytes back if they are more than
@@ -186,15 +186,23 @@ fn intake(shared: &Shared, taken: &mut Taken) {
             Queued::Payload(payload) => {
                 (encode(&shared.config, origin, seq, &payload), Some(payload))
             }
-            Queued::Encoded(e) => match wrap(&shared.config, origin, seq, e.bytes, entries) {
-                Ok(item) => (Ok(item), None),
-                // Its batcher cuts it under the limit: decoded back for the dead-letter
-                // report only if that ever broke.
-                Err(bytes) => (
-                    Err(too_large(&shared.config, &bytes)),
-                    Encoded { bytes, entries }.decode(),
-                ),
-            },
+            Queued::Encoded(e) => {
+                let config = &shared.config;
+                let adopted = config
+                    .wire
+                    .adopt(e.bytes, config.request_cap())
+                    .and_then(|bytes| {
+                        wrap(config, origin, seq, bytes, entries)
+                            .map_err(|bytes| (too_large(config, &bytes), bytes))
+                    });
+                match adopted {
+                    Ok(item) => (Ok(item), None),
+                    // Its batcher cuts it under the limit (and no entry is over the OTLP
+                    // request cap): decoded back for the dead-letter report only if that
+                    // ever broke.
+                    Err((err, bytes)) => (Err(err), Encoded { bytes, entries }.decode()),
+                }
+            }
         };
         match outcome {
             Ok(item) => {
@@ -231,9 +239,10 @@ fn intake(shared: &Shared, taken: &mut Taken) {
                     memory_only.push(item.origin);
                     rest.push((item, payload))
                 }
-                NotSpooled::Dropped(item, payload) => {
-                    dropped.push((payload.or_else(|| decode_item(&item)), DropReason::Newest))
-                }
+                NotSpooled::Dropped(item, payload) => dropped.push((
+                    payload.or_else(|| shared.decode_item(&item)),
+                    DropReason::Newest,
+                )),
             }
         }
         encoded = rest;
@@ -256,7 +265,7 @@ fn intake(shared: &Shared, taken: &mut Taken) {
                     // a `flush` cannot see it gone and not counted.
                     shared.count_dropped(reason, item.entries);
                     ledger.unreserve(origin);
-                    dropped.push((payload.or_else(|| decode_item(&item)), reason));
+                    dropped.push((payload.or_else(|| shared.decode_item(&item)), reason));
                 }
             }
         }
@@ -279,7 +288,7 @@ fn intake(shared: &Shared, taken: &mut Taken) {
             Err((item, reason)) => {
                 // Counted by `admit`, under the ledger lock.
                 unreserve(shared, origin);
-                shared.report_dropped(payload.or_else(|| decode_item(&item)), reason);
+                shared.report_dropped(payload.or_else(|| shared.decode_item(&item)), reason);
             }
         }
     }
@@ -305,7 +314,7 @@ fn count_evicted(shared: &Shared, evicted: &[Item]) {
 /// Reports payloads `DropOldest` evicted (and counted) to make room.
 fn report_evicted(shared: &Shared, evicted: Vec<Item>) {
     for old in evicted {
-        shared.report_dropped(decode_item(&old), DropReason::Oldest);
+        shared.report_dropped(shared.decode_item(&old), DropReason::Oldest);
     }
 }
 

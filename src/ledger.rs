@@ -478,8 +478,8 @@ impl Ledger {
     }
 
     /// Takes what a writer should write next on `epoch` (`None`: at-most-once, no
-    /// epochs): up to `max` payloads (and roughly `max_bytes`) of a dedicated epoch's
-    /// group, or from the front of the outbox.
+    /// epochs): up to `max` payloads and `max_bytes` (more only if the first payload
+    /// alone is) of a dedicated epoch's group, or from the front of the outbox.
     pub(crate) fn take_batch(&mut self, epoch: Option<u64>, max: usize, max_bytes: usize) -> Batch {
         let from = match epoch.and_then(|id| self.epochs.get_mut(&id)) {
             Some(e) if e.dedicated.is_some() => {
@@ -870,14 +870,14 @@ fn count_before<V>(
 fn take_front(from: &mut VecDeque<Item>, max: usize, max_bytes: usize) -> Vec<Item> {
     let mut batch = Vec::new();
     let mut bytes = 0usize;
-    while batch.len() < max && bytes < max_bytes {
-        match from.pop_front() {
-            Some(item) => {
+    while batch.len() < max {
+        match from.front() {
+            Some(item) if batch.is_empty() || bytes.saturating_add(item.len()) <= max_bytes => {
                 bytes = bytes.saturating_add(item.len());
-                batch.push(item);
             }
-            None => break,
+            _ => break,
         }
+        batch.extend(from.pop_front());
     }
     batch
 }
@@ -971,6 +971,25 @@ mod tests {
         l.start_closing();
         assert!(l.room_for(1));
         assert!(admit(&mut l, item(3, 1), policy).is_ok());
+    }
+
+    #[test]
+    fn a_batch_never_passes_its_byte_bound_but_for_a_lone_payload() {
+        let mut l = Ledger::new(100, 1 << 20);
+        for (s, len) in [(0, 40), (1, 40), (2, 30), (3, 100), (4, 10)] {
+            assert!(admit(&mut l, item(s, len), OverflowPolicy::DropNewest).is_ok());
+        }
+        let mut sizes = Vec::new();
+        while let Batch::Items(b) = l.take_batch(None, 10, 100) {
+            sizes.push(b.iter().map(Item::len).collect::<Vec<_>>());
+        }
+        // 40+40 fit, +30 would pass 100; 30 alone then; 100 alone is exactly the bound.
+        assert_eq!(sizes, vec![vec![40, 40], vec![30], vec![100], vec![10]]);
+        assert!(admit(&mut l, item(5, 250), OverflowPolicy::DropNewest).is_ok());
+        let Batch::Items(b) = l.take_batch(None, 10, 100) else {
+            panic!("a payload over the bound goes alone")
+        };
+        assert_eq!(b.len(), 1);
     }
 
     #[test]

@@ -91,11 +91,13 @@
 mod bridge;
 mod call;
 mod clock;
+mod codec;
 mod command;
 mod config;
 mod entries;
 mod error;
 mod events;
+mod export;
 #[allow(unsafe_code)]
 mod grpc_log;
 #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
@@ -104,6 +106,7 @@ pub mod hooks;
 mod host;
 mod intake;
 mod ledger;
+mod link;
 pub mod model;
 pub mod otlp;
 mod queues;
@@ -116,13 +119,16 @@ mod supervisor;
 #[cfg(feature = "tracing")]
 mod tracing_layer;
 pub mod wire;
+mod wire_gosight;
+mod wire_otlp;
 mod write;
 
 pub use bridge::{BridgeGuard, BridgeLogger, LogBridge};
 pub use call::SUBMIT_STREAM_PATH;
 pub use config::{
     Compression, Config, ConfigBuilder, DeliveryMode, OverflowPolicy, SpoolSync, Wire,
-    DEFAULT_OTLP_MAX_REQUEST_BYTES, DEFAULT_REFUSED_BACKOFF_INITIAL, DEFAULT_REFUSED_BACKOFF_MAX, DEFAULT_SPOOL_MAX_BYTES,
+    DEFAULT_OTLP_MAX_REQUEST_BYTES, DEFAULT_REFUSED_BACKOFF_INITIAL, DEFAULT_REFUSED_BACKOFF_MAX,
+    DEFAULT_SPOOL_MAX_BYTES,
 };
 /// The channel crate of [`LogSender::start_worker_pool`]'s queues, re-exported so that
 /// your `crossbeam_channel` is the same version as logsender's.

@@ -20,7 +20,7 @@ use crate::events::SpoolEvent;
 use crate::ledger::{OldSettled, Origin};
 use crate::model::LogPayload;
 use crate::queues::{FlushTarget, Intake, Queued};
-use crate::shared::{decode_item, Shared};
+use crate::shared::Shared;
 use crate::spool::{Backlog, OpenError, Spool};
 use crate::spooler;
 use crate::stats::{ConnectionState, Counters, Report, Stats};
@@ -931,7 +931,10 @@ impl LogSender {
             }
             None => {
                 let (held, _) = shared.ledger.lock().drain_all(false);
-                (held.iter().filter_map(decode_item).collect(), (0, 0))
+                (
+                    held.iter().filter_map(|i| shared.decode_item(i)).collect(),
+                    (0, 0),
+                )
             }
         };
         // One hold of the queues lock from taking the receivers to recording what they

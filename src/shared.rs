@@ -20,12 +20,12 @@ use crate::command::{Command, Report};
 use crate::config::{Config, SpoolSync};
 use crate::error::Error;
 use crate::events::{BackpressureEvent, DeadLetterEvent, DropReason, DroppedEvent, EventHandler};
+use crate::export::Exports;
 use crate::ledger::{entries_of, Item, Ledger};
 use crate::model::LogPayload;
 use crate::queues::Queues;
 use crate::spool::Spool;
 use crate::stats::Counters;
-use crate::wire;
 
 /// State shared by every logsender thread of one sender.
 pub(crate) struct Shared {
@@ -35,8 +35,10 @@ pub(crate) struct Shared {
     pub(crate) ledger: Mutex<Ledger>,
     /// Signalled whenever the ledger frees room, settles payloads, or starts closing.
     pub(crate) ledger_changed: Condvar,
-    /// The current call's write half, behind the stream lock.
+    /// GoSight: the current call's write half, behind the stream lock.
     pub(crate) stream: Stream,
+    /// OTLP: the calls in flight and the channel they go out on.
+    pub(crate) exports: Exports,
     /// The worker queues and how far each was read.
     pub(crate) queues: Mutex<Queues>,
     /// To the supervisor: what to do.
@@ -50,6 +52,8 @@ pub(crate) struct Shared {
     close_deadline: OnceLock<Instant>,
     /// Global intake order of the next payload.
     next_seq: AtomicU64,
+    /// The id of the next call.
+    next_call: AtomicU64,
     /// `Origin::ord` of the next `send_logs` payload (source 0).
     next_direct: AtomicU64,
     /// The disk spool, if one is configured (its lock comes before the ledger's).
@@ -77,6 +81,7 @@ impl Shared {
             ledger: Mutex::new(ledger),
             ledger_changed: Condvar::new(),
             stream: Stream::new(),
+            exports: Exports::new(config.max_exports_in_flight),
             queues: Mutex::new(Queues::default()),
             commands,
             reports,
@@ -84,6 +89,7 @@ impl Shared {
             closing: AtomicBool::new(false),
             close_deadline: OnceLock::new(),
             next_seq: AtomicU64::new(0),
+            next_call: AtomicU64::new(1),
             next_direct: AtomicU64::new(0),
             spool: spool.map(Mutex::new),
             spool_syncing: Mutex::new(()),
@@ -116,6 +122,35 @@ impl Shared {
             self.closing.store(true, Ordering::Release);
         }
         self.ledger_changed.notify_all();
+    }
+
+    /// `t`, or the close deadline if that comes first.
+    pub(crate) fn bounded_by_close(&self, t: Instant) -> Instant {
+        match self.close_deadline() {
+            Some(d) => t.min(d),
+            None => t,
+        }
+    }
+
+    /// Whether the close deadline has passed.
+    pub(crate) fn past_close_deadline(&self, now: Instant) -> bool {
+        self.close_deadline().is_some_and(|d| now >= d)
+    }
+
+    /// Numbers a call (and its epoch) on either wire; never 0.
+    pub(crate) fn next_call_id(&self) -> u64 {
+        self.next_call.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Decodes a held payload back (to hand it to the user).
+    pub(crate) fn decode_item(&self, item: &Item) -> Option<LogPayload> {
+        match self.config.wire.decode(item.bytes.as_slice()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                error!("cannot decode a held payload (this is a bug): {e}");
+                None
+            }
+        }
     }
 
     /// Numbers a payload in global intake order.
@@ -204,7 +239,7 @@ impl Shared {
     /// sees them settled knows the handler has seen them.
     pub(crate) fn dead_letter(&self, items: Vec<Item>, status: &grpcio::RpcStatus) {
         for item in &items {
-            if let Some(p) = decode_item(item) {
+            if let Some(p) = self.decode_item(item) {
                 let err = Error::Rpc(grpcio::Error::RpcFailure(status.clone()));
                 self.handler(|h| h.on_dead_letter(DeadLetterEvent::new(p, err)));
             }
@@ -233,17 +268,6 @@ impl Drop for Waiting<'_> {
                 info!("room in the buffer again, after {lasted:?}");
             }
             self.shared.handler(|h| h.on_backpressure(event));
-        }
-    }
-}
-
-/// Decodes a held payload back (to hand it to the user).
-pub(crate) fn decode_item(item: &Item) -> Option<LogPayload> {
-    match wire::decode(item.bytes.as_slice()) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            error!("cannot decode a held payload (this is a bug): {e}");
-            None
         }
     }
 }

@@ -1111,6 +1111,7 @@ mod tests {
             source: 1,
             ord: n,
             seq: n,
+            otlp: false,
         }
     }
 

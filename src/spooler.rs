@@ -14,11 +14,10 @@ use grpcio::GrpcSlice;
 use log::{error, info, warn};
 use parking_lot::Mutex;
 
-use crate::config::{OverflowPolicy, SpoolSync};
+use crate::config::{OverflowPolicy, SpoolSync, Wire};
 use crate::events::{DropReason, SpoolEvent};
 use crate::ledger::{Item, OldSettled, Origin};
 use crate::model::LogPayload;
-use crate::shared::decode_item;
 use crate::shared::Shared;
 use crate::spool::{record::Header, AppendError, Finding, Loaded, RecordId, Spool};
 use crate::stats::Counters;
@@ -55,7 +54,7 @@ pub(crate) fn spool_taken(
     let to_sync = {
         let mut sp = spool.lock();
         for (mut item, payload) in items {
-            let header = header_of(&item);
+            let header = header_of(shared, &item);
             let load = shared.ledger.lock().fits(item.len());
             let mut outcome = sp.append(header, item.bytes.as_slice(), load, &mut findings);
             if shared.config.overflow == OverflowPolicy::DropOldest {
@@ -117,7 +116,10 @@ pub(crate) fn spool_taken(
     report(shared, findings);
     shared.ledger_changed.notify_all();
     for l in evicted {
-        shared.report_dropped(decode_record(&l.body), DropReason::Oldest);
+        shared.report_dropped(
+            decode_record(wire_of(&l.header), &l.body),
+            DropReason::Oldest,
+        );
     }
     rest
 }
@@ -148,7 +150,7 @@ pub(crate) fn spool_direct(
     spool: &Mutex<Spool>,
     mut item: Item,
 ) -> Result<bool, Item> {
-    let header = header_of(&item);
+    let header = header_of(shared, &item);
     let mut findings = Vec::new();
     let outcome = {
         let mut sp = spool.lock();
@@ -183,8 +185,9 @@ pub(crate) fn spool_direct(
 }
 
 /// The spool record header of a payload (its origin and sequence, for this run).
-fn header_of(item: &Item) -> Header {
+fn header_of(shared: &Shared, item: &Item) -> Header {
     Header {
+        otlp: shared.config.wire == Wire::OtlpLogs,
         len: u32::try_from(item.len()).unwrap_or(u32::MAX),
         entries: item.entries,
         source: item.origin.source,
@@ -306,7 +309,7 @@ fn step(
                     l.header.seq
                 },
                 origin,
-                bytes: GrpcSlice::from(l.body),
+                bytes: GrpcSlice::from(adopt(shared, &l.header, l.body)),
                 entries: l.header.entries,
                 written_before: l.replayed,
                 strikes: 0,
@@ -385,7 +388,13 @@ pub(crate) fn leave_all(
                 .saturating_add(sp.backlog_entries()),
         )
     };
-    (memory.iter().filter_map(decode_item).collect(), left)
+    (
+        memory
+            .iter()
+            .filter_map(|i| shared.decode_item(i))
+            .collect(),
+        left,
+    )
 }
 
 /// For [`LogSender::shutdown_taking_spool`](crate::LogSender::shutdown_taking_spool):
@@ -405,15 +414,21 @@ pub(crate) fn take_all(
         .iter()
         .filter_map(|i| i.spooled.map(|id| (id, i.entries)))
         .collect();
-    // (sort key: an earlier run's first, then intake order), this run's origin, entries, body
-    type Taken = ((u8, u64), Option<Origin>, u32, Vec<u8>);
+    // (sort key: an earlier run's first, then intake order), this run's origin, entries,
+    // (the body's wire, body)
+    type Taken = ((u8, u64), Option<Origin>, u32, (Wire, Vec<u8>));
     let mut all: Vec<Taken> = held
         .into_iter()
         .map(|i| {
             let replayed = i.origin.source == REPLAY_SOURCE;
             let origin = (!replayed).then_some(i.origin);
             let key = (u8::from(!replayed) * 2, i.seq);
-            (key, origin, i.entries, i.bytes.as_slice().to_vec())
+            (
+                key,
+                origin,
+                i.entries,
+                (shared.config.wire, i.bytes.as_slice().to_vec()),
+            )
         })
         .collect();
     let mut waiting: BTreeMap<Origin, u32> = on_disk.into_iter().collect();
@@ -425,14 +440,24 @@ pub(crate) fn take_all(
             let entries = u64::from(l.header.entries);
             if l.replayed {
                 old = (old.0 + 1, old.1.saturating_add(entries));
-                all.push(((1, old.0), None, l.header.entries, l.body));
+                all.push((
+                    (1, old.0),
+                    None,
+                    l.header.entries,
+                    (wire_of(&l.header), l.body),
+                ));
             } else {
                 let origin = Origin {
                     source: l.header.source,
                     ord: l.header.ord,
                 };
                 waiting.remove(&origin);
-                all.push(((2, l.header.seq), Some(origin), l.header.entries, l.body));
+                all.push((
+                    (2, l.header.seq),
+                    Some(origin),
+                    l.header.entries,
+                    (wire_of(&l.header), l.body),
+                ));
             }
         }
         sp.release(&mut release, &mut findings);
@@ -462,8 +487,8 @@ pub(crate) fn take_all(
     all.sort_by_key(|t| t.0);
     let mut undecodable = Vec::new();
     let mut payloads = Vec::with_capacity(all.len());
-    for (_, origin, entries, body) in all {
-        match decode_record(&body) {
+    for (_, origin, entries, (wire, body)) in all {
+        match decode_record(wire, &body) {
             Some(p) => payloads.push(p),
             None => undecodable.push((origin, entries)),
         }
@@ -478,9 +503,42 @@ pub(crate) fn take_all(
     (payloads, left)
 }
 
+/// The wire a record's body was written for.
+fn wire_of(header: &Header) -> Wire {
+    if header.otlp {
+        Wire::OtlpLogs
+    } else {
+        Wire::GoSightStream
+    }
+}
+
+/// A record's body in this sender's wire form: as it is, or re-encoded if it was
+/// written for the other wire (a sender whose wire changed over a backlog). Should that
+/// fail (an entry over the OTLP request cap), the body goes as it is: the collector's
+/// rejection then dead-letters it with its status.
+fn adopt(shared: &Shared, header: &Header, body: Vec<u8>) -> Vec<u8> {
+    let from = wire_of(header);
+    let to = shared.config.wire;
+    if from == to {
+        return body;
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| info!("spool: records written for {from:?} are re-encoded for {to:?}"));
+    match from
+        .decode(&body)
+        .and_then(|p| to.encode(&p, shared.config.request_cap()))
+    {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            error!("spool: a record written for {from:?} cannot be re-encoded for {to:?}: {e}");
+            body
+        }
+    }
+}
+
 /// A spool record's payload (`None`, logged, if its checked bytes do not decode).
-fn decode_record(body: &[u8]) -> Option<LogPayload> {
-    match crate::wire::decode(body) {
+fn decode_record(wire: Wire, body: &[u8]) -> Option<LogPayload> {
+    match wire.decode(body) {
         Ok(p) => Some(p),
         Err(e) => {
             error!("spool: a record that passed its checksum does not decode: {e}");

@@ -12,8 +12,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// Marks the start of a record ("LSP1").
+/// Marks the start of a record whose body is GoSight wire bytes ("LSP1").
 const MAGIC: u32 = 0x3150_534c;
+
+/// Marks the start of a record whose body is OTLP wire bytes ("LSO1"): one or more
+/// `ResourceLogs` records of an `ExportLogsServiceRequest`.
+const MAGIC_OTLP: u32 = 0x314f_534c;
 
 /// Bytes of a record before its body.
 pub(crate) const HEADER: usize = 36;
@@ -28,12 +32,15 @@ pub(crate) struct Header {
     pub(crate) ord: u64,
     /// The writing run's intake order.
     pub(crate) seq: u64,
+    /// The body is OTLP's bytes (else GoSight's); the record's magic says which.
+    pub(crate) otlp: bool,
 }
 
 /// Appends one record of `body` to `out`.
 pub(crate) fn encode(header: &Header, body: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
-    out.extend_from_slice(&MAGIC.to_le_bytes());
+    let magic = if header.otlp { MAGIC_OTLP } else { MAGIC };
+    out.extend_from_slice(&magic.to_le_bytes());
     out.extend_from_slice(&header.len.to_le_bytes());
     out.extend_from_slice(&header.entries.to_le_bytes());
     out.extend_from_slice(&header.source.to_le_bytes());
@@ -89,10 +96,13 @@ fn record_at(
     }
     let mut head = [0u8; HEADER];
     file.read_exact_at(&mut head, at)?;
-    if u32_at(&head, 0) != MAGIC {
-        return Ok(None);
-    }
+    let otlp = match u32_at(&head, 0) {
+        MAGIC => false,
+        MAGIC_OTLP => true,
+        _ => return Ok(None),
+    };
     let header = Header {
+        otlp,
         len: u32_at(&head, 4),
         entries: u32_at(&head, 8),
         source: u32_at(&head, 12),
@@ -134,7 +144,7 @@ pub(crate) fn next(
         return Ok(Found::Record { at, header, body });
     }
     // Damage: the next intact record is the first position after `at` where one starts.
-    let magic = MAGIC.to_le_bytes();
+    let magics = [MAGIC.to_le_bytes(), MAGIC_OTLP.to_le_bytes()];
     let mut window = vec![0u8; SEARCH_WINDOW];
     let mut from = at.saturating_add(1);
     while from < file_len {
@@ -142,7 +152,7 @@ pub(crate) fn next(
         file.read_exact_at(&mut window[..n], from)?;
         let mut i = 0;
         while i + 4 <= n {
-            if window[i..i + 4] == magic {
+            if magics.iter().any(|m| window[i..i + 4] == *m) {
                 let p = from + i as u64;
                 if record_at(file, p, file_len, false, scratch)?.is_some() {
                     return Ok(Found::Damage { at, len: p - at });
@@ -175,6 +185,8 @@ mod tests {
             source: 1,
             ord: n,
             seq: n,
+            // Both kinds of record, in turn: damage is found over either magic.
+            otlp: n % 2 == 1,
         }
     }
 
@@ -251,6 +263,7 @@ mod tests {
         // Bodies that contain the magic too, to try the search after damage.
         let mut bodies: Vec<Vec<u8>> = (0..4).map(|n| vec![0xA0 + n as u8; 9 + n * 5]).collect();
         bodies[2].extend_from_slice(&MAGIC.to_le_bytes());
+        bodies[2].extend_from_slice(&MAGIC_OTLP.to_le_bytes());
         let (bytes, spans) = spool_of(&bodies);
         let holder = |pos: u64| {
             spans
