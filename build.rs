@@ -6,6 +6,10 @@
 //!   tables are written by hand.
 //! - OTLP's logs protos (`proto/opentelemetry/`, release and commit in its README) into
 //!   `$OUT_DIR/otlp` (`otlp::pb`), a module tree of their own.
+//! - gRPC's `google.rpc.Status` and `RetryInfo` (`proto/google/`, source in its README)
+//!   into `$OUT_DIR/rpc` (`export::rpc`, private). Their imports of
+//!   `google/protobuf/any.proto` and `duration.proto` come from the parser's bundled
+//!   copies, and the generator maps them to `protobuf::well_known_types`.
 
 fn main() {
     println!("cargo:rerun-if-changed=proto");
@@ -25,5 +29,14 @@ fn main() {
             "proto/opentelemetry/proto/collector/logs/v1/logs_service.proto",
         ])
         .cargo_out_dir("otlp")
+        .run_from_script();
+    protobuf_codegen::Codegen::new()
+        .pure()
+        .includes(["proto"])
+        .inputs([
+            "proto/google/rpc/status.proto",
+            "proto/google/rpc/error_details.proto",
+        ])
+        .cargo_out_dir("rpc")
         .run_from_script();
 }
