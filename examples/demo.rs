@@ -12,8 +12,9 @@
 //! reported durable arrived, and fails if one did not.
 //!
 //! Run it with `scripts/demo.sh` (or `cargo run --release --example demo`).
-//! Optional arguments: `--payloads N` (default 4000), `--entries N` (default 20000),
-//! `--workers N` (default 4).
+//! Optional arguments: `--wire gosight|otlp` (default `gosight`: GoSight's
+//! `SubmitStream`; `otlp`: OTLP's `LogsService/Export`, which the same sink serves),
+//! `--payloads N` (default 4000), `--entries N` (default 20000), `--workers N` (default 4).
 
 #[path = "../tests/support/sink.rs"]
 mod sink;
@@ -24,13 +25,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use logsender::{
     crossbeam_channel, Batching, Config, EventHandler, Level, LogBridge, LogEntry, LogMeta,
-    LogPayload, LogSender, Meta, SpoolEvent,
+    LogPayload, LogSender, Meta, SpoolEvent, Wire,
 };
 use sink::{Ending, Sink};
 
@@ -46,6 +47,33 @@ const BRIDGE_AGENT: &str = "agent-7f3a-log";
 
 /// Set in the environment of the demo's child processes (the spool act): `spool`.
 const CHILD_ENV: &str = "LOGSENDER_DEMO_CHILD";
+/// The wire, for the children: `gosight` or `otlp`.
+const WIRE_ENV: &str = "LOGSENDER_DEMO_WIRE";
+
+/// The wire every sender of the demo speaks (`--wire`; a child reads `WIRE_ENV`).
+static WIRE: OnceLock<Wire> = OnceLock::new();
+
+fn wire() -> Wire {
+    *WIRE.get_or_init(|| {
+        let named = std::env::var(WIRE_ENV).ok();
+        parse_wire(named.as_deref().unwrap_or("gosight")).unwrap_or_default()
+    })
+}
+
+fn parse_wire(name: &str) -> Option<Wire> {
+    match name {
+        "gosight" => Some(Wire::GoSightStream),
+        "otlp" => Some(Wire::OtlpLogs),
+        _ => None,
+    }
+}
+
+fn wire_name() -> &'static str {
+    match wire() {
+        Wire::OtlpLogs => "otlp",
+        _ => "gosight",
+    }
+}
 /// The `host_id` prefix of the spool act's payloads: `spool-0`, `spool-1`, ...
 const SPOOL_ID: &str = "spool-";
 /// Payloads the first spool child queues between two `sync` calls.
@@ -64,26 +92,48 @@ fn main() -> ExitCode {
     let mut workers = 4usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse().ok());
+        let raw = args.next();
+        if arg == "--wire" {
+            match raw.as_deref().and_then(parse_wire) {
+                Some(w) => {
+                    let _ = WIRE.set(w);
+                    continue;
+                }
+                None => {
+                    eprintln!("usage: demo [--wire gosight|otlp] [--payloads N] [--entries N] [--workers N]");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        let value = raw.and_then(|v| v.parse().ok());
         match (arg.as_str(), value) {
             ("--payloads", Some(n)) => payloads = n,
             ("--entries", Some(n)) => entries = n,
             ("--workers", Some(n)) => workers = n,
             _ => {
-                eprintln!("usage: demo [--payloads N] [--entries N] [--workers N]");
+                eprintln!(
+                    "usage: demo [--wire gosight|otlp] [--payloads N] [--entries N] [--workers N]"
+                );
                 return ExitCode::from(2);
             }
         }
     }
 
     let mut sink = Sink::with_ending(Ending::OkNoMessage);
-    println!(
-        "sink      listening on {} (ends streams like GoSight: OK, no message)",
-        sink.addr()
-    );
+    match wire() {
+        Wire::OtlpLogs => println!(
+            "sink      listening on {} (LogsService/Export: OK with an empty response)",
+            sink.addr()
+        ),
+        _ => println!(
+            "sink      listening on {} (ends streams like GoSight: OK, no message)",
+            sink.addr()
+        ),
+    }
 
     let config = Config::builder(sink.addr())
         .plaintext()
+        .wire(wire())
         .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(2))
         .commit_every(500)
         .commit_interval(Duration::from_millis(200))
@@ -101,7 +151,10 @@ fn main() -> ExitCode {
     sender
         .start_worker_pool(rx, workers)
         .expect("start workers");
-    println!("sender    {workers} workers, at-least-once, {PRODUCERS} producer threads, {payloads} payloads");
+    println!(
+        "sender    wire {}, {workers} workers, at-least-once, {PRODUCERS} producer threads, {payloads} payloads",
+        wire_name()
+    );
     // The entry level: single lines, batched into payloads stamped with this host.
     let template = LogPayload::from_host("agent-7f3a");
     println!(
@@ -555,6 +608,7 @@ impl ChildProc {
             .arg(dir)
             .arg(port.to_string())
             .env(CHILD_ENV, "spool")
+            .env(WIRE_ENV, wire_name())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -654,6 +708,7 @@ fn spool_payload(seq: usize) -> LogPayload {
 fn spool_config(dir: &Path, port: u16) -> logsender::ConfigBuilder {
     Config::builder(format!("127.0.0.1:{port}"))
         .plaintext()
+        .wire(wire())
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
         .commit_every(500)
         .commit_interval(Duration::from_millis(200))

@@ -1,9 +1,8 @@
 //! The model in OTLP's terms: a [`LogPayload`] as an OpenTelemetry
 //! `ExportLogsServiceRequest` (`opentelemetry.proto.collector.logs.v1`), and back.
 //!
-//! **Preview.** logsender still ships on GoSight's `SubmitStream`; no setting sends
-//! these requests yet. The mapping is here so that it can be checked (and used by a
-//! program that ships OTLP itself) before the second wire exists.
+//! The mapping of the OTLP wire ([`Wire::OtlpLogs`](crate::Wire::OtlpLogs)), public so
+//! that it can be checked, and used by a program that ships OTLP itself.
 //!
 //! One payload is one `ResourceLogs` with one `ScopeLogs` (scope `logsender`, the
 //! crate's version): the payload's identity and its [`Meta`] become the resource's

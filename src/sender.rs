@@ -401,6 +401,11 @@ impl LogSender {
     /// In `AtLeastOnce` mode the payload is then held until its epoch is committed (and
     /// re-sent if that fails); in `AtMostOnce` mode it counts as sent when this returns.
     ///
+    /// On the OTLP wire ([`Wire::OtlpLogs`](crate::Wire::OtlpLogs)) it returns once the
+    /// payload is held and its `Export` call issued (or queued behind the calls in
+    /// flight): it never waits for the collector. [`Error::Unavailable`] still means
+    /// that no channel is up.
+    ///
     /// # Errors
     ///
     /// - [`Error::Unavailable`] at once when no stream is up: nothing was sent.
