@@ -121,6 +121,32 @@ pub fn costs_main() {
         per(prost_otlp),
         per(prost_len)
     );
+    // The sink's count of a full large request (13 payloads, 4 MiB): its handler's work.
+    let large = templates(Size::Large);
+    let mut request = Vec::new();
+    for p in large.iter().cycle() {
+        let bytes = otlp_bytes(p);
+        if request.len() + bytes.len() > otlp::MAX_REQUEST_BYTES {
+            break;
+        }
+        request.extend_from_slice(&bytes);
+    }
+    const WALKS: usize = 100;
+    let mut counted = None;
+    let walk = time(&mut || {
+        for _ in 0..WALKS {
+            counted = crate::otlp_sink::count_export(&mut request.as_slice(), request.len());
+        }
+    });
+    let counted = counted.expect("sink walk");
+    println!(
+        "sink count of a {:.1} MB large request ({} payloads, {} records): {:.0} µs, {:.1} µs per payload",
+        request.len() as f64 / 1e6,
+        counted.payloads,
+        counted.records,
+        walk.as_secs_f64() * 1e6 / WALKS as f64,
+        walk.as_secs_f64() * 1e6 / WALKS as f64 / counted.payloads as f64,
+    );
     // What the enq→ack sampler pays per reading (an idle sender: no stream, no contention).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
