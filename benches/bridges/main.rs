@@ -1,8 +1,8 @@
 //! Bridges benchmark (`cargo bench --bench bridges`): `log::info!` lines from 4 threads
 //! through logsender's `log` bridge (GoSight wire, and OTLP once `OTLP_WIRE_READY`) and
-//! through OpenTelemetry's appenders,
-//! `BatchLogProcessor` and OTLP/gRPC exporter (the peer), each to a sink on loopback
-//! that counts the records it receives. See BENCHMARKS.md, "Bridges".
+//! through OpenTelemetry's appenders, `BatchLogProcessor` and OTLP/gRPC exporter (the
+//! peer), each to a sink on loopback that counts the records it receives. See
+//! BENCHMARKS.md, "Bridges".
 //!
 //! One binary, several roles, picked by the first argument (as in the throughput bench;
 //! anything that is not a role is the parent):
