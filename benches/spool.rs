@@ -35,6 +35,9 @@
 
 #[path = "common/generate.rs"]
 mod generate;
+#[allow(dead_code)]
+#[path = "common/otlp_sink.rs"]
+mod otlp_sink;
 #[path = "common/output.rs"]
 mod output;
 #[allow(dead_code)]

@@ -14,6 +14,7 @@ use opentelemetry_sdk::logs::{BatchConfigBuilder, BatchLogProcessor, SdkLoggerPr
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::SubscriberExt;
 
+use crate::otlp_wire::otlp_wire;
 use crate::procfs::{cpu_secs, proc_status_kb};
 use crate::roles::{print_result, watchdog};
 use crate::rows::{parse_pace, Row, TUNED_BATCH, TUNED_QUEUE};
@@ -30,7 +31,8 @@ pub fn client_main(args: &[String]) {
     let (row, pace, n) = (Row::parse(row), parse_pace(pace), n.parse().expect("count"));
     watchdog(Duration::from_secs(120));
     let fields = match row {
-        Row::LogBridge => logsender_log(n, pace, addr),
+        Row::LogBridge => logsender_log(n, pace, addr, false),
+        Row::LogBridgeOtlp => logsender_log(n, pace, addr, true),
         #[cfg(feature = "tracing")]
         Row::TracingLayer => logsender_tracing(n, pace, addr),
         Row::Otel { api, tuned } => otel(n, pace, addr, api, tuned),
@@ -94,15 +96,15 @@ fn measure(
     .collect()
 }
 
-/// logsender's sender for both of its rows: its defaults except `plaintext()` and no
-/// compression (the OTLP exporter's default is none either).
-fn logsender_sender(addr: &str) -> LogSender {
-    let config = Config::builder(addr)
+/// logsender's sender for its rows: its defaults except `plaintext()` and no
+/// compression (the OTLP exporter's default is none either); `otlp`: on the OTLP wire
+/// (`otlp_wire`).
+fn logsender_sender(addr: &str, otlp: bool) -> LogSender {
+    let builder = Config::builder(addr)
         .plaintext()
-        .compression(Compression::None)
-        .build()
-        .expect("config");
-    LogSender::new(config).expect("sender")
+        .compression(Compression::None);
+    let builder = if otlp { otlp_wire(builder) } else { builder };
+    LogSender::new(builder.build().expect("config")).expect("sender")
 }
 
 /// logsender's flush: everything acknowledged; drops are the records the bridge (or the
@@ -117,10 +119,11 @@ fn logsender_flush(sender: &LogSender) -> Flushed {
 }
 
 /// logsender's `log` bridge with its defaults (filter `info`, never blocks: 8,192
-/// entries may wait, batches of 512 entries or 200 ms, 2 workers).
-fn logsender_log(n: usize, pace: Pace, addr: &str) -> Vec<(String, f64)> {
+/// entries may wait, batches of 512 entries or 200 ms, 2 workers); `otlp`: its sender
+/// on the OTLP wire.
+fn logsender_log(n: usize, pace: Pace, addr: &str, otlp: bool) -> Vec<(String, f64)> {
     let guard = LogBridge::new(Batching::new(LogPayload::from_host(AGENT)))
-        .install(logsender_sender(addr))
+        .install(logsender_sender(addr, otlp))
         .expect("install the bridge");
     guard
         .sender()
@@ -139,7 +142,7 @@ fn logsender_log(n: usize, pace: Pace, addr: &str) -> Vec<(String, f64)> {
 #[cfg(feature = "tracing")]
 fn logsender_tracing(n: usize, pace: Pace, addr: &str) -> Vec<(String, f64)> {
     let guard = logsender::TracingLayer::new(Batching::new(LogPayload::from_host(AGENT)))
-        .install(logsender_sender(addr))
+        .install(logsender_sender(addr, false))
         .expect("install the layer");
     guard
         .sender()

@@ -1,7 +1,8 @@
 //! Bridges benchmark (`cargo bench --bench bridges`): `log::info!` lines from 4 threads
-//! through logsender's `log` bridge (GoSight wire) and through OpenTelemetry's appenders,
-//! `BatchLogProcessor` and OTLP/gRPC exporter (the peer), each to a sink on loopback
-//! that counts the records it receives. See BENCHMARKS.md, "Bridges".
+//! through logsender's `log` bridge (GoSight wire, and OTLP once `OTLP_WIRE_READY`) and
+//! through OpenTelemetry's appenders, `BatchLogProcessor` and OTLP/gRPC exporter (the
+//! peer), each to a sink on loopback that counts the records it receives. See
+//! BENCHMARKS.md, "Bridges".
 //!
 //! One binary, several roles, picked by the first argument (as in the throughput bench;
 //! anything that is not a role is the parent):
@@ -15,6 +16,12 @@
 //! Children report on stdout as one `RESULT k=v ...` line (`../common/roles.rs`).
 
 mod clients;
+#[path = "../common/otlp_sink.rs"]
+mod otlp_sink;
+// Shared with the throughput bench, which uses its constant for the tonic peer.
+#[allow(dead_code)]
+#[path = "../common/otlp_wire.rs"]
+mod otlp_wire;
 #[path = "../common/output.rs"]
 mod output;
 // Shared with the throughput bench, which uses the helpers this bench does not.

@@ -166,10 +166,14 @@ fn targets(tasks: &[Task]) -> String {
     for pace in paces(tasks) {
         for api in [Api::Log, Api::Tracing] {
             let of = |t: &&Task| t.kind.pace == pace && t.kind.row.api() == api;
-            let Some(ours) = tasks.iter().filter(of).find(|t| !t.kind.row.otlp()) else {
-                continue;
-            };
-            for peer in tasks.iter().filter(of).filter(|t| t.kind.row.otlp()) {
+            let ours_rows = tasks.iter().filter(of).filter(|t| !t.kind.row.peer());
+            for (ours, peer) in ours_rows.flat_map(|ours| {
+                tasks
+                    .iter()
+                    .filter(of)
+                    .filter(|t| t.kind.row.peer())
+                    .map(move |peer| (ours, peer))
+            }) {
                 let rate = ours.med("lines_per_s") / peer.med("lines_per_s");
                 let cpu = ours.med("client_cpu_us") / peer.med("client_cpu_us");
                 let (p99, peer_p99) = (ours.med("lat_p99_us"), peer.med("lat_p99_us"));
@@ -198,7 +202,7 @@ fn targets(tasks: &[Task]) -> String {
     if tasks.iter().any(|t| t.kind.row.api() == Api::Tracing)
         && !tasks
             .iter()
-            .any(|t| t.kind.row.api() == Api::Tracing && !t.kind.row.otlp())
+            .any(|t| t.kind.row.api() == Api::Tracing && !t.kind.row.peer())
     {
         t.push_str(
             "- logsender-tracing: not measured (built without the crate's feature `tracing`: \

@@ -1,5 +1,6 @@
 //! The tasks: which logger the lines go through (the row), at which pace, how many.
 
+use crate::otlp_wire::OTLP_WIRE_READY;
 use crate::roles::scaled;
 use crate::workload::{Api, Pace};
 
@@ -22,6 +23,9 @@ pub enum Row {
     /// logsender's `log` bridge (`LogBridge`, defaults) on a `LogSender` (defaults,
     /// except plaintext and no compression): GoSight wire.
     LogBridge,
+    /// The same on the OTLP wire (`Wire::OtlpLogs`, `../common/otlp_wire.rs`), to the
+    /// sink's OTLP server, beside the OpenTelemetry rows. Only when `OTLP_WIRE_READY`.
+    LogBridgeOtlp,
     /// logsender's `tracing` layer (`TracingLayer`, defaults: filter `info`, never
     /// blocks) installed as the global subscriber, on the same sender: GoSight wire.
     /// Needs the crate's feature `tracing`; without it the report says the row is
@@ -38,8 +42,11 @@ pub enum Row {
 impl Row {
     /// Every row, in table order.
     pub fn all() -> Vec<Row> {
-        vec![
-            Row::LogBridge,
+        let mut rows = vec![Row::LogBridge];
+        if OTLP_WIRE_READY {
+            rows.push(Row::LogBridgeOtlp);
+        }
+        rows.extend([
             Row::Otel {
                 api: Api::Log,
                 tuned: false,
@@ -58,12 +65,14 @@ impl Row {
                 api: Api::Tracing,
                 tuned: true,
             },
-        ]
+        ]);
+        rows
     }
 
     pub fn name(self) -> String {
         match self {
             Row::LogBridge => "logsender-log".into(),
+            Row::LogBridgeOtlp => "logsender-otlp".into(),
             #[cfg(feature = "tracing")]
             Row::TracingLayer => "logsender-tracing".into(),
             Row::Otel { api, tuned } => {
@@ -81,7 +90,7 @@ impl Row {
 
     pub fn api(self) -> Api {
         match self {
-            Row::LogBridge => Api::Log,
+            Row::LogBridge | Row::LogBridgeOtlp => Api::Log,
             #[cfg(feature = "tracing")]
             Row::TracingLayer => Api::Tracing,
             Row::Otel { api, .. } => api,
@@ -90,6 +99,11 @@ impl Row {
 
     /// Whether the row ships OTLP (else GoSight).
     pub fn otlp(self) -> bool {
+        matches!(self, Row::Otel { .. } | Row::LogBridgeOtlp)
+    }
+
+    /// Whether the row is the peer's (OpenTelemetry), else logsender's.
+    pub fn peer(self) -> bool {
         matches!(self, Row::Otel { .. })
     }
 
@@ -97,6 +111,7 @@ impl Row {
     pub fn label(self) -> String {
         match self {
             Row::LogBridge => "logsender `LogBridge` → GoSight".into(),
+            Row::LogBridgeOtlp => "logsender `LogBridge` → OTLP/gRPC (`Wire::OtlpLogs`)".into(),
             #[cfg(feature = "tracing")]
             Row::TracingLayer => "logsender `TracingLayer` → GoSight".into(),
             Row::Otel { api, tuned } => format!(

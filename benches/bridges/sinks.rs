@@ -4,9 +4,12 @@
 //! - GoSight: `/proto.LogService/SubmitStream`, a client stream answered like GoSight
 //!   (status OK, no message); each `LogPayload`'s entries are counted by walking its
 //!   top-level fields (field 6, `logs`), nothing is decoded;
-//! - OTLP: `/opentelemetry.proto.collector.logs.v1.LogsService/Export`, unary; each
-//!   request is decoded with opentelemetry-proto's prost types (the exporter's own) and
-//!   its `LogRecord`s counted; answered with an empty `ExportLogsServiceResponse`.
+//! - OTLP: `/opentelemetry.proto.collector.logs.v1.LogsService/Export`, unary, the
+//!   throughput sink's handler (`../common/otlp_sink.rs`): each `ResourceLogs` counts as
+//!   a message and each `LogRecord` as a record, by walking tags and lengths; answered
+//!   with an empty `ExportLogsServiceResponse`. The sampled requests (below) are also
+//!   decoded with opentelemetry-proto's prost types, the exporter's own, and a count
+//!   that disagrees with the decode is flagged in the sample.
 //!
 //! Besides `COUNT` (messages, bytes, OK answers, CPU seconds, records), the parent may
 //! ask `SAMPLE`: a one-line description of the first record of the largest message that
@@ -16,17 +19,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use grpcio::{
-    GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext, ServiceBuilder, UnarySink,
-};
+use grpcio::{GrpcSlice, Marshaller, MessageReader, Method, MethodType};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use prost::Message as _;
 
+use crate::otlp_sink::{count_export, export_method, otlp_service, Export};
 use crate::protocol::{de_vec, ser_vec, PATH};
 use crate::sink::{bind, serve, sink_env, stream_service, Counted, SinkCounts};
-
-pub const OTLP_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// The size of the largest message described since the last `SAMPLE`, and its
 /// description.
@@ -51,9 +51,10 @@ pub fn sink_main() {
     let counts = Arc::new(SinkCounts::default());
     let env = sink_env();
     // Servers live until the process exits.
-    let (_gosight, gosight_port) =
-        bind(&env, 0, || stream_service(&counts, &GOSIGHT_METHOD, false));
-    let (_otlp, otlp_port) = bind(&env, 0, || otlp_service(&counts));
+    let (_gosight, gosight_port) = bind(&env, 0, || {
+        vec![stream_service(&counts, &GOSIGHT_METHOD, false)]
+    });
+    let (_otlp, otlp_port) = bind(&env, 0, || vec![otlp_service(&counts, &OTLP_SAMPLED)]);
     serve(&counts, &[gosight_port, otlp_port], |line| {
         (line == "SAMPLE").then(|| {
             let mut sample = SAMPLE.lock().unwrap_or_else(|e| e.into_inner());
@@ -171,43 +172,38 @@ fn describe_gosight(bytes: &[u8], entries: u64) -> String {
     )
 }
 
-/// An OTLP export request as the sink sees it.
-pub struct Export {
-    bytes: u64,
-    records: u64,
-}
+/// The OTLP server's deserializer: the shared count (`../common/otlp_sink.rs`), and for
+/// each new largest request a full decode with opentelemetry-proto's prost types (the
+/// exporter's own) that describes it and checks the count.
+const OTLP_SAMPLED: Method<Export, Vec<u8>> = export_method(de_export_sampled);
 
-const OTLP_METHOD: Method<Export, Vec<u8>> = Method {
-    ty: MethodType::Unary,
-    name: OTLP_PATH,
-    req_mar: Marshaller {
-        ser: never_serialized::<Export>,
-        de: de_export,
-    },
-    resp_mar: Marshaller {
-        ser: ser_vec,
-        de: de_vec,
-    },
-};
-
-fn de_export(reader: MessageReader) -> grpcio::Result<Export> {
+fn de_export_sampled(reader: MessageReader) -> grpcio::Result<Export> {
     let bytes = de_vec(reader)?;
-    let request = ExportLogsServiceRequest::decode(bytes.as_slice())
-        .map_err(|_| codec_error("not an ExportLogsServiceRequest"))?;
-    let records: usize = request
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum();
-    let records = records as u64;
+    let export = count_export(&mut bytes.as_slice(), bytes.len())
+        .ok_or_else(|| codec_error("not an ExportLogsServiceRequest"))?;
     sample(bytes.len(), || {
-        describe_otlp(&request, bytes.len(), records)
+        let Ok(request) = ExportLogsServiceRequest::decode(bytes.as_slice()) else {
+            return "otlp: undecodable request".into();
+        };
+        let records: usize = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        let mut description = describe_otlp(&request, bytes.len(), export.records);
+        if (request.resource_logs.len() as u64, records as u64) != (export.payloads, export.records)
+        {
+            description.push_str(&format!(
+                " WARNING: the sink counted {} ResourceLogs and {} records, prost decoded {} and {records}",
+                export.payloads,
+                export.records,
+                request.resource_logs.len()
+            ));
+        }
+        description
     });
-    Ok(Export {
-        bytes: bytes.len() as u64,
-        records,
-    })
+    Ok(export)
 }
 
 fn any(v: &Option<AnyValue>) -> String {
@@ -251,25 +247,4 @@ fn describe_otlp(request: &ExportLogsServiceRequest, bytes: usize, records: u64)
         records,
         bytes as f64 / records.max(1) as f64,
     )
-}
-
-/// The `Export` handler: count the request and its records, answer an empty response.
-fn otlp_service(counts: &Arc<SinkCounts>) -> grpcio::Service {
-    let counts = counts.clone();
-    ServiceBuilder::new()
-        .add_unary_handler(
-            &OTLP_METHOD,
-            move |ctx: RpcContext<'_>, request: Export, sink: UnarySink<Vec<u8>>| {
-                counts.messages.fetch_add(1, Relaxed);
-                counts.bytes.fetch_add(request.bytes, Relaxed);
-                counts.records.fetch_add(request.records, Relaxed);
-                let counts = counts.clone();
-                ctx.spawn(async move {
-                    if sink.success(Vec::new()).await.is_ok() {
-                        counts.ok_streams.fetch_add(1, Relaxed);
-                    }
-                });
-            },
-        )
-        .build()
 }

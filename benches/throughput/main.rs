@@ -1,5 +1,6 @@
 //! Throughput benchmark (`cargo bench`): logsender against the raw grpcio stream and
-//! against the usual async peer (tonic + prost), on loopback. See BENCHMARKS.md.
+//! against the usual async peer (tonic + prost), on loopback, on GoSight's stream and
+//! on OTLP's `Export`. See BENCHMARKS.md.
 //!
 //! One binary, several roles, picked by the first argument (`cargo bench` passes `--bench`
 //! and possibly a filter; anything that is not a role is the parent):
@@ -20,6 +21,10 @@ mod clients;
 mod generate;
 mod gzip_levels;
 mod matrix;
+#[path = "../common/otlp_sink.rs"]
+mod otlp_sink;
+#[path = "../common/otlp_wire.rs"]
+mod otlp_wire;
 mod outage;
 #[path = "../common/output.rs"]
 mod output;
@@ -171,10 +176,20 @@ fn run_cell(sink: &mut SinkProcess, size: Size, client: Client, n: usize) -> Opt
     let wall = began.elapsed().as_secs_f64();
     let after = sink.snapshot();
     let mut s = result?;
+    // OTLP: a message is a ResourceLogs (one payload), and the sink counts records.
     let messages = after.messages - before.messages;
+    let records = after.records - before.records;
     if messages != n as u64 {
         eprintln!(
             "bench: WARNING {}/{}: sink counted {messages} messages, expected {n}",
+            size.name(),
+            client.name(),
+        );
+    }
+    let entries = (n * size.entries()) as u64;
+    if client.otlp() && records != entries {
+        eprintln!(
+            "bench: WARNING {}/{}: sink counted {records} OTLP records, expected {entries}",
             size.name(),
             client.name(),
         );
@@ -199,6 +214,11 @@ fn run_cell(sink: &mut SinkProcess, size: Size, client: Client, n: usize) -> Opt
         ("payloads_per_s", acked / secs),
         ("mb_per_s", bytes * (acked / n as f64).min(1.0) / secs / 1e6),
         ("client_cpu_us", per_payload(get(&s, "cpu"), acked)),
+        (
+            "client_cpu_us_per_record",
+            per_payload(get(&s, "cpu"), acked * size.entries() as f64),
+        ),
+        ("sink_records", records as f64),
         (
             "sink_cpu_us",
             per_payload(after.cpu - before.cpu, messages as f64),

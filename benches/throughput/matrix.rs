@@ -3,6 +3,7 @@
 
 use logsender::DeliveryMode;
 
+use crate::otlp_wire::OTLP_WIRE_READY;
 pub use crate::roles::Sample;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -88,6 +89,13 @@ pub enum Client {
     /// The same payloads' entries logged one by one through an `EntrySender`, batched
     /// back into payloads of the same size (at-least-once, uncompressed).
     Entries { workers: usize },
+    /// logsender on the OTLP wire: the `at-least-once/N` cell with `Wire::OtlpLogs` and
+    /// `EXPORTS_IN_FLIGHT` Export calls in flight (`../common/otlp_wire.rs`; only when
+    /// `OTLP_WIRE_READY`).
+    Otlp { workers: usize, gzip: Gzip },
+    /// tonic + prost unary Export calls of the same OTLP requests, `EXPORTS_IN_FLIGHT`
+    /// in flight (gzip: tonic's fixed level).
+    TonicOtlp { gzip: bool },
 }
 
 /// gzip levels of the end-to-end level rows (the default level is `at-least-once-gzip/4`).
@@ -130,6 +138,21 @@ impl Client {
                 });
             }
         }
+        // The OTLP rows: logsender's (once the wire exists) and the tonic peer's, then
+        // the same at tonic's gzip level.
+        for gzip in [false, true] {
+            if OTLP_WIRE_READY {
+                v.push(Client::Otlp {
+                    workers: 4,
+                    gzip: if gzip {
+                        Gzip::Level(TONIC_GZIP_LEVEL)
+                    } else {
+                        Gzip::Off
+                    },
+                });
+            }
+            v.push(Client::TonicOtlp { gzip });
+        }
         v
     }
 
@@ -156,6 +179,13 @@ impl Client {
             Client::Tonic { gzip: false } => "tonic".into(),
             Client::Tonic { gzip: true } => "tonic-gzip".into(),
             Client::Entries { workers } => format!("entries/{workers}"),
+            Client::Otlp { workers, gzip } => match gzip {
+                Gzip::Off => format!("otlp/{workers}"),
+                Gzip::Default => format!("otlp-gzip/{workers}"),
+                Gzip::Level(n) => format!("otlp-gzip{n}/{workers}"),
+            },
+            Client::TonicOtlp { gzip: false } => "tonic-otlp".into(),
+            Client::TonicOtlp { gzip: true } => "tonic-otlp-gzip".into(),
         }
     }
 
@@ -169,14 +199,21 @@ impl Client {
     /// The gzip level this client compresses at, if it does.
     pub fn gzip_level(self) -> Option<u32> {
         match self {
-            Client::Workers { gzip, .. } => match gzip {
+            Client::Workers { gzip, .. } | Client::Otlp { gzip, .. } => match gzip {
                 Gzip::Off => None,
                 Gzip::Default => Some(default_gzip_level()),
                 Gzip::Level(n) => Some(n),
             },
-            Client::Tonic { gzip: true } => Some(TONIC_GZIP_LEVEL),
+            Client::Tonic { gzip: true } | Client::TonicOtlp { gzip: true } => {
+                Some(TONIC_GZIP_LEVEL)
+            }
             _ => None,
         }
+    }
+
+    /// Whether the client ships OTLP `Export` calls (else GoSight's stream).
+    pub fn otlp(self) -> bool {
+        matches!(self, Client::Otlp { .. } | Client::TonicOtlp { .. })
     }
 
     /// Whether the producer hands payloads to a queue (worker pool, tonic) rather than
@@ -184,7 +221,11 @@ impl Client {
     pub fn queued(self) -> bool {
         matches!(
             self,
-            Client::Workers { .. } | Client::Tonic { .. } | Client::Entries { .. }
+            Client::Workers { .. }
+                | Client::Tonic { .. }
+                | Client::Entries { .. }
+                | Client::Otlp { .. }
+                | Client::TonicOtlp { .. }
         )
     }
 

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use logsender::{wire, LogPayload, LogSender};
+use logsender::{otlp, wire, LogPayload, LogSender};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use prost::Message as _;
 
 use crate::matrix::Size;
 use crate::prost_mirror;
@@ -80,6 +82,71 @@ pub fn costs_main() {
         per(prost_cold),
         per(free)
     );
+    // OTLP: the sizes of one payload's request, and what encoding a medium one costs
+    // logsender (`to_request` + `encode`) and prost (the peer's decoded copy), and what
+    // prost's `encoded_len` alone costs (the peer's 4 MiB check).
+    for size in Size::ALL {
+        let lens: Vec<usize> = templates(size)
+            .iter()
+            .map(|p| otlp_bytes(p).len())
+            .collect();
+        println!(
+            "{} on OTLP: {:.1} KB per payload's request on average",
+            size.name(),
+            lens.iter().sum::<usize>() as f64 / lens.len() as f64 / 1e3,
+        );
+    }
+    let otlp_items = prebuild(&t, N);
+    let logsender_otlp = time(&mut || {
+        let bytes: usize = otlp_items.iter().map(|p| otlp_bytes(p).len()).sum();
+        assert!(bytes > 0);
+    });
+    let requests: Vec<ExportLogsServiceRequest> = t
+        .iter()
+        .map(|p| ExportLogsServiceRequest::decode(otlp_bytes(p).as_slice()).expect("decode"))
+        .collect();
+    let requests = prebuild(&requests, N);
+    let prost_otlp = time(&mut || {
+        let bytes: usize = requests.iter().map(|r| r.encode_to_vec().len()).sum();
+        assert!(bytes > 0);
+    });
+    let prost_len = time(&mut || {
+        let bytes: usize = requests.iter().map(|r| r.encoded_len()).sum();
+        assert!(bytes > 0);
+    });
+    println!(
+        "medium on OTLP, per payload: logsender to_request + encode {}, prost encode {}, \
+         prost encoded_len {} (pre-built, cold)",
+        per(logsender_otlp),
+        per(prost_otlp),
+        per(prost_len)
+    );
+    // The sink's count of a full large request (13 payloads, 4 MiB): its handler's work.
+    let large = templates(Size::Large);
+    let mut request = Vec::new();
+    for p in large.iter().cycle() {
+        let bytes = otlp_bytes(p);
+        if request.len() + bytes.len() > otlp::MAX_REQUEST_BYTES {
+            break;
+        }
+        request.extend_from_slice(&bytes);
+    }
+    const WALKS: usize = 100;
+    let mut counted = None;
+    let walk = time(&mut || {
+        for _ in 0..WALKS {
+            counted = crate::otlp_sink::count_export(&mut request.as_slice(), request.len());
+        }
+    });
+    let counted = counted.expect("sink walk");
+    println!(
+        "sink count of a {:.1} MB large request ({} payloads, {} records): {:.0} µs, {:.1} µs per payload",
+        request.len() as f64 / 1e6,
+        counted.payloads,
+        counted.records,
+        walk.as_secs_f64() * 1e6 / WALKS as f64,
+        walk.as_secs_f64() * 1e6 / WALKS as f64 / counted.payloads as f64,
+    );
     // What the enq→ack sampler pays per reading (an idle sender: no stream, no contention).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -99,4 +166,8 @@ pub fn costs_main() {
         "acknowledged_now (LogSender::acknowledged), idle sender: {:.0} ns",
         reads.as_secs_f64() * 1e9 / N as f64
     );
+}
+
+fn otlp_bytes(p: &LogPayload) -> Vec<u8> {
+    otlp::encode(&otlp::to_request(p)).expect("otlp::encode")
 }

@@ -55,7 +55,8 @@ fn label(client: Client) -> String {
             gzip: Gzip::Default,
             ..
         }
-        | Client::Tonic { gzip: true } => format!(
+        | Client::Tonic { gzip: true }
+        | Client::TonicOtlp { gzip: true } => format!(
             "{} (level {})",
             client.name(),
             client.gzip_level().unwrap_or(0)
@@ -93,6 +94,7 @@ pub fn tables(tasks: &[Task], run: &Run) -> String {
     let mut out = String::new();
     for table in [
         matrix_table(tasks),
+        otlp_table(tasks),
         level_rows_table(tasks),
         gzip_table(tasks),
         backlog_table(tasks),
@@ -142,11 +144,11 @@ fn matrix_table(tasks: &[Task]) -> String {
     let mut t = String::new();
     t.push_str(
         "| size | client | payloads/s (IQR) | client CPU µs/payload (IQR) | \
-         sink CPU µs/payload (IQR) | × base | wire MB | \
+         client CPU µs/record | sink CPU µs/payload (IQR) | × base | wire MB | \
          queue enqueue p50 / p99 / max µs | p99 with room µs (room %) | \
          direct call p50 / p99 / max µs | enq→ack p50 / p99 / max ms | peak RSS MB |\n",
     );
-    t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    t.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for (size, client, cell) in &cells {
         let pps = cell.summary("payloads_per_s");
         let enq = format!(
@@ -167,11 +169,12 @@ fn matrix_table(tasks: &[Task]) -> String {
         };
         let ratio = pps.median / baseline_pps(tasks, *size);
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.1} | {queue} | {room} | {direct} | {} / {} / {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {queue} | {room} | {direct} | {} / {} / {} | {:.0} |\n",
             size_label(cell, *size),
             label(*client),
             with_iqr(pps, fmt_rate),
             with_iqr(cell.summary("client_cpu_us"), fmt_lat),
+            fmt_lat(cell.med("client_cpu_us_per_record")),
             with_iqr(cell.summary("sink_cpu_us"), fmt_lat),
             if ratio.is_finite() { format!("{ratio:.2}×") } else { "–".into() },
             cell.med("wire_bytes") / 1e6,
@@ -182,6 +185,59 @@ fn matrix_table(tasks: &[Task]) -> String {
         ));
     }
     t
+}
+
+/// logsender's OTLP rows against the tonic peer's, per size: payloads/s and client CPU
+/// per record, and their ratios (the target: more payloads/s, less CPU, at every size).
+fn otlp_table(tasks: &[Task]) -> String {
+    let cells = cells(tasks);
+    let find = |size: Size, client: Client| {
+        cells
+            .iter()
+            .find(|(s, c, _)| *s == size && *c == client)
+            .map(|(_, _, t)| *t)
+    };
+    let mut t = String::new();
+    for size in Size::ALL {
+        for gzip in [false, true] {
+            let ours = Client::Otlp {
+                workers: 4,
+                gzip: if gzip {
+                    Gzip::Level(TONIC_GZIP_LEVEL)
+                } else {
+                    Gzip::Off
+                },
+            };
+            let peer = Client::TonicOtlp { gzip };
+            let (Some(o), Some(p)) = (find(size, ours), find(size, peer)) else {
+                continue;
+            };
+            let (o_pps, p_pps) = (o.med("payloads_per_s"), p.med("payloads_per_s"));
+            let (o_cpu, p_cpu) = (
+                o.med("client_cpu_us_per_record"),
+                p.med("client_cpu_us_per_record"),
+            );
+            t.push_str(&format!(
+                "| {} | {} against {} | {} / {} = **{:.2}×** | {} / {} µs = **{:.2}×** |\n",
+                size_label(o, size),
+                label(ours),
+                label(peer),
+                fmt_rate(o_pps),
+                fmt_rate(p_pps),
+                o_pps / p_pps,
+                fmt_lat(o_cpu),
+                fmt_lat(p_cpu),
+                o_cpu / p_cpu,
+            ));
+        }
+    }
+    if t.is_empty() {
+        return t;
+    }
+    format!(
+        "| size | OTLP: logsender against tonic | payloads/s | client CPU per record |\n\
+         |---|---|--:|--:|\n{t}"
+    )
 }
 
 /// at-least-once/4 by gzip level, for the sizes that have level rows.

@@ -1,6 +1,7 @@
-//! The sink process: a grpcio server for `SubmitStream` that only counts messages and
-//! bytes, and the parent's handle on it. The bridges bench (`benches/bridges/`) builds
-//! its own sink from the same parts (`bind`, `stream_service`, `serve`).
+//! The sink process: a grpcio server for GoSight's `SubmitStream` and OTLP's logs
+//! `Export` that only counts messages and bytes (and, for OTLP, records), and the
+//! parent's handle on it. The bridges bench (`benches/bridges/`) builds its own sink
+//! from the same parts (`bind`, `stream_service`, `serve`, `../common/otlp_sink.rs`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -14,6 +15,7 @@ use grpcio::{
     ServerBuilder, ServerCredentials, ServiceBuilder,
 };
 
+use crate::otlp_sink::{otlp_service, OTLP_METHOD};
 use crate::procfs::cpu_secs;
 use crate::protocol::SINK_METHOD;
 
@@ -23,8 +25,9 @@ pub struct SinkCounts {
     pub messages: AtomicU64,
     pub bytes: AtomicU64,
     pub ok_streams: AtomicU64,
-    /// Log records in those messages, where the server counts them (the bridges bench's
-    /// servers; the throughput sink never decodes and leaves it at 0).
+    /// Log records in those messages, where the server counts them (OTLP `LogRecord`s;
+    /// the bridges bench's GoSight server counts entries, the throughput sink's does
+    /// not look inside GoSight messages).
     pub records: AtomicU64,
 }
 
@@ -33,10 +36,17 @@ pub fn sink_main(args: &[String]) {
     let counts = Arc::new(SinkCounts::default());
     let env = sink_env();
     // Servers live until the process exits (stopping one with an open call would hang).
-    let (_gosight, gosight_port) =
-        bind(&env, port, || stream_service(&counts, &SINK_METHOD, false));
-    let (_answering, answering_port) =
-        bind(&env, 0, || stream_service(&counts, &SINK_METHOD, true));
+    // The first serves both wires: GoSight's stream (OK, no message) and OTLP's Export
+    // (each ResourceLogs counts as a message, each LogRecord as a record).
+    let (_gosight, gosight_port) = bind(&env, port, || {
+        vec![
+            stream_service(&counts, &SINK_METHOD, false),
+            otlp_service(&counts, &OTLP_METHOD),
+        ]
+    });
+    let (_answering, answering_port) = bind(&env, 0, || {
+        vec![stream_service(&counts, &SINK_METHOD, true)]
+    });
     serve(&counts, &[gosight_port, answering_port], |_| None);
 }
 
@@ -78,19 +88,20 @@ pub fn serve(
     std::process::exit(0);
 }
 
-/// A server with the service `service` makes, on 127.0.0.1:`port` (0 = any), retried
+/// A server with the services `services` makes, on 127.0.0.1:`port` (0 = any), retried
 /// for up to 10 s while the port is still taken.
 pub fn bind(
     env: &Arc<Environment>,
     port: u16,
-    service: impl Fn() -> grpcio::Service,
+    services: impl Fn() -> Vec<grpcio::Service>,
 ) -> (grpcio::Server, u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut server = ServerBuilder::new(env.clone())
-            .register_service(service())
-            .build()
-            .expect("build sink server");
+        let mut builder = ServerBuilder::new(env.clone());
+        for service in services() {
+            builder = builder.register_service(service);
+        }
+        let mut server = builder.build().expect("build sink server");
         match server.add_listening_port(format!("127.0.0.1:{port}"), ServerCredentials::insecure())
         {
             Ok(bound) => {
@@ -181,8 +192,7 @@ pub struct SinkSnapshot {
     pub bytes: u64,
     pub ok_streams: u64,
     pub cpu: f64,
-    /// Records counted (the bridges bench's servers count them; this sink does not).
-    #[allow(dead_code)]
+    /// Records counted (OTLP `LogRecord`s; the bridges sink's GoSight entries too).
     pub records: u64,
 }
 
@@ -226,7 +236,7 @@ impl SinkProcess {
         }
     }
 
-    /// The port of the GoSight-ending server.
+    /// The port of the GoSight-ending server (in the throughput sink, also OTLP's).
     pub fn gosight_port(&self) -> u16 {
         self.ports[0]
     }

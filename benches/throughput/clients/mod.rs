@@ -7,13 +7,14 @@
 mod raw;
 mod sender;
 mod tonic_client;
+mod tonic_otlp;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use logsender::{wire, LogSender};
+use logsender::{otlp, wire, LogSender};
 
 use crate::matrix::{Client, Size};
 use crate::payloads::templates;
@@ -41,9 +42,17 @@ pub fn client_main(args: &[String]) {
     let n: usize = n.parse().expect("count");
     watchdog(Duration::from_secs(120));
     let templates = templates(size);
+    // Encoded bytes on the client's wire: OTLP's request of one payload (one
+    // ResourceLogs), or GoSight's LogPayload.
     let lens: Vec<u64> = templates
         .iter()
-        .map(|p| wire::encode(p).len() as u64)
+        .map(|p| {
+            if client.otlp() {
+                otlp::encode(&otlp::to_request(p)).expect("encode").len() as u64
+            } else {
+                wire::encode(p).len() as u64
+            }
+        })
         .collect();
     let bytes = (0..n).map(|i| lens[i % lens.len()]).sum();
     let lo0 = loopback_bytes();
@@ -55,9 +64,19 @@ pub fn client_main(args: &[String]) {
             mode,
             workers,
             gzip,
-        } => sender::run_workers(&templates, n, addr, mode, workers, gzip),
+        } => sender::run_workers(&templates, n, addr, mode, workers, gzip, false),
         Client::Tonic { gzip } => tonic_client::run_tonic(&templates, n, addr, gzip),
         Client::Entries { workers } => sender::run_entries(&templates, n, addr, workers),
+        Client::Otlp { workers, gzip } => sender::run_workers(
+            &templates,
+            n,
+            addr,
+            logsender::DeliveryMode::AtLeastOnce,
+            workers,
+            gzip,
+            true,
+        ),
+        Client::TonicOtlp { gzip } => tonic_otlp::run_tonic_otlp(&templates, n, addr, gzip),
     };
     let lo_bytes = loopback_bytes().saturating_sub(lo0);
     CellRun {

@@ -14,11 +14,13 @@ use super::{
     QUEUE_CAP,
 };
 use crate::matrix::Gzip;
+use crate::otlp_wire::otlp_wire;
 use crate::payloads::prebuild;
 
 /// Worker cells: producer thread (this one) → bounded crossbeam queue → `workers`
 /// workers. The timed call is crossbeam's `try_send` (then `send` when full): the
-/// workers' own intake cost shows only in the process's CPU time.
+/// workers' own intake cost shows only in the process's CPU time. `otlp`: the same
+/// settings on the OTLP wire (`otlp_wire`: `Wire::OtlpLogs`, 4 exports in flight).
 pub fn run_workers(
     templates: &[LogPayload],
     n: usize,
@@ -26,6 +28,7 @@ pub fn run_workers(
     mode: DeliveryMode,
     workers: usize,
     gzip: Gzip,
+    otlp: bool,
 ) -> CellRun {
     let builder = Config::builder(addr).plaintext().delivery(mode);
     let builder = match gzip {
@@ -33,6 +36,7 @@ pub fn run_workers(
         Gzip::Default => builder, // the library's own compression and level
         Gzip::Level(level) => builder.compression(Compression::Gzip).gzip_level(level),
     };
+    let builder = if otlp { otlp_wire(builder) } else { builder };
     let sender = Arc::new(LogSender::new(builder.build().expect("config")).expect("sender"));
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAP);
     sender.start_worker_pool(rx, workers).expect("workers");
