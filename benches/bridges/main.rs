@@ -1,5 +1,5 @@
 //! Bridges benchmark (`cargo bench --bench bridges`): `log::info!` lines from 4 threads
-//! through logsender's `log` bridge (GoSight wire, and OTLP once `OTLP_WIRE_READY`) and
+//! through logsender's `log` bridge (GoSight wire, and OTLP) and
 //! through OpenTelemetry's appenders, `BatchLogProcessor` and OTLP/gRPC exporter (the
 //! peer), each to a sink on loopback that counts the records it receives. See
 //! BENCHMARKS.md, "Bridges".

@@ -1,6 +1,5 @@
 //! The tasks: which logger the lines go through (the row), at which pace, how many.
 
-use crate::otlp_wire::OTLP_WIRE_READY;
 use crate::roles::scaled;
 use crate::workload::{Api, Pace};
 
@@ -24,7 +23,7 @@ pub enum Row {
     /// except plaintext and no compression): GoSight wire.
     LogBridge,
     /// The same on the OTLP wire (`Wire::OtlpLogs`, `../common/otlp_wire.rs`), to the
-    /// sink's OTLP server, beside the OpenTelemetry rows. Only when `OTLP_WIRE_READY`.
+    /// sink's OTLP server, beside the OpenTelemetry rows.
     LogBridgeOtlp,
     /// logsender's `tracing` layer (`TracingLayer`, defaults: filter `info`, never
     /// blocks) installed as the global subscriber, on the same sender: GoSight wire.
@@ -42,10 +41,7 @@ pub enum Row {
 impl Row {
     /// Every row, in table order.
     pub fn all() -> Vec<Row> {
-        let mut rows = vec![Row::LogBridge];
-        if OTLP_WIRE_READY {
-            rows.push(Row::LogBridgeOtlp);
-        }
+        let mut rows = vec![Row::LogBridge, Row::LogBridgeOtlp];
         rows.extend([
             Row::Otel {
                 api: Api::Log,

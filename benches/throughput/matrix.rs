@@ -3,7 +3,6 @@
 
 use logsender::DeliveryMode;
 
-use crate::otlp_wire::OTLP_WIRE_READY;
 pub use crate::roles::Sample;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -90,8 +89,7 @@ pub enum Client {
     /// back into payloads of the same size (at-least-once, uncompressed).
     Entries { workers: usize },
     /// logsender on the OTLP wire: the `at-least-once/N` cell with `Wire::OtlpLogs` and
-    /// `EXPORTS_IN_FLIGHT` Export calls in flight (`../common/otlp_wire.rs`; only when
-    /// `OTLP_WIRE_READY`).
+    /// `EXPORTS_IN_FLIGHT` Export calls in flight (`../common/otlp_wire.rs`).
     Otlp { workers: usize, gzip: Gzip },
     /// tonic + prost unary Export calls of the same OTLP requests, `EXPORTS_IN_FLIGHT`
     /// in flight (gzip: tonic's fixed level).
@@ -138,19 +136,17 @@ impl Client {
                 });
             }
         }
-        // The OTLP rows: logsender's (once the wire exists) and the tonic peer's, then
-        // the same at tonic's gzip level.
+        // The OTLP rows: logsender's and the tonic peer's, then the same at tonic's gzip
+        // level.
         for gzip in [false, true] {
-            if OTLP_WIRE_READY {
-                v.push(Client::Otlp {
-                    workers: 4,
-                    gzip: if gzip {
-                        Gzip::Level(TONIC_GZIP_LEVEL)
-                    } else {
-                        Gzip::Off
-                    },
-                });
-            }
+            v.push(Client::Otlp {
+                workers: 4,
+                gzip: if gzip {
+                    Gzip::Level(TONIC_GZIP_LEVEL)
+                } else {
+                    Gzip::Off
+                },
+            });
             v.push(Client::TonicOtlp { gzip });
         }
         v
