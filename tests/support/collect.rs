@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use logsender::{DeadLetterEvent, DropReason, DroppedEvent, EventHandler, LogSender, Stats};
+use logsender::{
+    DeadLetterEvent, DropReason, DroppedEvent, EventHandler, LogSender, PartialSuccessEvent, Stats,
+};
 use parking_lot::Mutex;
 
 /// A dead letter as the handler saw it: the payload's id, the status code (if the
@@ -18,11 +20,21 @@ pub struct DeadLetter {
     pub error: String,
 }
 
-/// Collects drops and dead letters, in the order they were reported.
+/// An OTLP partial success as the handler saw it: the records rejected, the
+/// collector's message, and the ids of the call's payloads.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    pub rejected: u64,
+    pub message: String,
+    pub ids: Vec<String>,
+}
+
+/// Collects drops, dead letters and partial successes, in the order they were reported.
 #[derive(Default)]
 pub struct Collector {
     pub dropped: Mutex<Vec<(String, DropReason)>>,
     pub dead: Mutex<Vec<DeadLetter>>,
+    pub partial: Mutex<Vec<Partial>>,
 }
 
 impl Collector {
@@ -45,6 +57,11 @@ impl Collector {
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.dead.lock().clone()
     }
+
+    /// A copy of the partial successes so far.
+    pub fn partial_successes(&self) -> Vec<Partial> {
+        self.partial.lock().clone()
+    }
 }
 
 impl EventHandler for Collector {
@@ -65,6 +82,14 @@ impl EventHandler for Collector {
             error: event.error().to_string(),
         };
         self.dead.lock().push(letter);
+    }
+
+    fn on_partial_success(&self, event: &PartialSuccessEvent) {
+        self.partial.lock().push(Partial {
+            rejected: event.rejected_records,
+            message: event.message.clone(),
+            ids: event.payloads.iter().map(super::id_of).collect(),
+        });
     }
 }
 

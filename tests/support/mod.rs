@@ -41,8 +41,48 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logsender::{
     Batching, Compression, Config, ConfigBuilder, EventHandler, LogEntry, LogMeta, LogPayload,
-    LogSender, Meta, OverflowPolicy,
+    LogSender, Meta, OverflowPolicy, Wire,
 };
+
+/// Both wires, GoSight's first.
+pub const WIRES: [Wire; 2] = [Wire::GoSightStream, Wire::OtlpLogs];
+
+/// Turns one test body that takes the wire into two tests, one per wire: `name::gosight`
+/// and `name::otlp` (a module per test, so each is named on failure, runs in parallel,
+/// and `cargo test name` runs both). The body sees the test file's items (`use
+/// super::*`).
+///
+/// ```ignore
+/// both_wires! {
+///     /// What it checks.
+///     fn everything_arrives(wire: Wire) {
+///         let config = fast_config_on(&sink.addr(), wire).build().unwrap();
+///         // ...
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_wires {
+    ($(#[$attr:meta])* fn $name:ident($wire:ident: Wire) $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($wire: logsender::Wire) $body
+
+            #[test]
+            fn gosight() {
+                body(logsender::Wire::GoSightStream)
+            }
+
+            #[test]
+            fn otlp() {
+                body(logsender::Wire::OtlpLogs)
+            }
+        }
+    };
+}
 
 /// A sender whose entry channel stays full once a few entries are in, and batching for
 /// it: collector down, room for one payload (`Block`), one entry per payload, one
@@ -76,6 +116,11 @@ pub fn fast_config(addr: &str) -> ConfigBuilder {
         .commit_timeout(Duration::from_secs(2))
         .write_timeout(Duration::from_secs(2))
         .close_timeout(Duration::from_secs(5))
+}
+
+/// [`fast_config`] speaking `wire` (the sink answers both).
+pub fn fast_config_on(addr: &str, wire: Wire) -> ConfigBuilder {
+    fast_config(addr).wire(wire)
 }
 
 /// A realistic payload whose identity is `agent_id = "agent-{producer}"`,

@@ -41,6 +41,20 @@ def attributes(kvs, where, errors):
     return out
 
 
+def record(r, where, errors):
+    """A LogRecord in the JSON form `expected["entries"]` uses."""
+    if r.body.WhichOneof("value") != "string_value":
+        errors.append(f"{where}: body is not a string")
+    return {
+        "time": r.time_unix_nano,
+        "observed": r.observed_time_unix_nano,
+        "severity_number": r.severity_number,
+        "severity_text": r.severity_text,
+        "body": r.body.string_value,
+        "attributes": attributes(r.attributes, where, errors),
+    }
+
+
 def check(name, data, expected):
     errors = []
     req = logs_service_pb2.ExportLogsServiceRequest()
@@ -64,19 +78,7 @@ def check(name, data, expected):
     records = sl.log_records
     if len(records) != expected["records"]:
         errors.append(f"{name}: {len(records)} records, expected {expected['records']}")
-    seen = []
-    for i, r in enumerate(records):
-        where = f"{name} record {i}"
-        if r.body.WhichOneof("value") != "string_value":
-            errors.append(f"{where}: body is not a string")
-        seen.append({
-            "time": r.time_unix_nano,
-            "observed": r.observed_time_unix_nano,
-            "severity_number": r.severity_number,
-            "severity_text": r.severity_text,
-            "body": r.body.string_value,
-            "attributes": attributes(r.attributes, where, errors),
-        })
+    seen = [record(r, f"{name} record {i}", errors) for i, r in enumerate(records)]
     if "resource" in expected and resource != expected["resource"]:
         for k in sorted(set(resource) | set(expected["resource"])):
             got, want = resource.get(k), expected["resource"].get(k)
