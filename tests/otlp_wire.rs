@@ -139,6 +139,7 @@ fn payloads_entries_and_send_logs_arrive_over_otlp() {
     // Entries, batched by the sender under the template's identity.
     let mut template = payload(4, 0);
     template.host_id = "entries".into();
+    template.logs.clear();
     let entries = sender
         .entry_sender(Batching::new(template).max_entries(25).workers(1))
         .expect("entry sender");
