@@ -3,8 +3,8 @@
 # tests/fault_matrix.rs, tests/fault_races.rs, tests/grpcio_traps.rs, tests/stall.rs,
 # tests/reports.rs, tests/entries.rs, tests/connection.rs, the disk spool's tests/spool.rs
 # and tests/spool_crash.rs: a child SIGKILLed 20+ times in its append, release and replay
-# phases, a large spool's replay memory, damaged spool files; and tests/refused.rs, a collector
-# that refuses every call),
+# phases, a large spool's replay memory, damaged spool files; tests/refused.rs, a collector
+# that refuses every call; and the OTLP wire's tests/otlp_wire.rs),
 # again and again, while busy loops keep
 # every core fully loaded. Prints a pass/fail line per round and the counts at the end;
 # exits non-zero if any round failed.
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 rounds="${1:-20}"
-tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall --test entries --test connection --test reports --test spool --test spool_crash --test refused)
+tests=(--test chaos --test fault_matrix --test fault_races --test grpcio_traps --test stall --test entries --test connection --test reports --test spool --test spool_crash --test refused --test otlp_wire)
 
 cargo test --release --all-features "${tests[@]}" --no-run >/dev/null 2>&1 ||
     cargo test --release --all-features "${tests[@]}" --no-run
