@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use log::Log;
 use logsender::{
-    Batching, Config, EventHandler, LogBridge, LogPayload, LogSender, RecordsDroppedEvent,
+    Batching, Config, EventHandler, LogBridge, LogPayload, LogSender, RecordsDroppedEvent, Wire,
 };
-use support::fast_config;
 use support::helpers::{
     child_args, cpu_time, run_child, unserved_addr, watch_panics, within, ChildLine,
 };
 use support::sink::Sink;
+use support::{fast_config, fast_config_on};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -40,11 +40,13 @@ fn emit(logger: &dyn Log, level: log::Level, target: &str, message: &str) {
     );
 }
 
-#[test]
-fn records_arrive_with_level_target_file_line_and_key_values() {
+both_wires! {
+/// On either wire: the bridge's records arrive as entries with their level, target,
+/// location and key-values (on OTLP, as the mapping reads them back).
+fn records_arrive_with_level_target_file_line_and_key_values(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let sender = LogSender::new(fast_config_on(&sink.addr(), wire).build().unwrap()).unwrap();
     let logger = LogBridge::new(Batching::new(template()))
         .filter("info,my_app::db=debug")
         .logger(&sender)
@@ -123,6 +125,13 @@ fn records_arrive_with_level_target_file_line_and_key_values() {
     assert!(e.timestamp.is_some());
     assert_eq!(entries[2].level, "error");
     assert!(sender.close().report.all_delivered());
+    // Each line went on the wire asked for.
+    let calls = sink.calls();
+    match wire {
+        Wire::OtlpLogs => assert_eq!(calls.opened, calls.exports, "{calls:?}"),
+        _ => assert_eq!(calls.exports, 0, "{calls:?}"),
+    }
+}
 }
 
 #[test]
