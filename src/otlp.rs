@@ -434,14 +434,10 @@ enum Value<'a> {
 }
 
 /// What the mapping hands a level's attributes to, in their order: the message builder
-/// ([`to_request`]) or the hand encoder's size and write passes ([`encode_payload`]).
-/// One walk per level ([`resource_attributes`], [`record_attributes`]) serves all three,
-/// so the encoders cannot disagree on what the attributes are.
+/// ([`to_request`]) or the hand encoder ([`encode_payload`]). One walk per level
+/// ([`resource_attributes`], [`record_attributes`]) serves both, so the two encoders
+/// cannot disagree on what the attributes are.
 trait Attributes<'a> {
-    /// Whether map entries must come in key order (the bytes depend on it). A pass that
-    /// only adds up sizes takes them in the map's order, without sorting.
-    const ORDERED: bool;
-
     /// An attribute whose key is `prefix` followed by `name`.
     fn attr(&mut self, prefix: &'static str, name: &'a str, value: Value<'a>);
 
@@ -457,8 +453,6 @@ struct Build<'a> {
 }
 
 impl<'a> Attributes<'a> for Build<'a> {
-    const ORDERED: bool = true;
-
     fn attr(&mut self, prefix: &'static str, name: &'a str, value: Value<'a>) {
         let value = match value {
             Value::Str(s) => any_value::Value::StringValue(s.to_owned()),
@@ -487,14 +481,14 @@ fn put_string<'a>(a: &mut impl Attributes<'a>, key: &'static str, value: &'a str
     }
 }
 
-/// Calls `f` on each entry of `map`: by key where the order matters, so that a
-/// request's bytes do not depend on a `HashMap`'s order.
+/// Calls `f` on each entry of `map`, by key, so that a request's bytes do not depend on
+/// a `HashMap`'s order.
 fn entries<'a, A: Attributes<'a>>(
     a: &mut A,
     map: &'a HashMap<String, String>,
     mut f: impl FnMut(&mut A, &'a str, &'a str),
 ) {
-    if !A::ORDERED || map.len() < 2 {
+    if map.len() < 2 {
         for (k, v) in map {
             f(a, k, v);
         }

@@ -1,17 +1,23 @@
 //! The request written by hand, straight from the model: the bytes of
 //! `otlp::encode(&otlp::to_request(p))` without building the message tree (no string is
-//! copied, nothing is allocated but the output and one size per entry).
+//! copied; the output is the one allocation).
 //!
-//! Two passes, as `wire::encode` does: the first adds up the size of every entry's
-//! record and of the resource (their lengths prefix them, as minimal varints), the
-//! second writes. The attributes come from the mapping's own walks
-//! ([`super::resource_attributes`], [`super::record_attributes`]); this module only
-//! adds the protobuf framing, in the order and with the choices of rust-protobuf's
-//! generated serializer: fields in declaration order (`observed_time_unix_nano`, field
-//! 11, right after `time_unix_nano`), proto3 defaults left out, a `KeyValue`'s value and
-//! a record's body always present, and an `AnyValue`'s string written even when empty
-//! (a oneof member is always written). `tests/otlp_encode.rs` checks the two encoders
-//! byte for byte on thousands of random payloads.
+//! One pass. A length is written once what it counts is: the encoder keeps room for it
+//! (2 bytes for a record's, the longest varint for the three around the records),
+//! writes what it counts, then the length as the minimal varint protobuf writes, and
+//! moves what follows up behind it: the bytes around the records once, a record only
+//! when its length does not take 2 bytes. A size pass first, as `wire::encode` has,
+//! walked every attribute twice and cost about a third more
+//! (`cargo bench --bench encode`).
+//!
+//! The attributes come from the mapping's own walks ([`super::resource_attributes`],
+//! [`super::record_attributes`]); this module only adds the protobuf framing, in the
+//! order and with the choices of rust-protobuf's generated serializer: fields in
+//! declaration order (`observed_time_unix_nano`, field 11, right after
+//! `time_unix_nano`), proto3 defaults left out, a `KeyValue`'s value and a record's
+//! body always present, and an `AnyValue`'s string written even when empty (a oneof
+//! member is always written). `tests/otlp_encode.rs` checks the two encoders byte for
+//! byte on thousands of random payloads.
 
 use std::ops::Range;
 
@@ -87,10 +93,7 @@ const INT_VALUE: u8 = 3 << 3;
 /// # Ok::<(), logsender::Error>(())
 /// ```
 pub fn encode_resource_logs(payload: &LogPayload, out: &mut Vec<u8>) {
-    let plan = Plan::of(payload);
-    let records = plan.records_len(0..payload.logs.len());
-    out.reserve(plan.request_len(records));
-    plan.put(payload, 0..payload.logs.len(), records, out);
+    put_resource_logs(payload, out);
 }
 
 /// `payload` as the bytes of an `ExportLogsServiceRequest`: one `ResourceLogs` record
@@ -101,7 +104,8 @@ pub fn encode_resource_logs(payload: &LogPayload, out: &mut Vec<u8>) {
 ///
 /// Byte-identical to [`super::encode`] of [`super::to_request`] (or of each of
 /// [`super::split`]'s chunks, concatenated), for about the cost of `wire::encode`:
-/// nothing is copied into a message tree first.
+/// nothing is copied into a message tree first. A payload over the cap costs one more
+/// copy of its bytes (it is written whole, then cut).
 ///
 /// Fails with [`Error::PayloadTooLarge`] (`limit` = `max_bytes`, `size` = the request
 /// that entry would be alone) when an entry does not fit under `max_bytes` even alone,
@@ -136,47 +140,55 @@ pub fn encode_resource_logs(payload: &LogPayload, out: &mut Vec<u8>) {
 /// # Ok::<(), logsender::Error>(())
 /// ```
 pub fn encode_payload(payload: &LogPayload, max_bytes: usize) -> Result<Vec<u8>, Error> {
-    let plan = Plan::of(payload);
-    let all = 0..payload.logs.len();
-    let records = plan.records_len(all.clone());
-    let whole = plan.request_len(records);
-    if whole <= max_bytes {
-        // Exactly `whole` bytes: a Vec whose length equals its capacity becomes a grpcio
-        // slice without a copy.
-        let mut out = Vec::with_capacity(whole);
-        plan.put(payload, all, records, &mut out);
-        debug_assert_eq!(out.len(), whole, "a size was miscounted");
+    let mut out = Vec::new();
+    let written = put_resource_logs(payload, &mut out);
+    if out.len() <= max_bytes {
+        // A Vec whose length equals its capacity becomes a grpcio slice without a copy.
+        out.shrink_to_fit();
         return Ok(out);
     }
     if payload.logs.is_empty() {
-        return Err(too_large(whole, max_bytes));
+        return Err(too_large(out.len(), max_bytes));
     }
     // The greedy cut of `split`: as many entries as fit, an entry over the cap alone.
-    let mut chunks: Vec<(Range<usize>, usize)> = Vec::new();
-    let (mut start, mut len) = (0, 0usize);
-    for (i, r) in plan.records.iter().enumerate() {
-        let framed = r.framed_len();
-        if i > start && plan.request_len(len.saturating_add(framed)) > max_bytes {
-            chunks.push((start..i, len));
-            (start, len) = (i, 0);
+    let records = &out[written.records.clone()];
+    let request_len = |records: usize| {
+        let scope_logs = written.scope.len().saturating_add(records);
+        field_len(written.resource.len().saturating_add(field_len(scope_logs)))
+    };
+    let mut chunks: Vec<Range<usize>> = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    while at < records.len() {
+        // Our own records: one that does not read would be a bug; it ends the cut.
+        let end = field_end(records, at, SCOPE_LOGS_RECORDS).unwrap_or(records.len());
+        debug_assert!(end > at, "a record the encoder wrote does not read");
+        if at > start && request_len(end - start) > max_bytes {
+            chunks.push(start..at);
+            start = at;
         }
-        len = len.saturating_add(framed);
+        at = end;
     }
-    chunks.push((start..payload.logs.len(), len));
+    chunks.push(start..records.len());
     let mut total = 0usize;
-    for (_, records) in &chunks {
-        let size = plan.request_len(*records);
+    for c in &chunks {
+        let size = request_len(c.len());
         if size > max_bytes {
             return Err(too_large(size, max_bytes));
         }
         total = total.saturating_add(size);
     }
-    let mut out = Vec::with_capacity(total);
-    for (entries, records) in chunks {
-        plan.put(payload, entries, records, &mut out);
+    let mut cut = Vec::with_capacity(total);
+    for c in chunks {
+        let scope_logs = written.scope.len() + c.len();
+        let resource_logs = written.resource.len() + field_len(scope_logs);
+        put_len(&mut cut, REQUEST_RESOURCE_LOGS, resource_logs);
+        cut.extend_from_slice(&out[written.resource.clone()]);
+        put_len(&mut cut, RESOURCE_LOGS_SCOPE_LOGS, scope_logs);
+        cut.extend_from_slice(&out[written.scope.clone()]);
+        cut.extend_from_slice(&records[c]);
     }
-    debug_assert_eq!(out.len(), total, "a size was miscounted");
-    Ok(out)
+    debug_assert_eq!(cut.len(), total, "a size was miscounted");
+    Ok(cut)
 }
 
 fn too_large(size: usize, limit: usize) -> Error {
@@ -207,23 +219,24 @@ fn too_large(size: usize, limit: usize) -> Error {
 pub fn parts(bytes: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut at = 0;
     std::iter::from_fn(move || {
-        let end = record_end(bytes, at)?;
+        let end = field_end(bytes, at, REQUEST_RESOURCE_LOGS)?;
         let range = at..end;
         at = end;
         Some(range)
     })
 }
 
-/// Where the field-1 record starting at `at` ends, if one does and ends within `bytes`.
-fn record_end(bytes: &[u8], at: usize) -> Option<usize> {
+/// Where the length-delimited field of one-byte tag `tag` that starts at `at` ends, if
+/// one does, within `bytes`.
+fn field_end(bytes: &[u8], at: usize, tag: u8) -> Option<usize> {
     let rest = bytes.get(at..)?;
-    if rest.first() != Some(&REQUEST_RESOURCE_LOGS) {
+    if rest.first() != Some(&tag) {
         return None;
     }
     let mut len = 0u64;
-    for (i, &b) in rest.iter().skip(1).take(10).enumerate() {
+    for (i, &b) in rest.iter().skip(1).take(ROOM).enumerate() {
         // A tenth byte carries bit 63 only; more is not a varint.
-        if i == 9 && b > 1 {
+        if i == ROOM - 1 && b > 1 {
             return None;
         }
         len |= u64::from(b & 0x7f) << (7 * i);
@@ -237,127 +250,119 @@ fn record_end(bytes: &[u8], at: usize) -> Option<usize> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Sizes, then bytes
+// Writing
 
-/// What the first pass learns, for the second: the resource's size and each entry's.
-struct Plan {
-    /// The `Resource` message's size.
-    resource: usize,
-    /// The payload's `observed_time_unix_nano` (its timestamp), 0 for none.
-    observed: u64,
-    records: Vec<Record>,
+/// Where [`put_resource_logs`] put the parts of its record.
+struct Written {
+    /// `ResourceLogs.resource`: tag, length, `Resource`.
+    resource: Range<usize>,
+    /// `ScopeLogs.scope`: tag, length, `InstrumentationScope`.
+    scope: Range<usize>,
+    /// The records, each a `ScopeLogs.log_records` field.
+    records: Range<usize>,
 }
 
-/// An entry's record, as the first pass measured it.
-struct Record {
-    /// The `LogRecord` message's size.
-    len: usize,
-    time: u64,
-    severity: i32,
-}
+/// Room kept for a length that is known only once what it counts is written: the
+/// longest varint. The bytes not needed are closed up after.
+const ROOM: usize = 10;
 
-impl Record {
-    /// Its bytes as a repeated field of `ScopeLogs` (tag, length, message).
-    fn framed_len(&self) -> usize {
-        field_len(self.len)
+/// Room kept for a record's length: 2 bytes, lengths from 128 to 16 KiB (a record
+/// whose length takes more or fewer is moved).
+const RECORD_ROOM: usize = 2;
+
+/// Appends `p` as a `ResourceLogs` record, in one pass: each length is written once
+/// what it counts is, into room kept for it, and what follows is then moved up.
+fn put_resource_logs(p: &LogPayload, out: &mut Vec<u8>) -> Written {
+    // A guess, so that the buffer seldom grows: 2 KiB for the resource, then each
+    // message and 256 bytes for the rest of its record (times, level, attributes).
+    let guess = p.logs.iter().fold(2048usize, |n, e| {
+        n.saturating_add(e.message.len()).saturating_add(256)
+    });
+    out.reserve(guess);
+    let observed = unix_nanos(p.timestamp);
+    out.push(REQUEST_RESOURCE_LOGS);
+    let rl_at = keep_room(out);
+    out.push(RESOURCE_LOGS_RESOURCE);
+    let resource_at = keep_room(out);
+    let mut scratch = Vec::new();
+    resource_attributes(
+        p,
+        &mut Write {
+            out: &mut *out,
+            tag: RESOURCE_ATTRIBUTES,
+            scratch: &mut scratch,
+        },
+    );
+    let resource = out.len() - (resource_at + ROOM);
+    out.push(RESOURCE_LOGS_SCOPE_LOGS);
+    let sl_at = keep_room(out);
+    let scope_at = out.len();
+    put_len(out, SCOPE_LOGS_SCOPE, scope_len());
+    put_str(out, SCOPE_NAME_TAG, SCOPE_NAME);
+    put_str(out, SCOPE_VERSION_TAG, SCOPE_VERSION);
+    let records_at = out.len();
+    for e in &p.logs {
+        put_record(out, e, observed, &mut scratch);
+    }
+    let scope_logs = out.len() - scope_at;
+    let resource_logs = field_len(resource) + field_len(scope_logs);
+    let slots = [
+        (rl_at, varint_into(&mut out[rl_at..], resource_logs as u64)),
+        (
+            resource_at,
+            varint_into(&mut out[resource_at..], resource as u64),
+        ),
+        (sl_at, varint_into(&mut out[sl_at..], scope_logs as u64)),
+    ];
+    let [g1, g2, g3] = close_up(out, &slots);
+    let moved = g1 + g2 + g3;
+    Written {
+        resource: resource_at - 1 - g1..sl_at - 1 - (g1 + g2),
+        scope: scope_at - moved..records_at - moved,
+        records: records_at - moved..out.len(),
     }
 }
 
-impl Plan {
-    fn of(p: &LogPayload) -> Plan {
-        let mut resource = Sizes::default();
-        resource_attributes(p, &mut resource);
-        let observed = unix_nanos(p.timestamp);
-        let records = p
-            .logs
-            .iter()
-            .map(|e| {
-                let time = unix_nanos(e.timestamp);
-                let severity = severity_number(&e.level) as i32;
-                let mut attrs = Sizes::default();
-                record_attributes(e, &mut attrs);
-                let mut len = attrs.0 + field_len(field_len(e.message.len()));
-                len += fixed64_len(time) + fixed64_len(observed);
-                if severity != 0 {
-                    len += 1 + varint_len(i64::from(severity) as u64);
-                }
-                if !e.level.is_empty() {
-                    len += field_len(e.level.len());
-                }
-                Record {
-                    len,
-                    time,
-                    severity,
-                }
-            })
-            .collect();
-        Plan {
-            resource: resource.0,
-            observed,
-            records,
-        }
-    }
+/// Appends room for a length ([`ROOM`] bytes); returns where it is.
+fn keep_room(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; ROOM]);
+    at
+}
 
-    /// The framed records of `entries`.
-    fn records_len(&self, entries: Range<usize>) -> usize {
-        self.records[entries]
-            .iter()
-            .fold(0, |n, r| n.saturating_add(r.framed_len()))
+/// Closes up the room kept at each of `slots` (where it is, how many of its bytes the
+/// varint written at its start takes), moving what follows each slot up behind its
+/// varint (each byte once). Returns the bytes each slot gave back.
+fn close_up<const N: usize>(out: &mut Vec<u8>, slots: &[(usize, usize); N]) -> [usize; N] {
+    let mut gaps = [0; N];
+    let mut moved = 0;
+    for (i, &(at, n)) in slots.iter().enumerate() {
+        gaps[i] = ROOM - n;
+        moved += gaps[i];
+        // Up to the next slot's varint, which moves with what precedes it.
+        let end = slots.get(i + 1).map_or(out.len(), |&(next, m)| next + m);
+        out.copy_within(at + ROOM..end, at + ROOM - moved);
     }
-
-    /// The `ScopeLogs` message around records of `records` bytes.
-    fn scope_logs_len(records: usize) -> usize {
-        field_len(scope_len()).saturating_add(records)
-    }
-
-    /// The `ResourceLogs` message around records of `records` bytes.
-    fn resource_logs_len(&self, records: usize) -> usize {
-        field_len(self.resource).saturating_add(field_len(Self::scope_logs_len(records)))
-    }
-
-    /// The request (one `ResourceLogs`) around records of `records` bytes.
-    fn request_len(&self, records: usize) -> usize {
-        field_len(self.resource_logs_len(records))
-    }
-
-    /// Writes the `ResourceLogs` record of `entries`, whose framed records are
-    /// `records` bytes.
-    fn put(&self, p: &LogPayload, entries: Range<usize>, records: usize, out: &mut Vec<u8>) {
-        put_len(out, REQUEST_RESOURCE_LOGS, self.resource_logs_len(records));
-        put_len(out, RESOURCE_LOGS_RESOURCE, self.resource);
-        let mut scratch = Vec::new();
-        resource_attributes(
-            p,
-            &mut Write {
-                out: &mut *out,
-                tag: RESOURCE_ATTRIBUTES,
-                scratch: &mut scratch,
-            },
-        );
-        put_len(out, RESOURCE_LOGS_SCOPE_LOGS, Self::scope_logs_len(records));
-        put_len(out, SCOPE_LOGS_SCOPE, scope_len());
-        put_str(out, SCOPE_NAME_TAG, SCOPE_NAME);
-        put_str(out, SCOPE_VERSION_TAG, SCOPE_VERSION);
-        for (e, r) in p.logs[entries.clone()].iter().zip(&self.records[entries]) {
-            put_record(out, e, r, self.observed, &mut scratch);
-        }
-    }
+    out.truncate(out.len() - moved);
+    gaps
 }
 
 fn put_record<'a>(
     out: &mut Vec<u8>,
     e: &'a LogEntry,
-    r: &Record,
     observed: u64,
     scratch: &mut Vec<(&'a String, &'a String)>,
 ) {
-    put_len(out, SCOPE_LOGS_RECORDS, r.len);
-    put_fixed64(out, RECORD_TIME, r.time);
+    out.push(SCOPE_LOGS_RECORDS);
+    let at = out.len();
+    out.extend_from_slice(&[0; RECORD_ROOM]);
+    put_fixed64(out, RECORD_TIME, unix_nanos(e.timestamp));
     put_fixed64(out, RECORD_OBSERVED, observed);
-    if r.severity != 0 {
+    let severity = severity_number(&e.level) as i32;
+    if severity != 0 {
         out.push(RECORD_SEVERITY_NUMBER);
         // An enum is an int32: sign-extended to 64 bits on the wire.
-        put_varint(out, i64::from(r.severity) as u64);
+        put_varint(out, i64::from(severity) as u64);
     }
     if !e.level.is_empty() {
         put_str(out, RECORD_SEVERITY_TEXT, &e.level);
@@ -372,25 +377,17 @@ fn put_record<'a>(
             scratch: &mut *scratch,
         },
     );
-}
-
-/// The first pass: adds up the attributes' sizes as repeated `KeyValue` fields.
-#[derive(Default)]
-struct Sizes<'a>(usize, Vec<(&'a String, &'a String)>);
-
-impl<'a> Attributes<'a> for Sizes<'a> {
-    const ORDERED: bool = false;
-
-    fn attr(&mut self, prefix: &'static str, name: &'a str, value: Value<'a>) {
-        self.0 += field_len(key_value_len(prefix.len() + name.len(), value));
-    }
-
-    fn scratch(&mut self) -> &mut Vec<(&'a String, &'a String)> {
-        &mut self.1
+    let len = out.len() - at - RECORD_ROOM;
+    let mut v = [0; ROOM];
+    let n = varint_into(&mut v, len as u64);
+    if n == RECORD_ROOM {
+        out[at..at + n].copy_from_slice(&v[..n]);
+    } else {
+        out.splice(at..at + RECORD_ROOM, v[..n].iter().copied());
     }
 }
 
-/// The second pass: writes the attributes as repeated `KeyValue` fields of `tag`.
+/// Writes the attributes it is handed as repeated `KeyValue` fields of `tag`.
 struct Write<'a, 'o> {
     out: &'o mut Vec<u8>,
     tag: u8,
@@ -398,8 +395,6 @@ struct Write<'a, 'o> {
 }
 
 impl<'a> Attributes<'a> for Write<'a, '_> {
-    const ORDERED: bool = true;
-
     fn attr(&mut self, prefix: &'static str, name: &'a str, value: Value<'a>) {
         let key = prefix.len() + name.len();
         put_len(self.out, self.tag, key_value_len(key, value));
@@ -450,18 +445,24 @@ fn field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-/// A fixed64 field: left out when 0.
-fn fixed64_len(v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        9
+fn varint_len(v: u64) -> usize {
+    if v < 0x80 {
+        return 1; // most lengths here
     }
+    // 1 byte per started group of 7 bits.
+    (64 - v.leading_zeros() as usize).div_ceil(7)
 }
 
-fn varint_len(v: u64) -> usize {
-    // 1 byte per started group of 7 bits; 0 needs one byte.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+/// Writes `v` as a varint at the start of `buf` (at least 10 bytes); returns its length.
+fn varint_into(buf: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    i + 1
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -495,35 +496,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_end_reads_lengths_and_stops_on_garbage() {
-        assert_eq!(record_end(&[0x0a, 0x00], 0), Some(2));
-        assert_eq!(record_end(&[0x0a, 0x01, 0xff], 0), Some(3));
-        assert_eq!(record_end(&[0x0a, 0x02, 0xff], 0), None);
-        assert_eq!(record_end(&[0x12, 0x00], 0), None);
-        assert_eq!(record_end(&[0x0a], 0), None);
-        assert_eq!(record_end(&[0x0a, 0x80], 0), None);
-        assert_eq!(record_end(&[], 0), None);
-        assert_eq!(record_end(&[0x0a, 0x00], 5), None);
+    fn field_end_reads_lengths_and_stops_on_garbage() {
+        let end = |bytes: &[u8], at| field_end(bytes, at, REQUEST_RESOURCE_LOGS);
+        assert_eq!(end(&[0x0a, 0x00], 0), Some(2));
+        assert_eq!(end(&[0x0a, 0x01, 0xff], 0), Some(3));
+        assert_eq!(end(&[0x0a, 0x02, 0xff], 0), None);
+        assert_eq!(end(&[0x12, 0x00], 0), None);
+        assert_eq!(field_end(&[0x12, 0x00], 0, SCOPE_LOGS_RECORDS), Some(2));
+        assert_eq!(end(&[0x0a], 0), None);
+        assert_eq!(end(&[0x0a, 0x80], 0), None);
+        assert_eq!(end(&[], 0), None);
+        assert_eq!(end(&[0x0a, 0x00], 5), None);
         let mut long = vec![0x0a, 0x80, 0x01];
         long.resize(3 + 128, 0);
-        assert_eq!(record_end(&long, 0), Some(131));
-        // Ten-byte lengths: the largest varint, and one more bit, which is not one.
+        assert_eq!(end(&long, 0), Some(131));
+        // Ten-byte lengths: the largest varint (far past the end), one more bit (not a
+        // varint), eleven bytes (not one either).
         let max = [
             0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
         ];
-        assert_eq!(record_end(&max, 0), None);
+        assert_eq!(end(&max, 0), None);
         let over = [
             0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
         ];
-        assert_eq!(record_end(&over, 0), None);
+        assert_eq!(end(&over, 0), None);
         let eleven = [
             0x0a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
         ];
-        assert_eq!(record_end(&eleven, 0), None);
+        assert_eq!(end(&eleven, 0), None);
     }
 
     #[test]
-    fn varint_len_matches_protobuf() {
+    fn varints_match_protobuf() {
         for v in [
             0,
             1,
@@ -534,14 +538,29 @@ mod tests {
             u64::from(u32::MAX),
             u64::MAX,
         ] {
-            assert_eq!(
-                varint_len(v) as u64,
-                protobuf::rt::compute_raw_varint64_size(v),
-                "{v}"
-            );
+            let want = protobuf::rt::compute_raw_varint64_size(v);
+            assert_eq!(varint_len(v) as u64, want, "{v}");
             let mut out = Vec::new();
             put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
+            let mut buf = [0; ROOM];
+            assert_eq!(varint_into(&mut buf, v), out.len(), "{v}");
+            assert_eq!(&buf[..out.len()], &out[..], "{v}");
         }
+    }
+
+    #[test]
+    fn close_up_moves_each_part_behind_its_length() {
+        // [a][room: 1-byte varint][b b][room: 2-byte varint][c c c]
+        let mut out = vec![b'a'];
+        let first = keep_room(&mut out);
+        out.extend_from_slice(b"bb");
+        let second = keep_room(&mut out);
+        out.extend_from_slice(b"ccc");
+        let slots = [
+            (first, varint_into(&mut out[first..], 5)),
+            (second, varint_into(&mut out[second..], 300)),
+        ];
+        assert_eq!(close_up(&mut out, &slots), [ROOM - 1, ROOM - 2]);
+        assert_eq!(out, [b'a', 5, b'b', b'b', 0xac, 0x02, b'c', b'c', b'c']);
     }
 }
