@@ -72,8 +72,10 @@ pub mod pb {
 }
 
 mod encode;
+mod frame;
 
 pub use encode::{encode_payload, encode_resource_logs, parts};
+pub use frame::{entry_record, Frame};
 
 use pb::common::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use pb::logs::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};

@@ -3,7 +3,9 @@
 //! random payloads (the wire-equivalence test's generator): the same bytes; payloads
 //! one after another make one request; a payload over a cap is cut where `otlp::split`
 //! cuts it, each part under the cap; `otlp::parts` finds the parts again, and neither it
-//! nor `otlp::decode` panics on truncated or garbled bytes.
+//! nor `otlp::decode` panics on truncated or garbled bytes. The entry level's pieces
+//! (`otlp::entry_record`, `otlp::Frame`) join into the same bytes as the payload encoded
+//! whole.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,6 +107,48 @@ fn hand_encoder_matches_the_generated_one_on_random_payloads() {
     }
     println!("4000 payloads, {entries} entries, {bytes_total} bytes compared");
     assert!(entries > 10_000, "{entries}");
+}
+
+#[test]
+fn records_joined_behind_a_frame_are_the_payload_encoded_whole() {
+    let mut rng = Rng(0xf4a3_e0e1);
+    let mut stripped = 0;
+    for i in 0..3000 {
+        let model = random_model(&mut rng);
+        let mut template = model.clone();
+        let entries = std::mem::take(&mut template.logs);
+        let records: Vec<Vec<u8>> = entries.iter().map(otlp::entry_record).collect();
+        let frame = otlp::Frame::of(&template);
+        // A template without a timestamp is stamped with the time given; one OTLP
+        // writes as 0 (at or before 1970) makes records without the field.
+        let now = UNIX_EPOCH + Duration::new(1_700_000_000, 5);
+        let mut stamped = model.clone();
+        stamped.timestamp.get_or_insert(now);
+        stripped += usize::from(representable(stamped.timestamp).is_none());
+        let assembled = frame.assemble(&records, now);
+        assert_eq!(
+            assembled,
+            otlp::encode_payload(&stamped, usize::MAX).unwrap(),
+            "payload {i}: assembled bytes differ"
+        );
+        let records_len: usize = records.iter().map(Vec::len).sum();
+        assert!(
+            assembled.len() <= frame.overhead() + records_len,
+            "payload {i}"
+        );
+    }
+    assert!(stripped > 300, "{stripped}");
+    // Records it did not make are copied as they are, never a panic.
+    let frame = otlp::Frame::of(&LogPayload::from_host("h"));
+    let junk = vec![
+        vec![],
+        vec![0x12],
+        vec![0x12, 0x05, 1],
+        vec![0x12, 0x09, 0x59, 0, 0],
+    ];
+    let bytes = frame.assemble(&junk, SystemTime::now());
+    let tail: Vec<u8> = junk.concat();
+    assert!(bytes.ends_with(&tail));
 }
 
 #[test]

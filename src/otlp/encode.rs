@@ -34,25 +34,25 @@ const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 // Tags (field number << 3 | wire type), all one byte. Wire types: 0 varint, 1 fixed64,
 // 2 length-delimited.
 /// `ExportLogsServiceRequest.resource_logs` (1).
-const REQUEST_RESOURCE_LOGS: u8 = 1 << 3 | 2;
+pub(super) const REQUEST_RESOURCE_LOGS: u8 = 1 << 3 | 2;
 /// `ResourceLogs.resource` (1).
 const RESOURCE_LOGS_RESOURCE: u8 = 1 << 3 | 2;
 /// `ResourceLogs.scope_logs` (2).
-const RESOURCE_LOGS_SCOPE_LOGS: u8 = 2 << 3 | 2;
+pub(super) const RESOURCE_LOGS_SCOPE_LOGS: u8 = 2 << 3 | 2;
 /// `Resource.attributes` (1).
 const RESOURCE_ATTRIBUTES: u8 = 1 << 3 | 2;
 /// `ScopeLogs.scope` (1).
 const SCOPE_LOGS_SCOPE: u8 = 1 << 3 | 2;
 /// `ScopeLogs.log_records` (2).
-const SCOPE_LOGS_RECORDS: u8 = 2 << 3 | 2;
+pub(super) const SCOPE_LOGS_RECORDS: u8 = 2 << 3 | 2;
 /// `InstrumentationScope.name` (1).
 const SCOPE_NAME_TAG: u8 = 1 << 3 | 2;
 /// `InstrumentationScope.version` (2).
 const SCOPE_VERSION_TAG: u8 = 2 << 3 | 2;
 /// `LogRecord.time_unix_nano` (1, fixed64).
-const RECORD_TIME: u8 = 1 << 3 | 1;
+pub(super) const RECORD_TIME: u8 = 1 << 3 | 1;
 /// `LogRecord.observed_time_unix_nano` (11, fixed64).
-const RECORD_OBSERVED: u8 = 11 << 3 | 1;
+pub(super) const RECORD_OBSERVED: u8 = 11 << 3 | 1;
 /// `LogRecord.severity_number` (2, enum).
 const RECORD_SEVERITY_NUMBER: u8 = 2 << 3;
 /// `LogRecord.severity_text` (3).
@@ -228,7 +228,7 @@ pub fn parts(bytes: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
 
 /// Where the length-delimited field of one-byte tag `tag` that starts at `at` ends, if
 /// one does, within `bytes`.
-fn field_end(bytes: &[u8], at: usize, tag: u8) -> Option<usize> {
+pub(super) fn field_end(bytes: &[u8], at: usize, tag: u8) -> Option<usize> {
     let rest = bytes.get(at..)?;
     if rest.first() != Some(&tag) {
         return None;
@@ -253,13 +253,13 @@ fn field_end(bytes: &[u8], at: usize, tag: u8) -> Option<usize> {
 // Writing
 
 /// Where [`put_resource_logs`] put the parts of its record.
-struct Written {
+pub(super) struct Written {
     /// `ResourceLogs.resource`: tag, length, `Resource`.
-    resource: Range<usize>,
+    pub(super) resource: Range<usize>,
     /// `ScopeLogs.scope`: tag, length, `InstrumentationScope`.
-    scope: Range<usize>,
+    pub(super) scope: Range<usize>,
     /// The records, each a `ScopeLogs.log_records` field.
-    records: Range<usize>,
+    pub(super) records: Range<usize>,
 }
 
 /// Room kept for a length that is known only once what it counts is written: the
@@ -272,14 +272,14 @@ const RECORD_ROOM: usize = 2;
 
 /// Appends `p` as a `ResourceLogs` record, in one pass: each length is written once
 /// what it counts is, into room kept for it, and what follows is then moved up.
-fn put_resource_logs(p: &LogPayload, out: &mut Vec<u8>) -> Written {
+pub(super) fn put_resource_logs(p: &LogPayload, out: &mut Vec<u8>) -> Written {
     // A guess, so that the buffer seldom grows: 2 KiB for the resource, then each
     // message and 256 bytes for the rest of its record (times, level, attributes).
     let guess = p.logs.iter().fold(2048usize, |n, e| {
         n.saturating_add(e.message.len()).saturating_add(256)
     });
     out.reserve(guess);
-    let observed = unix_nanos(p.timestamp);
+    let observed = Observed::Known(unix_nanos(p.timestamp));
     out.push(REQUEST_RESOURCE_LOGS);
     let rl_at = keep_room(out);
     out.push(RESOURCE_LOGS_RESOURCE);
@@ -347,17 +347,31 @@ fn close_up<const N: usize>(out: &mut Vec<u8>, slots: &[(usize, usize); N]) -> [
     gaps
 }
 
-fn put_record<'a>(
+/// A record's `observed_time_unix_nano`: the payload's timestamp.
+#[derive(Clone, Copy)]
+pub(super) enum Observed {
+    /// Known: written unless 0 (a proto3 default).
+    Known(u64),
+    /// Not known yet (an entry's record, for a [`super::Frame`] to stamp): written as 0,
+    /// 8 bytes that the frame sets, or takes out.
+    Later,
+}
+
+/// Appends `e`'s record (a `ScopeLogs.log_records` field).
+pub(super) fn put_record<'a>(
     out: &mut Vec<u8>,
     e: &'a LogEntry,
-    observed: u64,
+    observed: Observed,
     scratch: &mut Vec<(&'a String, &'a String)>,
 ) {
     out.push(SCOPE_LOGS_RECORDS);
     let at = out.len();
     out.extend_from_slice(&[0; RECORD_ROOM]);
     put_fixed64(out, RECORD_TIME, unix_nanos(e.timestamp));
-    put_fixed64(out, RECORD_OBSERVED, observed);
+    match observed {
+        Observed::Known(nanos) => put_fixed64(out, RECORD_OBSERVED, nanos),
+        Observed::Later => out.extend_from_slice(&[RECORD_OBSERVED, 0, 0, 0, 0, 0, 0, 0, 0]),
+    }
     let severity = severity_number(&e.level) as i32;
     if severity != 0 {
         out.push(RECORD_SEVERITY_NUMBER);
@@ -441,7 +455,7 @@ fn any_value_len(value: Value<'_>) -> usize {
 }
 
 /// A length-delimited field of `len` bytes with a one-byte tag.
-fn field_len(len: usize) -> usize {
+pub(super) fn field_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
@@ -474,7 +488,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// A length-delimited field's tag and length.
-fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
+pub(super) fn put_len(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.push(tag);
     put_varint(out, len as u64);
 }
