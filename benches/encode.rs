@@ -9,6 +9,14 @@
 //! - `c/pb-by-ref`: `pb::log::LogPayload::from(&p)` (clones), then `write_to_bytes()`,
 //!   then the generated message and `p` are dropped.
 //!
+//! And the same payloads on the OTLP wire (an `ExportLogsServiceRequest` of one
+//! `ResourceLogs`; more bytes than GoSight's, so compare ns, not MB/s, with `a`):
+//!
+//! - `d/otlp::encode_payload`: the hand-written encoder, `otlp::encode_payload(&p,
+//!   otlp::MAX_REQUEST_BYTES)` (every payload here fits: one record), then `p` is dropped;
+//! - `e/otlp-pb-by-ref`: `otlp::encode(&otlp::to_request(&p))` (clones into the
+//!   generated messages), then the messages and `p` are dropped.
+//!
 //! Each variant consumes clones built before the clock starts, and frees the same strings
 //! and maps inside the timed region (its payload, or the message its payload moved into),
 //! plus the encoded bytes: what a worker does with a payload it owns. Every rep times each
@@ -24,7 +32,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use logsender::wire::{self, pb};
-use logsender::LogPayload;
+use logsender::{otlp, LogPayload};
 use protobuf::Message;
 
 #[path = "common/generate.rs"]
@@ -83,16 +91,26 @@ enum Variant {
     Hand,
     ByValue,
     ByRef,
+    OtlpHand,
+    OtlpByRef,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [Variant::Hand, Variant::ByValue, Variant::ByRef];
+    const ALL: [Variant; 5] = [
+        Variant::Hand,
+        Variant::ByValue,
+        Variant::ByRef,
+        Variant::OtlpHand,
+        Variant::OtlpByRef,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Variant::Hand => "a/wire::encode",
             Variant::ByValue => "b/pb-by-value",
             Variant::ByRef => "c/pb-by-ref",
+            Variant::OtlpHand => "d/otlp::encode_payload",
+            Variant::OtlpByRef => "e/otlp-pb-by-ref",
         }
     }
 
@@ -124,6 +142,22 @@ impl Variant {
                     let b = pb::log::LogPayload::from(&p)
                         .write_to_bytes()
                         .expect("encode");
+                    bytes += b.len();
+                    black_box(b);
+                    drop(p);
+                }
+            }
+            Variant::OtlpHand => {
+                for p in items {
+                    let b = otlp::encode_payload(&p, otlp::MAX_REQUEST_BYTES).expect("fits");
+                    bytes += b.len();
+                    black_box(b);
+                    drop(p);
+                }
+            }
+            Variant::OtlpByRef => {
+                for p in items {
+                    let b = otlp::encode(&otlp::to_request(&p)).expect("encode");
                     bytes += b.len();
                     black_box(b);
                     drop(p);
@@ -201,28 +235,31 @@ fn main() {
                 .write_to_bytes()
                 .unwrap();
             assert!(hand == by_ref && hand == by_value, "encoders disagree");
+            let otlp_hand = otlp::encode_payload(t, otlp::MAX_REQUEST_BYTES).unwrap();
+            let otlp_pb = otlp::encode(&otlp::to_request(t)).unwrap();
+            assert!(otlp_hand == otlp_pb, "OTLP encoders disagree");
         }
         let n = size.count();
-        let mut ns: [Vec<f64>; 3] = Default::default();
-        let mut mbs: [Vec<f64>; 3] = Default::default();
-        let mut encoded = 0;
+        let mut ns: [Vec<f64>; 5] = Default::default();
+        let mut mbs: [Vec<f64>; 5] = Default::default();
+        let mut encoded = [0; 5];
         for rep in 0..=reps {
             for k in 0..Variant::ALL.len() {
                 let i = (k + rep) % Variant::ALL.len();
                 let items = prebuild(&templates, n);
                 let (took, bytes) = Variant::ALL[i].run(items);
-                encoded = bytes;
+                encoded[i] = bytes;
                 if rep > 0 {
                     ns[i].push(took.as_nanos() as f64 / n as f64);
                     mbs[i].push(bytes as f64 / took.as_secs_f64() / 1e6);
                 }
             }
         }
-        let avg = encoded as f64 / n as f64;
         let base = summary(ns[0].clone()).0;
         for (i, v) in Variant::ALL.iter().enumerate() {
             let (m, lo, hi) = summary(ns[i].clone());
             let (bm, blo, bhi) = summary(mbs[i].clone());
+            let avg = encoded[i] as f64 / n as f64;
             println!(
                 "| {} ({:.1} KB) | {} | {m:.0} | {lo:.0}–{hi:.0} | {bm:.0} | {blo:.0}–{bhi:.0} | {:.2} |",
                 size.name(),

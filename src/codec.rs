@@ -17,7 +17,7 @@ impl Wire {
     pub(crate) fn encode(self, payload: &LogPayload, cap: usize) -> Result<Vec<u8>, Error> {
         match self {
             Wire::GoSightStream => Ok(wire::encode(payload)),
-            Wire::OtlpLogs => otlp_encode(payload, cap),
+            Wire::OtlpLogs => otlp::encode_payload(payload, cap),
         }
     }
 
@@ -47,29 +47,4 @@ impl Wire {
             }
         }
     }
-}
-
-/// `payload` as OTLP `ResourceLogs` records of at most `cap` bytes each (as requests).
-fn otlp_encode(payload: &LogPayload, cap: usize) -> Result<Vec<u8>, Error> {
-    let whole = otlp::encode(&otlp::to_request(payload))?;
-    if whole.len() <= cap || payload.logs.len() <= 1 {
-        if whole.len() > cap {
-            return Err(Error::PayloadTooLarge {
-                size: whole.len(),
-                limit: cap,
-            });
-        }
-        return Ok(whole);
-    }
-    let mut out = Vec::with_capacity(whole.len() + 64);
-    for chunk in otlp::split(payload, cap) {
-        if chunk.encoded_len > cap {
-            return Err(Error::PayloadTooLarge {
-                size: chunk.encoded_len,
-                limit: cap,
-            });
-        }
-        out.extend_from_slice(&otlp::encode(&chunk.request)?);
-    }
-    Ok(out)
 }

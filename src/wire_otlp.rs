@@ -26,6 +26,7 @@ use crate::error::{Error, Retry};
 use crate::export::{partial_success, retry_delay, Answer, EXPORT};
 use crate::ledger::{Batch, Item};
 use crate::link::{channel_failed, Ended, Judged, Protocol, PROBE_TIMEOUT};
+use crate::otlp;
 use crate::shared::Shared;
 use crate::stats::Counters;
 
@@ -130,44 +131,15 @@ fn requests(batch: &[Item], cap: usize) -> Vec<GrpcSlice> {
     out
 }
 
-/// The top-level records (field 1, length-delimited) of held request bytes. Held bytes
-/// were encoded by logsender; should they not parse, what is left goes as one record.
+/// The top-level `ResourceLogs` records of held request bytes. Held bytes were encoded
+/// by logsender; should some not parse, what is left goes as one record.
 fn records(bytes: &[u8]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let start = at;
-        let parsed = (bytes[at] == 0x0a)
-            .then(|| varint(bytes, at + 1))
-            .flatten()
-            .and_then(|(len, body)| body.checked_add(len).map(|end| (body, end)))
-            .filter(|(_, end)| *end <= bytes.len());
-        match parsed {
-            Some((_, end)) => {
-                out.push(start..end);
-                at = end;
-            }
-            None => {
-                out.push(start..bytes.len());
-                break;
-            }
-        }
+    let mut out: Vec<Range<usize>> = otlp::parts(bytes).collect();
+    let parsed = out.last().map_or(0, |r| r.end);
+    if parsed < bytes.len() {
+        out.push(parsed..bytes.len());
     }
     out
-}
-
-/// A varint at `at`: its value and where it ends.
-fn varint(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(at)?;
-        at += 1;
-        value |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some((usize::try_from(value).ok()?, at));
-        }
-    }
-    None
 }
 
 /// Issues call `id`: its requests one after the other from a watcher on the
