@@ -216,7 +216,7 @@ fn payloads_entries_and_send_logs_arrive_over_otlp() {
 // ---------------------------------------------------------------------------------
 
 /// A collector that never answers: with `max_exports_in_flight(2)`, exactly two calls
-/// are opened while 50 payloads wait; released, the sink never held more than two at
+/// are opened while 200 payloads wait (more than two calls' 64 each); released, the sink never held more than two at
 /// once and everything is delivered.
 #[test]
 fn calls_in_flight_are_bounded() {
@@ -228,7 +228,7 @@ fn calls_in_flight_are_bounded() {
         .build()
         .expect("config");
     let (sender, tx) = sender_with_pool(config, 64, 2);
-    queue(&tx, 0, 0..50);
+    queue(&tx, 0, 0..200);
     assert!(
         sink.wait_calls(WAIT, |c| c.exports >= 2),
         "two calls never opened: {:?}",
@@ -238,7 +238,7 @@ fn calls_in_flight_are_bounded() {
     std::thread::sleep(Duration::from_millis(500));
     let calls = sink.calls();
     assert_eq!(calls.exports, 2, "{calls:?}");
-    let st = wait_stats(&sender, WAIT, "all 50 taken in", |s| s.unacked == 50);
+    let st = wait_stats(&sender, WAIT, "all 200 taken in", |s| s.unacked == 200);
     assert_eq!(st.acknowledged, 0, "{st:#?}");
     assert_eq!(sink.calls().exports, 2, "{:?}", sink.calls());
 
@@ -247,9 +247,9 @@ fn calls_in_flight_are_bounded() {
     let report = sender.flush(WAIT);
     assert_eq!(report.outstanding, 0, "{:#?}", sender.stats());
     let st = sender.stats();
-    assert_eq!(st.acknowledged, 50, "{st:#?}");
+    assert_eq!(st.acknowledged, 200, "{st:#?}");
     assert_eq!(st.dead_lettered, 0, "{st:#?}");
-    assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..50));
+    assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..200));
     assert!(
         sink.max_exports_pending() <= 2,
         "the sink held {} calls at once",
