@@ -283,8 +283,8 @@ impl DialCause {
 }
 
 /// The likely fix when the collector at `addr` refuses every call, an empty one too,
-/// with `code`.
-pub(crate) fn refusal_hint(code: RpcStatusCode, addr: &str) -> Option<String> {
+/// with `code`, on the OTLP wire (`otlp`) or GoSight's.
+pub(crate) fn refusal_hint(code: RpcStatusCode, addr: &str, otlp: bool) -> Option<String> {
     let hint = match code {
         RpcStatusCode::UNAUTHENTICATED => {
             "the collector does not accept this client's credentials: renew them (an \
@@ -296,9 +296,15 @@ pub(crate) fn refusal_hint(code: RpcStatusCode, addr: &str) -> Option<String> {
              rights of the client's token or certificate"
                 .to_string()
         }
+        RpcStatusCode::UNIMPLEMENTED if otlp => format!(
+            "{addr} does not serve OTLP's LogsService/Export: is it the collector's OTLP \
+             gRPC port (4317 by default)? A GoSight server older than its OTLP receiver \
+             takes only GoSight's stream (Wire::GoSightStream)"
+        ),
         RpcStatusCode::UNIMPLEMENTED => format!(
             "{addr} does not serve proto.LogService/SubmitStream: is it the collector's \
-             gRPC port, and does the collector take GoSight's stream?"
+             gRPC port, and does the collector take GoSight's stream? Current GoSight \
+             servers and OpenTelemetry collectors take OTLP (Wire::OtlpLogs)"
         ),
         _ => return None,
     };

@@ -53,17 +53,19 @@ pub struct Stats {
     pub dropped_block_timeout: u64,
     /// Given up for a permanent reason (permanent status, too large).
     pub dead_lettered: u64,
-    /// Streams opened after the first one.
+    /// Times the wire came up again after the first (a stream opened; on OTLP, the
+    /// channel published for calls).
     pub reconnects: u64,
-    /// Epochs committed with status `OK`.
+    /// Epochs committed with status `OK` (on OTLP: `Export` calls).
     pub epochs_committed: u64,
-    /// Epochs that failed (error status, transport break, timeout).
+    /// Epochs that failed (error status, transport break, timeout; on OTLP: calls).
     pub epochs_failed: u64,
     /// Encoded bytes written to streams.
     pub bytes_sent: u64,
     /// How long the write in progress has gone without progress (a message handed to
     /// the call), if a write is in progress: a collector that stopped reading shows
-    /// here long before `write_timeout` cancels the call.
+    /// here long before `write_timeout` cancels the call. Always `None` on OTLP, whose
+    /// writers never wait for a call.
     pub write_stalled: Option<std::time::Duration>,
     /// Times the [`EventHandler`](crate::EventHandler) panicked (each caught and logged).
     pub handler_panics: u64,

@@ -522,7 +522,7 @@ impl Supervisor {
         }
         let code = status.code();
         let addr = &self.shared.config.addr;
-        let hint = refusal_hint(code, addr);
+        let hint = refusal_hint(code, addr, self.shared.config.wire == Wire::OtlpLogs);
         let message = format!(
             "the collector refuses every call, an empty one too: {code:?}: {}",
             status.message()

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use logsender::{
     ConnectionState, DeadLetterEvent, Error, EventHandler, LogSender, RefusedEvent, RpcStatusCode,
+    Wire,
 };
 use parking_lot::Mutex;
 use support::collect::{assert_none_missing, expected_ids, wait_stats};
 use support::helpers::{assert_no_background_panic, temp_path, wait_until, watch_panics};
 use support::sink::{Ending, Sink};
-use support::{fast_config, queue, sender_with_pool};
+use support::{fast_config, fast_config_on, queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The refused backoff of these tests: 100 ms doubling up to 300 ms, no jitter.
@@ -88,12 +89,12 @@ fn about(d: Duration, want: Duration) -> bool {
 /// (and `wait_connected` does not count the streams that open), each try is an event
 /// with the collector's status, the tries are spaced 100, 200, then 300 ms (the cap),
 /// and everything is delivered after, with the state `Connected` again.
-fn held_while_refused_then_delivered(code: RpcStatusCode) {
+fn held_while_refused_then_delivered(code: RpcStatusCode, wire: Wire) {
     watch_panics();
     const N: usize = 30;
     let sink = Sink::start();
     let events = Arc::new(Events::default());
-    let config = fast_config(&sink.addr())
+    let config = fast_config_on(&sink.addr(), wire)
         .commit_every(10)
         .hold_when_refused(true)
         .refused_backoff(FIRST, CAP)
@@ -149,6 +150,20 @@ fn held_while_refused_then_delivered(code: RpcStatusCode) {
         "{last_error}"
     );
     assert!(last_error.hint.is_some(), "{last_error}");
+    if code == RpcStatusCode::UNIMPLEMENTED {
+        // The hint names the method this wire calls.
+        let method = match wire {
+            Wire::OtlpLogs => "LogsService/Export",
+            _ => "proto.LogService/SubmitStream",
+        };
+        assert!(
+            last_error
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains(method)),
+            "{last_error}"
+        );
+    }
     assert!(last_error.recovered_at.is_none(), "{last_error}");
 
     let refusals = events.refusals();
@@ -204,19 +219,23 @@ fn held_while_refused_then_delivered(code: RpcStatusCode) {
     assert_no_background_panic();
 }
 
-#[test]
-fn permission_denied_holds_then_delivers() {
-    held_while_refused_then_delivered(RpcStatusCode::PERMISSION_DENIED);
+both_wires! {
+fn permission_denied_holds_then_delivers(wire: Wire) {
+    held_while_refused_then_delivered(RpcStatusCode::PERMISSION_DENIED, wire);
+}
 }
 
-#[test]
-fn unauthenticated_holds_then_delivers() {
-    held_while_refused_then_delivered(RpcStatusCode::UNAUTHENTICATED);
+both_wires! {
+fn unauthenticated_holds_then_delivers(wire: Wire) {
+    held_while_refused_then_delivered(RpcStatusCode::UNAUTHENTICATED, wire);
+}
 }
 
-#[test]
-fn unimplemented_holds_then_delivers() {
-    held_while_refused_then_delivered(RpcStatusCode::UNIMPLEMENTED);
+both_wires! {
+/// On OTLP, what a GoSight server that predates its OTLP receiver answers.
+fn unimplemented_holds_then_delivers(wire: Wire) {
+    held_while_refused_then_delivered(RpcStatusCode::UNIMPLEMENTED, wire);
+}
 }
 
 /// A collector that refuses from the first call, and a program that gives up: `flush`
