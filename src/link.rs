@@ -356,11 +356,13 @@ impl Link {
     }
 }
 
-/// Whether a channel can no longer carry calls (its connection failed and gRPC is
-/// redialling it, or it was shut down).
+/// Whether a channel can no longer carry calls: its connection failed and gRPC is
+/// redialling it (`TRANSIENT_FAILURE`), or it was shut down. A channel whose connection
+/// the collector closed goes `IDLE`: asked to connect again, it is found out at a
+/// later look if that fails.
 pub(crate) fn channel_failed(client: &Client) -> bool {
     matches!(
-        client.channel().check_connectivity_state(false),
+        client.channel().check_connectivity_state(true),
         ConnectivityState::GRPC_CHANNEL_TRANSIENT_FAILURE
             | ConnectivityState::GRPC_CHANNEL_SHUTDOWN
     )

@@ -176,14 +176,20 @@ impl Supervisor {
     /// it after the backoff.
     fn check(&mut self, result: grpcio::Result<()>) {
         if let Err(e) = result {
-            warn!("cannot open the next call: {e}");
-            if self.protocol.is_up() {
-                self.protocol.stop();
-            }
-            self.link.drop_channel();
-            self.shared.counters.set_state(self.down_state());
-            self.link.schedule_retry(Retry::Backoff, None, &e);
+            self.wire_lost(&e);
         }
+    }
+
+    /// The wire cannot carry on (`why`): stop it, drop the channel, and rebuild both
+    /// after the backoff.
+    fn wire_lost(&mut self, why: &dyn std::fmt::Display) {
+        warn!("the wire stopped: {why}");
+        if self.protocol.is_up() {
+            self.protocol.stop();
+        }
+        self.link.drop_channel();
+        self.shared.counters.set_state(self.down_state());
+        self.link.schedule_retry(Retry::Backoff, None, why);
     }
 
     /// Dials if needed, then starts the wire on the channel.
@@ -610,8 +616,16 @@ impl Supervisor {
     }
 
     fn check_timers(&mut self, now: Instant) {
-        let result = self.protocol.tick(self.link.client(), now);
-        self.check(result);
+        if let Err(e) = self.protocol.tick(self.link.client(), now) {
+            // The wire found its channel gone (OTLP between calls), or could not open
+            // the next epoch's call: a disconnection like a failed stream's.
+            let err = Error::Rpc(e);
+            self.shared.counters.set_last_error(&err, None, None);
+            if self.protocol.is_up() {
+                self.shared.handler(|h| h.on_disconnected(&err));
+            }
+            self.wire_lost(&err);
+        }
         // A struck payload's next try is due.
         if self.suspects_due.is_some_and(|t| now >= t) {
             self.go_on();

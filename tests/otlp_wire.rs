@@ -1001,3 +1001,61 @@ fn the_sink_answers_export_as_told() {
     });
     assert_eq!(counts.len(), 1);
 }
+
+// ---------------------------------------------------------------------------------
+// 10. A collector gone while no call is in flight.
+// ---------------------------------------------------------------------------------
+
+/// Counts disconnections.
+#[derive(Default)]
+struct Disconnects(std::sync::atomic::AtomicU64);
+
+impl logsender::EventHandler for Disconnects {
+    fn on_disconnected(&self, _: &logsender::Error) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Between calls nothing is in flight to fail, yet a collector that goes away is
+/// noticed from the channel's state: the state leaves `Connected`, `on_disconnected`
+/// and `last_error` say so, and once the collector is back, what was sent meanwhile
+/// is delivered.
+#[test]
+fn a_collector_gone_between_calls_is_noticed() {
+    watch_panics();
+    let mut sink = Sink::start();
+    let events = Arc::new(Disconnects::default());
+    let config = otlp_config(&sink.addr())
+        .event_handler(events.clone())
+        .build()
+        .expect("config");
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    queue(&tx, 0, 0..5);
+    wait_stats(&sender, WAIT, "the first payloads acknowledged", |s| {
+        s.acknowledged == 5 && s.state == logsender::ConnectionState::Connected
+    });
+    // Idle: no call in flight. The collector goes away.
+    sink.stop();
+    wait_stats(&sender, WAIT, "the state to leave Connected", |s| {
+        s.state != logsender::ConnectionState::Connected
+    });
+    assert_eq!(
+        events.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one disconnection heard"
+    );
+    let st = sender.stats();
+    assert!(st.last_error.is_some(), "{st:#?}");
+    assert_eq!(
+        st.epochs_failed, 0,
+        "no call was in flight to fail: {st:#?}"
+    );
+    queue(&tx, 1, 0..5);
+    sink.restart();
+    let report = sender.flush(WAIT);
+    assert!(report.all_delivered(), "{report:?}");
+    assert_acknowledged_by_sink(&sink, &expected_ids(1, 0..5));
+    drop(tx);
+    assert!(sender.close().undelivered.is_empty());
+    assert_no_background_panic();
+}
