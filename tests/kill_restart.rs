@@ -3,6 +3,8 @@
 //!
 //! Two ways to die: a child-process sink that is SIGKILLed (a crash: no goodbye on the
 //! socket), and an in-process sink that is stopped (calls cancelled, then shut down).
+//! Each on both wires (`both_wires!`): GoSight's stream, and OTLP's `Export` calls,
+//! where the calls in flight (or the next ones) fail and are re-sent.
 
 mod support;
 
@@ -11,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use logsender::{DeliveryMode, LogPayload, Stats};
+use logsender::{DeliveryMode, LogPayload, Stats, Wire};
 use support::child::{child_main, ChildSink};
 use support::helpers::{
     assert_at_least_once, assert_close_returns_nothing, assert_no_background_panic, temp_path,
     wait_until, watch_panics,
 };
 use support::sink::Sink;
-use support::{fast_config, id_of, payload, sender_with_pool};
+use support::{fast_config_on, id_of, payload, sender_with_pool};
 
 const N: usize = 3_000;
 const BOUND: Duration = Duration::from_secs(20);
@@ -119,8 +121,9 @@ impl Fault for Sink {
 fn down_and_back_mid_stream<F: Fault>(
     collector: &mut F,
     producer: usize,
+    wire: Wire,
 ) -> (Vec<LogPayload>, Stats) {
-    let config = fast_config(&collector.addr())
+    let config = fast_config_on(&collector.addr(), wire)
         .delivery(DeliveryMode::AtLeastOnce)
         .close_timeout(BOUND)
         .build()
@@ -166,12 +169,12 @@ fn down_and_back_mid_stream<F: Fault>(
     (sent, s)
 }
 
-#[test]
-fn child_sink_killed_and_restarted_mid_stream() {
+both_wires! {
+fn child_sink_killed_and_restarted_mid_stream(wire: Wire) {
     watch_panics();
     let record = temp_path("kill-restart.records");
     let mut child = ChildSink::spawn("child_sink_entry", 0, &record);
-    let (sent, s) = down_and_back_mid_stream(&mut child, 1);
+    let (sent, s) = down_and_back_mid_stream(&mut child, 1, wire);
     assert_eq!(s.dropped(), 0, "{s:?}");
 
     let records = child.records();
@@ -201,12 +204,19 @@ fn child_sink_killed_and_restarted_mid_stream() {
     }
     assert_no_background_panic();
 }
+}
 
-#[test]
-fn in_process_sink_stopped_and_restarted_mid_stream() {
+both_wires! {
+fn in_process_sink_stopped_and_restarted_mid_stream(wire: Wire) {
     watch_panics();
     let mut sink = Sink::start();
-    let (sent, _) = down_and_back_mid_stream(&mut sink, 2);
+    let (sent, _) = down_and_back_mid_stream(&mut sink, 2, wire);
     assert_at_least_once(&sent, &sink.received());
+    let calls = sink.calls();
+    match wire {
+        Wire::GoSightStream => assert_eq!(calls.exports, 0, "{calls:?}"),
+        _ => assert_eq!(calls.exports, calls.opened, "a stream was opened: {calls:?}"),
+    }
     assert_no_background_panic();
+}
 }

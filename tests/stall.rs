@@ -1,13 +1,19 @@
 //! A collector that stalls: epochs whose final status never comes time out and are
 //! re-sent; a write blocked by a collector that never reads is released; and once the
 //! collector answers again, everything arrives and is acknowledged.
+//!
+//! Both on both wires (`both_wires!`). On OTLP each `Export` call's deadline
+//! (`commit_timeout`) bounds a stalled collector (`write_timeout` has no part there), and
+//! `send_logs` does not wait for the collector: it takes the payload and returns, or
+//! says `Unavailable` while the calls are down (between a call's deadline and the
+//! backoff's end).
 
 mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logsender::{LogPayload, LogSender, Stats};
+use logsender::{LogPayload, LogSender, Stats, Wire};
 use support::collect::{assert_none_missing, expected_ids, ids, wait_stats, wait_writes_blocked};
 use support::helpers::{wait_until, within};
 use support::sink::{Ending, Sink};
@@ -67,11 +73,11 @@ fn close(sender: Arc<LogSender>) -> Vec<LogPayload> {
     sender.close_timeout(Duration::from_secs(10)).undelivered
 }
 
-#[test]
-fn epochs_without_a_final_status_time_out_and_are_resent() {
+both_wires! {
+fn epochs_without_a_final_status_time_out_and_are_resent(wire: Wire) {
     const N: usize = 20;
     let sink = Sink::with_ending(Ending::Stall);
-    let config = support::fast_config(&sink.addr())
+    let config = support::fast_config_on(&sink.addr(), wire)
         .commit_every(10)
         .commit_timeout(Duration::from_millis(300))
         .build()
@@ -116,18 +122,27 @@ fn epochs_without_a_final_status_time_out_and_are_resent() {
         "everything acknowledged after the stall",
     );
     assert!(st.epochs_committed > 0);
+    assert_spoke(&sink, wire);
     drop(tx);
     assert!(close(sender).is_empty());
 }
+}
 
-#[test]
-fn a_write_blocked_by_a_collector_that_never_reads_is_released() {
+both_wires! {
+/// On OTLP nothing blocks a write (the collector's gRPC core reads each request whole;
+/// the sink parks the call unanswered); with a `write_timeout` of a minute, the calls'
+/// deadline (`commit_timeout`, 500 ms) is what must release them.
+fn a_write_blocked_by_a_collector_that_never_reads_is_released(wire: Wire) {
     // ~10 MB in big payloads: far more than HTTP/2 lets into flight without reads.
     const N: usize = 40;
     const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
     let sink = Sink::with_ending(Ending::StallReads);
-    let config = support::fast_config(&sink.addr())
-        .write_timeout(WRITE_TIMEOUT)
+    let config = support::fast_config_on(&sink.addr(), wire)
+        .write_timeout(if wire == Wire::GoSightStream {
+            WRITE_TIMEOUT
+        } else {
+            Duration::from_secs(60)
+        })
         .commit_timeout(Duration::from_millis(500))
         .build()
         .expect("config");
@@ -136,8 +151,19 @@ fn a_write_blocked_by_a_collector_that_never_reads_is_released() {
     for seq in 0..N {
         tx.send(support::wide_payload(0, seq)).expect("queue open");
     }
-    // Let the worker run into HTTP/2 flow control.
-    wait_writes_blocked(&sink, &sender, WAIT);
+    if wire == Wire::GoSightStream {
+        // Let the worker run into HTTP/2 flow control.
+        wait_writes_blocked(&sink, &sender, WAIT);
+    } else {
+        // Calls reach the collector and end at their deadline, unanswered.
+        let st = wait_stats(&sender, WAIT, "calls ended by their deadline", |s| {
+            s.epochs_failed >= 2 && s.resent_after_fault > 0
+        });
+        assert_eq!(st.acknowledged, 0, "{st:#?}");
+        assert_eq!(sink.calls().ok, 0, "{:?}", sink.calls());
+        let err = st.last_error.expect("the deadline is the last error");
+        assert!(err.message.contains("DEADLINE_EXCEEDED") || err.message.contains("DeadlineExceeded"), "{err:?}");
+    }
 
     // A writer may be stuck for write_timeout, and send_logs may then meet one more
     // stuck write on the next stream before it gives up: two write timeouts, plus the
@@ -156,6 +182,20 @@ fn a_write_blocked_by_a_collector_that_never_reads_is_released() {
         Duration::from_secs(30),
         "everything acknowledged",
     );
+    assert_spoke(&sink, wire);
     drop(tx);
     assert!(close(sender).is_empty());
+}
+}
+
+/// Asserts that the sender spoke `wire` to `sink`.
+fn assert_spoke(sink: &Sink, wire: Wire) {
+    let calls = sink.calls();
+    match wire {
+        Wire::GoSightStream => assert_eq!(calls.exports, 0, "an Export call: {calls:?}"),
+        _ => assert_eq!(
+            calls.exports, calls.opened,
+            "a stream was opened: {calls:?}"
+        ),
+    }
 }

@@ -1,5 +1,7 @@
 //! TLS and mutual TLS against a real grpcio TLS server on 127.0.0.1, and the typed
-//! errors for TLS material that is missing, not PEM, or simply the wrong CA.
+//! errors for TLS material that is missing, not PEM, or simply the wrong CA. Every case
+//! that talks to a server runs on both wires (`both_wires!`); the TLS files' own errors
+//! are the builder's, the same for both.
 
 mod support;
 
@@ -9,11 +11,11 @@ use std::time::Duration;
 
 use logsender::{
     Config, ConfigBuilder, ConnectionState, DialCause, DialFailedEvent, Error, EventHandler,
-    LogSender,
+    LogSender, Wire,
 };
 use support::helpers::{wait_connected, wait_until};
 use support::sink::{Sink, TlsServer};
-use support::{fast_config, id_of, payload, queue, sender_with_pool};
+use support::{fast_config_on, id_of, payload, queue, sender_with_pool};
 
 fn tls_file(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,9 +27,11 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(tls_file(name)).expect("test TLS file")
 }
 
-/// `fast_config` is plaintext; TLS builders start from scratch with the same timings.
-fn tls_config(addr: &str) -> logsender::ConfigBuilder {
+/// `fast_config` is plaintext; TLS builders start from scratch with the same timings,
+/// speaking `wire`.
+fn tls_config(addr: &str, wire: Wire) -> logsender::ConfigBuilder {
     Config::builder(addr)
+        .wire(wire)
         .compression(logsender::Compression::None)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
         .connect_timeout(Duration::from_secs(2))
@@ -85,6 +89,7 @@ fn assert_tls_dial_fails_with_hint(builder: ConfigBuilder, hint: &str) {
 }
 
 fn ship_and_check(sink: &Sink, config: Config) {
+    let wire = config.wire();
     let (sender, tx) = sender_with_pool(config, 64, 2);
     queue(&tx, 0, 0..50);
     assert_eq!(sender.flush(Duration::from_secs(10)).outstanding, 0);
@@ -93,33 +98,46 @@ fn ship_and_check(sink: &Sink, config: Config) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 50);
+    let calls = sink.calls();
+    match wire {
+        Wire::GoSightStream => assert_eq!(calls.exports, 0, "an Export call: {calls:?}"),
+        _ => {
+            assert!(calls.exports > 0, "no Export call: {calls:?}");
+            assert_eq!(
+                calls.exports, calls.opened,
+                "a stream was opened: {calls:?}"
+            );
+        }
+    }
 }
 
-#[test]
-fn tls_with_a_private_ca() {
+both_wires! {
+fn tls_with_a_private_ca(wire: Wire) {
     let sink = tls_sink(false);
-    let config = tls_config(&sink.addr())
+    let config = tls_config(&sink.addr(), wire)
         .tls_ca_file(tls_file("ca.pem"))
         .build()
         .unwrap();
     ship_and_check(&sink, config);
 }
+}
 
-#[test]
-fn mutual_tls() {
+both_wires! {
+fn mutual_tls(wire: Wire) {
     let sink = tls_sink(true);
-    let config = tls_config(&sink.addr())
+    let config = tls_config(&sink.addr(), wire)
         .tls_ca_file(tls_file("ca.pem"))
         .tls_client_identity(tls_file("client.pem"), tls_file("client-key.pem"))
         .build()
         .unwrap();
     ship_and_check(&sink, config);
 }
+}
 
-#[test]
-fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost() {
+both_wires! {
+fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost(wire: Wire) {
     let sink = tls_sink(true);
-    let config = tls_config(&sink.addr())
+    let config = tls_config(&sink.addr(), wire)
         .tls_ca_file(tls_file("ca.pem"))
         .build()
         .unwrap();
@@ -134,11 +152,12 @@ fn mtls_server_refuses_a_client_without_certificate_and_nothing_is_lost() {
     assert_eq!(back.iter().map(id_of).collect::<Vec<_>>(), vec!["0-2"]);
     assert_eq!(sink.count(), 0);
 }
+}
 
-#[test]
-fn the_wrong_ca_never_connects_and_says_why() {
+both_wires! {
+fn the_wrong_ca_never_connects_and_says_why(wire: Wire) {
     let sink = tls_sink(false);
-    let config = tls_config(&sink.addr())
+    let config = tls_config(&sink.addr(), wire)
         .tls_ca_file(tls_file("other-ca.pem"))
         .build()
         .unwrap();
@@ -153,13 +172,15 @@ fn the_wrong_ca_never_connects_and_says_why() {
     assert!(sender.close().undelivered.is_empty());
     assert_eq!(sink.count(), 0);
 }
+}
 
-#[test]
-fn plaintext_client_against_a_tls_server_does_not_connect() {
+both_wires! {
+fn plaintext_client_against_a_tls_server_does_not_connect(wire: Wire) {
     let sink = tls_sink(false);
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let sender = LogSender::new(fast_config_on(&sink.addr(), wire).build().unwrap()).unwrap();
     assert!(!wait_connected(&sender, Duration::from_millis(800)));
     assert!(sender.close().undelivered.is_empty());
+}
 }
 
 #[test]
@@ -201,11 +222,11 @@ fn missing_and_malformed_tls_files_are_typed_errors() {
     ));
 }
 
-#[test]
-fn a_server_name_not_in_the_certificate_says_to_set_tls_server_name() {
+both_wires! {
+fn a_server_name_not_in_the_certificate_says_to_set_tls_server_name(wire: Wire) {
     let sink = tls_sink(false);
     // server.pem is for `localhost` and 127.0.0.1 only.
-    let builder = tls_config(&sink.addr())
+    let builder = tls_config(&sink.addr(), wire)
         .tls_ca_file(tls_file("ca.pem"))
         .tls_server_name("collector.example");
     assert_tls_dial_fails_with_hint(
@@ -214,11 +235,13 @@ fn a_server_name_not_in_the_certificate_says_to_set_tls_server_name() {
     );
     assert_eq!(sink.count(), 0);
 }
+}
 
-#[test]
-fn the_wrong_ca_says_to_give_the_collectors_ca() {
+both_wires! {
+fn the_wrong_ca_says_to_give_the_collectors_ca(wire: Wire) {
     let sink = tls_sink(false);
-    let builder = tls_config(&sink.addr()).tls_ca_file(tls_file("other-ca.pem"));
+    let builder = tls_config(&sink.addr(), wire).tls_ca_file(tls_file("other-ca.pem"));
     assert_tls_dial_fails_with_hint(builder, "give the collector's CA with `tls_ca_file`");
     assert_eq!(sink.count(), 0);
+}
 }
