@@ -329,7 +329,8 @@ struct Defaults {
     thread_name: String,
     wire: Wire,
     max_exports_in_flight: usize,
-    otlp_max_request_bytes: usize,
+    /// `None`: the default, 4 MiB or `max_message_size` if that is less.
+    otlp_max_request_bytes: Option<usize>,
 }
 
 impl Defaults {
@@ -361,7 +362,7 @@ impl Defaults {
             thread_name: "logsender".into(),
             wire: Wire::GoSightStream,
             max_exports_in_flight: 4,
-            otlp_max_request_bytes: DEFAULT_OTLP_MAX_REQUEST_BYTES,
+            otlp_max_request_bytes: None,
         }
     }
 }
@@ -435,14 +436,16 @@ impl ConfigBuilder {
         /// order. Defaults to 4.
         max_exports_in_flight: usize
     );
-    setter!(
-        /// On the OTLP wire, the most bytes of one `ExportLogsServiceRequest` before
-        /// compression. A call carries whole payloads up to this; a payload larger than
-        /// this alone is split into several `ResourceLogs` sent as consecutive calls (an
-        /// entry alone larger is [`Error::PayloadTooLarge`]). Within 64 KiB ..=
-        /// `max_message_size`. Defaults to 4 MiB, what OTLP receivers take by default.
-        otlp_max_request_bytes: usize
-    );
+    /// On the OTLP wire, the most bytes of one `ExportLogsServiceRequest` before
+    /// compression. A call carries whole payloads up to this; a payload larger than
+    /// this alone is split into several `ResourceLogs` sent as consecutive calls (an
+    /// entry alone larger is [`Error::PayloadTooLarge`]). Within 64 KiB ..=
+    /// `max_message_size`. Defaults to 4 MiB, what OTLP receivers take by default (or
+    /// `max_message_size`, if that is less).
+    pub fn otlp_max_request_bytes(mut self, value: usize) -> Self {
+        self.config_defaults.otlp_max_request_bytes = Some(value);
+        self
+    }
     setter!(
         /// Delivery guarantee. Defaults to [`DeliveryMode::AtLeastOnce`].
         delivery: DeliveryMode
@@ -736,7 +739,8 @@ impl ConfigBuilder {
             if d.max_exports_in_flight == 0 {
                 return invalid_config("max_exports_in_flight", "must be at least 1");
             }
-            if d.otlp_max_request_bytes < 64 << 10 || d.otlp_max_request_bytes > d.max_message_size
+            if d.otlp_max_request_bytes
+                .is_some_and(|cap| cap < 64 << 10 || cap > d.max_message_size)
             {
                 return invalid_config(
                     "otlp_max_request_bytes",
@@ -839,7 +843,9 @@ impl ConfigBuilder {
             refused_backoff_max: d.refused_backoff_max,
             wire: d.wire,
             max_exports_in_flight: d.max_exports_in_flight,
-            otlp_max_request_bytes: d.otlp_max_request_bytes,
+            otlp_max_request_bytes: d
+                .otlp_max_request_bytes
+                .unwrap_or(DEFAULT_OTLP_MAX_REQUEST_BYTES.min(d.max_message_size)),
         })
     }
 }
@@ -918,6 +924,27 @@ fn validate_addr(addr: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_otlp_request_cap_is_4_mib_or_the_message_limit() {
+        let otlp = || {
+            Config::builder("127.0.0.1:1")
+                .plaintext()
+                .wire(Wire::OtlpLogs)
+        };
+        assert_eq!(otlp().build().unwrap().request_cap(), 4 << 20);
+        assert_eq!(
+            crate::otlp::MAX_REQUEST_BYTES,
+            DEFAULT_OTLP_MAX_REQUEST_BYTES
+        );
+        let small = otlp().max_message_size(1 << 20).build().unwrap();
+        assert_eq!(small.request_cap(), 1 << 20);
+        let set = otlp().otlp_max_request_bytes(128 << 10).build().unwrap();
+        assert_eq!(set.request_cap(), 128 << 10);
+        // GoSight's stream has no request cap: a payload is a message.
+        let gosight = Config::builder("127.0.0.1:1").plaintext().build().unwrap();
+        assert_eq!(gosight.request_cap(), usize::MAX);
+    }
 
     #[test]
     fn addresses() {
