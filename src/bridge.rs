@@ -20,13 +20,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
+use crate::config::Wire;
 use crate::entries::{Batching, EntrySender};
 use crate::error::{invalid_config, Error};
 use crate::events::{DropReason, RecordsDroppedEvent};
 use crate::model::Level;
+use crate::otlp;
 use crate::sender::{LogSender, Shutdown};
 use crate::stats::{Counters, Report};
-use crate::wire::RecordWriter;
+use crate::wire;
 
 /// Drop events are reported at most this often.
 const EVENT_EVERY: Duration = Duration::from_secs(1);
@@ -133,9 +135,14 @@ impl LogBridge {
             .tee
             .as_ref()
             .map_or(filter.filter(), |(_, level)| filter.filter().max(*level));
+        let record_of: RecordOf = match entries.wire() {
+            Wire::GoSightStream => record_of::<GoSight>,
+            Wire::OtlpLogs => record_of::<Otlp>,
+        };
         Ok(BridgeLogger {
             inner: Arc::new(Inner {
                 shipper: Arc::new(Shipper::new(entries, self.block)),
+                record_of,
                 pid: process_id(),
                 filter,
                 tee: self.tee,
@@ -178,8 +185,13 @@ pub struct BridgeLogger {
     inner: Arc<Inner>,
 }
 
+/// Writes a record as an entry's record on the sender's wire (picked once).
+type RecordOf = fn(&Record<'_>, i32, &mut Scratch) -> Vec<u8>;
+
 struct Inner {
     shipper: Arc<Shipper>,
+    /// `record_of` for the sender's wire.
+    record_of: RecordOf,
     /// The process ID every entry carries (read once).
     pid: i32,
     filter: env_filter::Filter,
@@ -233,7 +245,8 @@ impl Log for BridgeLogger {
         let Some(_shipping) = Shipping::enter() else {
             return;
         };
-        let encoded = Scratch::with(|scratch| record_of(record, self.inner.pid, scratch));
+        let encoded =
+            Scratch::with(|scratch| (self.inner.record_of)(record, self.inner.pid, scratch));
         self.inner.shipper.ship_record(encoded);
     }
 
@@ -508,9 +521,99 @@ impl Scratch {
     }
 }
 
-/// A record encoded as an entry, written straight from it (see the module's doc for
-/// what goes where): no [`LogEntry`](crate::LogEntry) in between.
-fn record_of(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
+/// How the bridges write an entry's record on one wire, straight from a `log` record
+/// or a `tracing` event: [`GoSight`] (`wire::RecordWriter`) or [`Otlp`]
+/// (`otlp::RecordWriter`), picked by the sender's wire when a bridge is made, so that
+/// the records fit the frame its batcher assembles them with.
+pub(crate) trait Form {
+    /// The writer of one record, on buffers borrowed for `'a`.
+    type Writer<'a>: Writer;
+
+    /// Starts a record with its timestamp, level, message, source and pid (`category`
+    /// stays empty), writing its body to `body` (cleared first) and formatted values
+    /// to `text`.
+    fn start<'a>(
+        body: &'a mut Vec<u8>,
+        text: &'a mut String,
+        timestamp: SystemTime,
+        level: &str,
+        message: &str,
+        source: &str,
+        pid: i32,
+    ) -> Self::Writer<'a>;
+}
+
+/// A record being written: its fields, in the order given, then the record.
+pub(crate) trait Writer {
+    /// Adds a field.
+    fn field(&mut self, key: &str, value: &str);
+
+    /// Adds a field whose value is `value` formatted.
+    fn field_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>);
+
+    /// The record, in a buffer of exactly its size.
+    fn finish(self) -> Vec<u8>;
+
+    /// Adds a field whose value is `value` formatted with `Display`.
+    fn field_display(&mut self, key: &str, value: &dyn std::fmt::Display) {
+        self.field_fmt(key, format_args!("{value}"));
+    }
+
+    /// Adds a field whose value is `value` formatted with `Debug`.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    fn field_debug(&mut self, key: &str, value: &dyn std::fmt::Debug) {
+        self.field_fmt(key, format_args!("{value:?}"));
+    }
+}
+
+/// Records of a GoSight `LogPayload`'s `logs`.
+pub(crate) enum GoSight {}
+
+/// Records of an OTLP `ScopeLogs`'s `log_records`.
+pub(crate) enum Otlp {}
+
+/// Implements [`Form`] and [`Writer`] for a wire's `RecordWriter`, whose inherent
+/// methods have the same names and arguments.
+macro_rules! form {
+    ($form:ty, $writer:ident) => {
+        impl Form for $form {
+            type Writer<'a> = $writer::RecordWriter<'a>;
+
+            fn start<'a>(
+                body: &'a mut Vec<u8>,
+                text: &'a mut String,
+                timestamp: SystemTime,
+                level: &str,
+                message: &str,
+                source: &str,
+                pid: i32,
+            ) -> Self::Writer<'a> {
+                $writer::RecordWriter::start(body, text, timestamp, level, message, source, pid)
+            }
+        }
+
+        impl Writer for $writer::RecordWriter<'_> {
+            fn field(&mut self, key: &str, value: &str) {
+                $writer::RecordWriter::field(self, key, value);
+            }
+
+            fn field_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+                $writer::RecordWriter::field_fmt(self, key, value);
+            }
+
+            fn finish(self) -> Vec<u8> {
+                $writer::RecordWriter::finish(self)
+            }
+        }
+    };
+}
+
+form!(GoSight, wire);
+form!(Otlp, otlp);
+
+/// A record encoded as an entry's record on `F`'s wire, written straight from it (see
+/// the module's doc for what goes where): no [`LogEntry`](crate::LogEntry) in between.
+fn record_of<F: Form>(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
     let Scratch {
         body,
         message,
@@ -527,7 +630,7 @@ fn record_of(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
             message
         }
     };
-    let mut writer = RecordWriter::start(
+    let mut writer = F::start(
         body,
         text,
         SystemTime::now(),
@@ -556,13 +659,13 @@ fn record_of(record: &Record<'_>, pid: i32, scratch: &mut Scratch) -> Vec<u8> {
 }
 
 /// Writes `log`'s key-values as fields, noting which built-in names they take.
-struct Fields<'w, 'a> {
-    writer: &'w mut RecordWriter<'a>,
+struct Fields<'w, W> {
+    writer: &'w mut W,
     /// `module`, `file`, `line`.
     named: [bool; 3],
 }
 
-impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_, '_> {
+impl<'kvs, W: Writer> log::kv::VisitSource<'kvs> for Fields<'_, W> {
     fn visit_pair(
         &mut self,
         key: log::kv::Key<'kvs>,
@@ -585,22 +688,42 @@ impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::model::LogEntry;
+    use std::collections::HashMap;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    /// A record alone is a valid `LogPayload` of one entry: decode it as one.
-    fn entry(record: &Record<'_>) -> LogEntry {
-        let bytes = Scratch::with(|s| record_of(record, 42, s));
-        let mut payload = crate::wire::decode(&bytes).expect("a record decodes");
+    use super::*;
+    use crate::model::{LogEntry, LogPayload};
+
+    /// A GoSight record alone is a valid `LogPayload` of one entry: its entry.
+    fn gosight_entry(bytes: &[u8]) -> LogEntry {
+        let mut payload = crate::wire::decode(bytes).expect("a record decodes");
         assert_eq!(payload.logs.len(), 1);
         payload.logs.remove(0)
+    }
+
+    /// An OTLP record in a frame is a request of one `ResourceLogs` of one record: its
+    /// entry.
+    fn otlp_entry(record: Vec<u8>) -> LogEntry {
+        let frame = otlp::Frame::of(&LogPayload::default());
+        let bytes = frame.assemble(&[record], SystemTime::now());
+        let mut payloads = otlp::decode(&bytes).expect("a record decodes");
+        assert_eq!(payloads.len(), 1);
+        assert_eq!(payloads[0].logs.len(), 1);
+        payloads.remove(0).logs.remove(0)
+    }
+
+    /// The record written on each wire, decoded: [GoSight's entry, OTLP's entry].
+    fn entries(record: &Record<'_>) -> [LogEntry; 2] {
+        let gosight = Scratch::with(|s| record_of::<GoSight>(record, 42, s));
+        let otlp = Scratch::with(|s| record_of::<Otlp>(record, 42, s));
+        [gosight_entry(&gosight), otlp_entry(otlp)]
     }
 
     #[test]
     fn a_record_is_written_with_every_part() {
         let kvs: &[(&str, i64)] = &[("user_id", 7)];
         let before = SystemTime::now();
-        let e = entry(
+        let written = entries(
             &Record::builder()
                 .level(log::Level::Warn)
                 .target("app::db")
@@ -611,39 +734,41 @@ mod tests {
                 .key_values(&kvs)
                 .build(),
         );
-        assert_eq!(e.level, "warning");
-        assert_eq!(e.message, "slow query: 250 ms");
-        assert_eq!(e.source, "app::db");
-        assert_eq!(e.pid, 42);
-        assert!(e.timestamp.is_some_and(|t| t >= before));
-        let mut fields: Vec<_> = e.fields.iter().collect();
-        fields.sort();
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
-        let want = [
-            s("file", "src/db.rs"),
-            s("line", "12"),
-            s("module", "app::db"),
-            s("user_id", "7"),
-        ];
-        assert_eq!(fields, want.iter().map(|(a, b)| (a, b)).collect::<Vec<_>>());
+        for e in written {
+            assert_eq!(e.level, "warning");
+            assert_eq!(e.message, "slow query: 250 ms");
+            assert_eq!(e.source, "app::db");
+            assert_eq!(e.pid, 42);
+            assert!(e.timestamp.is_some_and(|t| t >= before));
+            let mut fields: Vec<_> = e.fields.iter().collect();
+            fields.sort();
+            let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+            let want = [
+                s("file", "src/db.rs"),
+                s("line", "12"),
+                s("module", "app::db"),
+                s("user_id", "7"),
+            ];
+            assert_eq!(fields, want.iter().map(|(a, b)| (a, b)).collect::<Vec<_>>());
+        }
     }
 
     #[test]
     fn a_key_value_named_like_a_built_in_field_replaces_it() {
         let kvs: &[(&str, &str)] = &[("line", "custom"), ("file", "other.rs")];
-        let e = entry(
-            &Record::builder()
-                .level(log::Level::Trace)
-                .args(format_args!("x"))
-                .file_static(Some("src/a.rs"))
-                .line(Some(3))
-                .key_values(&kvs)
-                .build(),
-        );
-        assert_eq!(e.level, "debug");
-        assert_eq!(e.fields["line"], "custom");
-        assert_eq!(e.fields["file"], "other.rs");
-        assert_eq!(e.fields.len(), 2, "{:?}", e.fields);
+        let record = Record::builder()
+            .level(log::Level::Trace)
+            .args(format_args!("x"))
+            .file_static(Some("src/a.rs"))
+            .line(Some(3))
+            .key_values(&kvs)
+            .build();
+        for e in entries(&record) {
+            assert_eq!(e.level, "debug");
+            assert_eq!(e.fields["line"], "custom");
+            assert_eq!(e.fields["file"], "other.rs");
+            assert_eq!(e.fields.len(), 2, "{:?}", e.fields);
+        }
     }
 
     #[test]
@@ -656,22 +781,250 @@ mod tests {
             .args(format_args!("hello"))
             .key_values(&kvs)
             .build();
-        let bytes = Scratch::with(|s| record_of(&record, 9, s));
-        let e = crate::wire::decode(&bytes)
-            .expect("a record decodes")
-            .logs
-            .remove(0);
+        let bytes = Scratch::with(|s| record_of::<GoSight>(&record, 9, s));
+        let e = gosight_entry(&bytes);
         assert_eq!((e.pid, e.fields.len()), (9, 1));
         assert_eq!(bytes, crate::wire::entry_record(&e));
+        let bytes = Scratch::with(|s| record_of::<Otlp>(&record, 9, s));
+        let o = otlp_entry(bytes.clone());
+        // Written a moment later.
+        assert_eq!(
+            LogEntry {
+                timestamp: e.timestamp,
+                ..o.clone()
+            },
+            e
+        );
+        assert_eq!(bytes, otlp::entry_record(&o));
     }
 
     #[test]
     fn scratch_buffers_are_given_back_after_a_huge_record() {
         let big = "x".repeat(SCRATCH_KEEP * 2);
-        let _ = entry(&Record::builder().args(format_args!("{big}")).build());
+        let _ = entries(&Record::builder().args(format_args!("{big}")).build());
         Scratch::with(|s| {
             assert!(s.body.capacity() <= SCRATCH_KEEP);
             assert!(s.message.capacity() <= SCRATCH_KEEP);
         });
+    }
+
+    /// xorshift64*: the same inputs on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len() as u64) as usize]
+        }
+
+        /// Empty, ASCII, unicode, control characters, or long.
+        fn string(&mut self) -> String {
+            const PIECES: [&str; 9] = ["a", "é", "日本", "🦀", " ", "\n", "\0", "=", "GET /x"];
+            let len = match self.below(8) {
+                0 | 1 => 0,
+                7 => 200 + self.below(300),
+                _ => 1 + self.below(12),
+            };
+            (0..len).map(|_| self.pick(&PIECES)).collect()
+        }
+    }
+
+    /// Field names that collide with the OTLP mapping's keys (its own, GoSight's
+    /// receiver's, its prefixes), empty, and plain ones.
+    const KEYS: &[&str] = &[
+        "",
+        "log.source",
+        "log.category",
+        "process.pid",
+        "source",
+        "pid",
+        "category",
+        "field.",
+        "field.x",
+        "tag.x",
+        "tag.",
+        "gosight.log_meta.present",
+        "gosight.extra.e",
+        "gosight.",
+        "app.name",
+        "service.name",
+        "log.file.path",
+        "process.owner",
+        "user",
+        "module",
+        "file",
+        "line",
+        "user_id",
+        "ключ",
+        "🦀",
+        "k",
+    ];
+
+    const LEVELS: &[&str] = &[
+        "info",
+        "warning",
+        "error",
+        "debug",
+        "trace",
+        "TRACE",
+        "critical",
+        "emergency",
+        "notice",
+        "",
+        "bogus",
+        " Info ",
+    ];
+
+    /// One random record, written by `F`'s writer.
+    struct Input {
+        timestamp: SystemTime,
+        level: &'static str,
+        message: String,
+        source: String,
+        pid: i32,
+        /// (key, value, written through `field_display` rather than `field`).
+        fields: Vec<(String, String, bool)>,
+    }
+
+    impl Input {
+        fn random(rng: &mut Rng) -> Input {
+            let timestamp = match rng.below(10) {
+                // Before the epoch and the epoch itself: OTLP cannot hold them.
+                0 => {
+                    UNIX_EPOCH - Duration::new(rng.below(1 << 33), rng.below(1_000_000_000) as u32)
+                }
+                1 => UNIX_EPOCH,
+                _ => {
+                    UNIX_EPOCH + Duration::new(rng.below(1 << 34), rng.below(1_000_000_000) as u32)
+                }
+            };
+            let pid = match rng.below(4) {
+                0 => 0,
+                1 => i32::MIN + rng.below(100) as i32,
+                2 => i32::MAX - rng.below(100) as i32,
+                _ => rng.below(1 << 22) as i32,
+            };
+            let fields = (0..rng.below(9))
+                .map(|_| {
+                    let key = match rng.below(3) {
+                        0 => rng.string(),
+                        _ => rng.pick(KEYS).to_owned(),
+                    };
+                    (key, rng.string(), rng.below(4) == 0)
+                })
+                .collect();
+            Input {
+                timestamp,
+                level: rng.pick(LEVELS),
+                message: rng.string(),
+                source: if rng.below(3) == 0 {
+                    String::new()
+                } else {
+                    rng.string()
+                },
+                pid,
+                fields,
+            }
+        }
+
+        fn write<F: Form>(&self, scratch: &mut Scratch) -> Vec<u8> {
+            let mut writer = F::start(
+                &mut scratch.body,
+                &mut scratch.text,
+                self.timestamp,
+                self.level,
+                &self.message,
+                &self.source,
+                self.pid,
+            );
+            for (key, value, display) in &self.fields {
+                if *display {
+                    writer.field_display(key, value);
+                } else {
+                    writer.field(key, value);
+                }
+            }
+            writer.finish()
+        }
+    }
+
+    /// What OTLP keeps of an entry (the module doc of `otlp`): a timestamp at or
+    /// before the epoch reads back as none.
+    fn otlp_normalised(mut e: LogEntry) -> LogEntry {
+        e.timestamp = e.timestamp.filter(|t| *t > UNIX_EPOCH);
+        e
+    }
+
+    /// A record's attributes as key and text, sorted.
+    fn attributes(record: &otlp::pb::logs::LogRecord) -> Vec<(String, String)> {
+        let mut all: Vec<_> = record
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), format!("{:?}", kv.value)))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The one record of a request of one.
+    fn the_record(bytes: &[u8]) -> otlp::pb::logs::LogRecord {
+        use protobuf::Message as _;
+        let mut request =
+            otlp::pb::logs_service::ExportLogsServiceRequest::parse_from_bytes(bytes).unwrap();
+        assert_eq!(request.resource_logs.len(), 1);
+        let mut scope_logs = request.resource_logs.remove(0).scope_logs;
+        assert_eq!(scope_logs.len(), 1);
+        let mut records = scope_logs.remove(0).log_records;
+        assert_eq!(records.len(), 1);
+        records.remove(0)
+    }
+
+    #[test]
+    fn the_otlp_writer_writes_what_the_gosight_writer_does_as_otlp_maps_it() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let now = SystemTime::now();
+        let frame = otlp::Frame::of(&LogPayload::default());
+        let (mut duplicates, mut escaped) = (0, 0);
+        for i in 0..5000 {
+            let input = Input::random(&mut rng);
+            let gosight = Scratch::with(|s| input.write::<GoSight>(s));
+            let written = Scratch::with(|s| input.write::<Otlp>(s));
+            let entry = gosight_entry(&gosight);
+            // The same entry on both wires, after OTLP's normalisation.
+            assert_eq!(
+                otlp_entry(written.clone()),
+                otlp_normalised(entry.clone()),
+                "input {i}"
+            );
+            // The record is the one the OTLP mapping makes of that entry, but for the
+            // order of its attributes (and a duplicate key's earlier values).
+            let mut want = the_record(&frame.assemble(&[otlp::entry_record(&entry)], now));
+            let mut got = the_record(&frame.assemble(&[written], now));
+            let mut keys: Vec<&str> = input.fields.iter().map(|f| f.0.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            if keys.len() < input.fields.len() {
+                duplicates += 1;
+                // The last value of each key is the one that counts.
+                let mut last: HashMap<String, _> = HashMap::new();
+                for kv in got.attributes.drain(..) {
+                    last.insert(kv.key.clone(), kv);
+                }
+                got.attributes = last.into_values().collect();
+            }
+            escaped += usize::from(got.attributes.iter().any(|kv| kv.key.starts_with("field.")));
+            assert_eq!(attributes(&got), attributes(&want), "input {i}");
+            got.attributes.clear();
+            want.attributes.clear();
+            assert_eq!(got, want, "input {i}");
+        }
+        // The inputs did cover what they are meant to.
+        assert!(duplicates > 100 && escaped > 1000, "{duplicates} {escaped}");
     }
 }

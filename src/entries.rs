@@ -6,7 +6,10 @@
 //! `logs` and frees it there, then puts the record on a bounded channel (waiting when it
 //! is full, counted as backpressure); the batcher (`{prefix}-bN`) adds it to the open
 //! batch; a full batch, or one older than `linger`, becomes the bytes of a payload (the
-//! template's frame around the records, [`wire::Frame`]) on the pool's queue. `flush`
+//! template's frame around the records) on the pool's queue. Records and frame are in
+//! the sender's wire form (`codec::EntryFrame`: `wire::Frame` on GoSight, one
+//! `ResourceLogs` of `otlp::Frame` on OTLP), so that intake takes the bytes as they are.
+//! `flush`
 //! puts a marker on the same channel, behind every entry logged before it, and the
 //! batcher answers it once those are in payloads on the queue; `shutdown` makes the
 //! batcher take every entry a producer managed to log, while refusing new ones, and
@@ -22,10 +25,11 @@ use crossbeam_channel::{
 };
 use log::warn;
 
+use crate::codec::{Encoded, EntryFrame};
+use crate::config::{Config, Wire};
 use crate::error::{invalid_config, Error};
 use crate::model::{LogEntry, LogPayload};
 use crate::shared::{Shared, BACKPRESSURE_AFTER};
-use crate::wire::{self, Encoded, Frame};
 
 /// Most entries the batcher takes per wake-up before it looks at its other channels.
 const TAKE_AT_ONCE: usize = 1024;
@@ -89,7 +93,8 @@ impl Batching {
 
     /// Cut a batch before it would encode larger than this many bytes (an entry larger
     /// than that travels alone). Defaults to 1 MiB; at most the sender's
-    /// `max_message_size`.
+    /// `max_message_size`. On the OTLP wire a batch is also cut under the sender's
+    /// `otlp_max_request_bytes`: each is one request.
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.max_bytes = bytes;
         self
@@ -120,9 +125,9 @@ impl Batching {
         self.workers
     }
 
-    /// Checks the settings against the sender's; returns the template's encoded size
-    /// (with a timestamp).
-    pub(crate) fn validate(&self, max_message_size: usize) -> Result<usize, Error> {
+    /// Checks the settings against the sender's; returns the layout of its payloads.
+    pub(crate) fn validate(&self, config: &Config) -> Result<Layout, Error> {
+        let max_message_size = config.max_message_size;
         if self.max_entries == 0 {
             return invalid_config("max_entries", "must be at least 1");
         }
@@ -147,18 +152,37 @@ impl Batching {
                 "a template carries no entries (they would be in every payload)",
             );
         }
-        // With the longest timestamp a batch can be stamped with (whatever the clock
-        // says then), so that no batch encodes larger than this says.
-        let stamp = match self.template.timestamp {
-            Some(_) => 0,
-            None => wire::MAX_TIMESTAMP_FIELD,
-        };
-        let len = wire::encoded_len(&self.template).saturating_add(stamp);
-        if len >= max_message_size {
-            return invalid_config("template", "encodes larger than max_message_size");
+        let frame = config.wire.entry_frame(&self.template);
+        // A payload is one request on OTLP: under its cap too.
+        let cap = config.request_cap();
+        let limit = max_message_size.min(cap);
+        let overhead = frame.overhead();
+        if overhead >= limit {
+            let why = match config.wire {
+                Wire::GoSightStream => "encodes larger than max_message_size",
+                Wire::OtlpLogs => "encodes larger than max_message_size or otlp_max_request_bytes",
+            };
+            return invalid_config("template", why);
         }
-        Ok(len)
+        Ok(Layout {
+            frame,
+            overhead,
+            limit,
+            batch_cap: self.max_bytes.min(cap),
+        })
     }
+}
+
+/// How an entry handle's payloads are laid out on the sender's wire.
+pub(crate) struct Layout {
+    /// The template's bytes around the records.
+    frame: EntryFrame,
+    /// The most bytes `frame` adds to the records (with the longest timestamp).
+    overhead: usize,
+    /// The largest payload: `max_message_size`, on OTLP at most the request cap.
+    limit: usize,
+    /// The largest batch: `max_bytes`, on OTLP at most the request cap.
+    batch_cap: usize,
 }
 
 /// Why [`EntrySender::log`] or [`EntrySender::try_log`] did not take an entry. The
@@ -170,14 +194,16 @@ pub enum LogError {
     Full(Box<LogEntry>),
     /// The sender is shutting down or closed.
     Closed(Box<LogEntry>),
-    /// The entry alone would make a payload larger than `max_message_size`.
+    /// The entry alone would make a payload larger than `max_message_size` (on the
+    /// OTLP wire, or than `otlp_max_request_bytes`).
     TooLarge {
         /// The entry.
         entry: Box<LogEntry>,
         /// The size of a payload carrying just this entry, in bytes (at most: with the
         /// longest timestamp a batch can be stamped with).
         size: usize,
-        /// The sender's `max_message_size`.
+        /// The sender's `max_message_size` (on the OTLP wire, at most its
+        /// `otlp_max_request_bytes`).
         limit: usize,
     },
 }
@@ -294,8 +320,11 @@ struct Handle {
     wake_at: usize,
     state: Arc<BatchState>,
     shared: Arc<Shared>,
-    /// The template's encoded size, with the longest timestamp.
-    template_len: usize,
+    /// The template's bytes around the records (the batcher's, shared).
+    frame: Arc<EntryFrame>,
+    /// The most bytes the frame adds, and the largest payload.
+    overhead: usize,
+    limit: usize,
 }
 
 impl std::fmt::Debug for EntrySender {
@@ -488,24 +517,31 @@ impl EntrySender {
         &self.inner.shared
     }
 
-    /// Encodes `entry` as one record of a payload's `logs`, unless no payload can carry
-    /// it.
+    /// The wire whose records [`put_record`](Self::put_record) takes.
+    pub(crate) fn wire(&self) -> Wire {
+        self.inner.frame.wire()
+    }
+
+    /// Encodes `entry` as one record of a payload on the sender's wire, unless no
+    /// payload can carry it.
     fn encode(&self, entry: &LogEntry) -> Result<Vec<u8>, Refusal> {
-        wire::entry_record_within(entry, self.room()).map_err(|len| self.too_large(len))
+        self.inner
+            .frame
+            .record_within(entry, self.room())
+            .map_err(|len| self.too_large(len))
     }
 
     /// The most bytes one entry's record may take: what a payload of it alone leaves
-    /// under `max_message_size`.
+    /// under the limit (`max_message_size`, on OTLP at most the request cap).
     fn room(&self) -> usize {
-        let limit = self.inner.shared.config.max_message_size;
-        limit.saturating_sub(self.inner.template_len)
+        self.inner.limit.saturating_sub(self.inner.overhead)
     }
 
     /// Why a record of `len` bytes is refused (it is longer than [`room`](Self::room)).
     fn too_large(&self, len: usize) -> Refusal {
         Refusal::TooLarge {
-            size: self.inner.template_len.saturating_add(len),
-            limit: self.inner.shared.config.max_message_size,
+            size: self.inner.overhead.saturating_add(len),
+            limit: self.inner.limit,
         }
     }
 }
@@ -631,7 +667,13 @@ pub(crate) fn start(
     queue: Sender<Encoded>,
     name: String,
 ) -> Result<(EntrySender, Batcher), Error> {
-    let template_len = batching.validate(shared.config.max_message_size)?;
+    let Layout {
+        frame,
+        overhead,
+        limit,
+        batch_cap,
+    } = batching.validate(&shared.config)?;
+    let frame = Arc::new(frame);
     let (entries_tx, entries_rx) = crossbeam_channel::bounded(batching.capacity);
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     let wake_at = batching.max_entries.min(batching.capacity / 2).max(1);
@@ -653,8 +695,9 @@ pub(crate) fn start(
         stop: stop_rx,
         _done: done_tx,
         queue,
-        frame: Frame::of(&batching.template),
-        template_len,
+        frame: frame.clone(),
+        overhead,
+        batch_cap,
         batch: Vec::new(),
         batch_bytes: 0,
         first_at: None,
@@ -673,7 +716,9 @@ pub(crate) fn start(
             wake_at,
             state: state.clone(),
             shared: shared.clone(),
-            template_len,
+            frame,
+            overhead,
+            limit,
         }),
     };
     let batcher = Batcher {
@@ -732,9 +777,11 @@ struct Run {
     _done: Sender<()>,
     queue: Sender<Encoded>,
     batching: Batching,
-    /// The template's bytes around the entries.
-    frame: Frame,
-    template_len: usize,
+    /// The template's bytes around the entries, on the sender's wire.
+    frame: Arc<EntryFrame>,
+    /// The most bytes `frame` adds, and the largest batch (with them).
+    overhead: usize,
+    batch_cap: usize,
     /// The open batch's records.
     batch: Vec<Vec<u8>>,
     batch_bytes: usize,
@@ -842,9 +889,7 @@ impl Run {
     /// Adds an entry's record, cutting the batch first if it would overflow it.
     fn add(&mut self, record: Vec<u8>) {
         let len = record.len();
-        if !self.batch.is_empty()
-            && self.template_len + self.batch_bytes + len > self.batching.max_bytes
-        {
+        if !self.batch.is_empty() && self.overhead + self.batch_bytes + len > self.batch_cap {
             self.cut_batch();
         }
         if self.batch.is_empty() {
@@ -869,6 +914,7 @@ impl Run {
         let n = self.batch.len();
         self.batch.clear();
         self.push(Encoded {
+            wire: self.frame.wire(),
             bytes,
             entries: u32::try_from(n).unwrap_or(u32::MAX),
         });

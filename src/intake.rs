@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Select, TryRecvError};
 use grpcio::GrpcSlice;
 use log::warn;
 
+use crate::codec::Encoded;
 use crate::config::{Config, OverflowPolicy};
 use crate::error::Error;
 use crate::events::{DeadLetterEvent, DropReason};
@@ -17,7 +18,6 @@ use crate::queues::{Gone, Intake, Queued};
 use crate::shared::{Shared, BACKPRESSURE_AFTER};
 use crate::spooler::{self, NotSpooled};
 use crate::stats::Counters;
-use crate::wire::Encoded;
 use crate::write;
 
 /// Most payloads a worker takes off its queue at once: one lock for the lot, one write
@@ -186,21 +186,24 @@ fn intake(shared: &Shared, taken: &mut Taken) {
             Queued::Payload(payload) => {
                 (encode(&shared.config, origin, seq, &payload), Some(payload))
             }
-            Queued::Encoded(e) => {
+            // Built in this sender's wire form by its batcher (`codec::EntryFrame`),
+            // under the limits: taken as it is.
+            Queued::Encoded(Encoded { wire, bytes, .. }) => {
                 let config = &shared.config;
-                let adopted = config
-                    .wire
-                    .adopt(e.bytes, config.request_cap())
-                    .and_then(|bytes| {
-                        wrap(config, origin, seq, bytes, entries)
-                            .map_err(|bytes| (too_large(config, &bytes), bytes))
-                    });
-                match adopted {
+                debug_assert_eq!(wire, config.wire, "a batch for the other wire");
+                match wrap(config, origin, seq, bytes, entries) {
                     Ok(item) => (Ok(item), None),
-                    // Its batcher cuts it under the limit (and no entry is over the OTLP
-                    // request cap): decoded back for the dead-letter report only if that
-                    // ever broke.
-                    Err((err, bytes)) => (Err(err), Encoded { bytes, entries }.decode()),
+                    // Decoded back for the dead-letter report, should its batcher ever
+                    // have cut it over the limit.
+                    Err(bytes) => (
+                        Err(too_large(config, &bytes)),
+                        Encoded {
+                            wire,
+                            bytes,
+                            entries,
+                        }
+                        .decode(),
+                    ),
                 }
             }
         };

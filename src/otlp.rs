@@ -80,6 +80,7 @@ mod frame;
 
 pub use encode::{encode_payload, encode_resource_logs, parts};
 pub use frame::{entry_record, Frame};
+pub(crate) use frame::{entry_record_within, RecordWriter};
 
 use pb::common::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use pb::logs::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};

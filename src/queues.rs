@@ -4,9 +4,9 @@
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
+use crate::codec::Encoded;
 use crate::ledger::{Ledger, Origin};
 use crate::model::LogPayload;
-use crate::wire::Encoded;
 
 /// A queue's receiving end: payloads a program sends (`start_worker_pool`), or the
 /// payloads an entry handle's batcher assembled, encoded already.

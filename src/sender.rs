@@ -328,7 +328,7 @@ impl LogSender {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn entry_sender(&self, batching: Batching) -> Result<EntrySender, Error> {
-        batching.validate(self.shared.config.max_message_size)?;
+        batching.validate(&self.shared.config)?;
         let workers = batching.worker_count();
         let (tx, rx) = crossbeam_channel::bounded(workers.saturating_mul(2));
         // Under the spawn lock, so that a `shutdown` joins the pool (see `start_pool`).

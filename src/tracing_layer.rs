@@ -31,13 +31,16 @@ use tracing_subscriber::layer::{Context, Identity, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::bridge::{is_ours, process_id, BridgeGuard, Scratch, Shipper, Shipping, Undelivered};
+use crate::bridge::{
+    is_ours, process_id, BridgeGuard, Form, GoSight, Otlp, Scratch, Shipper, Shipping, Undelivered,
+    Writer,
+};
+use crate::config::Wire;
 use crate::entries::Batching;
 use crate::error::{invalid_config, Error};
 use crate::model::Level;
 use crate::sender::LogSender;
 use crate::stats::Report;
-use crate::wire::RecordWriter;
 
 /// A `tracing` layer to be made ([`layer`](TracingLayer::layer)) or installed
 /// ([`install`](TracingLayer::install)) on a [`LogSender`].
@@ -127,6 +130,7 @@ impl TracingLayer {
     pub fn layer(self, sender: &LogSender) -> Result<EntryLayer, Error> {
         let entries = sender.entry_sender(self.batching)?;
         Ok(EntryLayer {
+            wire: entries.wire(),
             shipper: Arc::new(Shipper::new(entries, self.block)),
             pid: process_id(),
         })
@@ -186,6 +190,9 @@ fn trace_undelivered(report: &Report) {
 /// The layer: ships `tracing` events as entries (see [`TracingLayer`]).
 pub struct EntryLayer {
     shipper: Arc<Shipper>,
+    /// The sender's wire: which writer writes the records (picked when the layer is
+    /// made; each event goes to that one's monomorphic `record_of`).
+    wire: Wire,
     /// The process ID every entry carries (read once).
     pid: i32,
 }
@@ -262,7 +269,11 @@ where
         let Some(_shipping) = Shipping::enter() else {
             return;
         };
-        if let Some(record) = Scratch::with(|scratch| record_of(event, &ctx, self.pid, scratch)) {
+        let record = Scratch::with(|scratch| match self.wire {
+            Wire::GoSightStream => record_of::<S, GoSight>(event, &ctx, self.pid, scratch),
+            Wire::OtlpLogs => record_of::<S, Otlp>(event, &ctx, self.pid, scratch),
+        });
+        if let Some(record) = record {
             self.shipper.ship_record(record);
         }
     }
@@ -284,7 +295,7 @@ const LOG_FIELDS: [&str; 4] = ["log.target", "log.module_path", "log.file", "log
 
 /// An event encoded as an entry (see the module's doc for what goes where); `None` for
 /// a `log` record of logsender's or grpcio's.
-fn record_of<S>(
+fn record_of<S, F: Form>(
     event: &Event<'_>,
     ctx: &Context<'_, S>,
     pid: i32,
@@ -329,7 +340,7 @@ where
     if from_log && is_ours(source) {
         return None;
     }
-    let mut writer = RecordWriter::start(
+    let mut writer = F::start(
         body,
         text,
         SystemTime::now(),
@@ -435,12 +446,12 @@ impl Visit for Head<'_> {
 }
 
 /// Writes the event's other fields, noting their names.
-struct Fields<'w, 'a> {
-    writer: &'w mut RecordWriter<'a>,
+struct Fields<'w, W> {
+    writer: &'w mut W,
     names: &'w mut Vec<&'static str>,
 }
 
-impl Fields<'_, '_> {
+impl<W> Fields<'_, W> {
     /// Whether the field is to be written (the first of its name, not the message).
     fn first(&mut self, field: &Field) -> bool {
         let name = field.name();
@@ -452,7 +463,7 @@ impl Fields<'_, '_> {
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl<W: Writer> Visit for Fields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if self.first(field) {
             self.writer.field(field.name(), value);

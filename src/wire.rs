@@ -498,27 +498,6 @@ fn put_payload(buf: &mut Vec<u8>, p: &LogPayload, sizes: &mut impl Iterator<Item
 /// `int64` is 10 bytes) and nanoseconds (999,999,999 is 5), each with its tag.
 pub(crate) const MAX_TIMESTAMP_FIELD: usize = 1 + 1 + (1 + 10) + (1 + 5);
 
-/// A payload the entry level assembled from encoded entries: exactly the bytes `encode`
-/// gives for it, and how many entries it carries.
-pub(crate) struct Encoded {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) entries: u32,
-}
-
-impl Encoded {
-    /// The payload back as a tree (to hand it back or report it); `None` (logged) only
-    /// if the bytes do not parse, which would be a bug.
-    pub(crate) fn decode(&self) -> Option<LogPayload> {
-        match decode(&self.bytes) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log::error!("cannot decode an assembled payload (this is a bug): {e}");
-                None
-            }
-        }
-    }
-}
-
 /// `entry` encoded as one record of a `LogPayload`'s `logs` (field 6: tag, length, body);
 /// its length is [`entry_len`].
 pub fn entry_record(entry: &LogEntry) -> Vec<u8> {
@@ -585,17 +564,7 @@ impl<'a> RecordWriter<'a> {
     }
 
     /// Adds an entry of `fields` whose value is `value` formatted.
-    pub(crate) fn field_display(&mut self, key: &str, value: &dyn std::fmt::Display) {
-        self.field_fmt(key, format_args!("{value}"));
-    }
-
-    /// Adds an entry of `fields` whose value is `value` formatted with `Debug`.
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn field_debug(&mut self, key: &str, value: &dyn std::fmt::Debug) {
-        self.field_fmt(key, format_args!("{value:?}"));
-    }
-
-    fn field_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+    pub(crate) fn field_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
         use std::fmt::Write as _;
         self.text.clear();
         // Writing to a String fails only if the value's formatting does: keep what it

@@ -265,10 +265,15 @@ fn child_bridge() {
     let Some((mode, addr)) = child_args(CHILD) else {
         return;
     };
-    match mode.as_str() {
+    // `mode:otlp` on the OTLP wire.
+    let (mode, wire) = match mode.split_once(':') {
+        Some((mode, "otlp")) => (mode, Wire::OtlpLogs),
+        _ => (mode.as_str(), Wire::GoSightStream),
+    };
+    match mode {
         // 50 lines, then the guard is dropped: they must all arrive.
         "flush" => {
-            let sender = LogSender::new(fast_config(&addr).build().unwrap()).unwrap();
+            let sender = LogSender::new(fast_config_on(&addr, wire).build().unwrap()).unwrap();
             let guard = LogBridge::new(Batching::new(template()).linger(Duration::from_secs(3600)))
                 .install(sender)
                 .unwrap();
@@ -281,7 +286,7 @@ fn child_bridge() {
         // The collector is down: the drop must end within the close timeout and say
         // what was not delivered, through the tee.
         "down" => {
-            let config = fast_config(&addr)
+            let config = fast_config_on(&addr, wire)
                 .close_timeout(Duration::from_millis(500))
                 .build()
                 .unwrap();
@@ -340,11 +345,19 @@ fn child_bridge() {
     }
 }
 
-#[test]
-fn the_guards_drop_delivers_every_line() {
+/// The child's mode on `wire`.
+fn on(mode: &str, wire: Wire) -> String {
+    match wire {
+        Wire::OtlpLogs => format!("{mode}:otlp"),
+        _ => mode.to_owned(),
+    }
+}
+
+both_wires! {
+fn the_guards_drop_delivers_every_line(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let (stdout, _, _) = run_child("child_bridge", CHILD, "flush", &sink.addr());
+    let (stdout, _, _) = run_child("child_bridge", CHILD, &on("flush", wire), &sink.addr());
     assert!(stdout.contains("CHILD-DONE"), "{stdout}");
     let messages: Vec<String> = sink
         .received()
@@ -355,10 +368,12 @@ fn the_guards_drop_delivers_every_line() {
     let want: Vec<String> = (0..50).map(|i| format!("child line {i}")).collect();
     assert_eq!(messages, want);
 }
+}
 
-#[test]
-fn a_bridge_whose_collector_is_down_exits_within_its_deadline_and_reports() {
-    let (stdout, stderr, took) = run_child("child_bridge", CHILD, "down", &unserved_addr());
+both_wires! {
+fn a_bridge_whose_collector_is_down_exits_within_its_deadline_and_reports(wire: Wire) {
+    let (stdout, stderr, took) =
+        run_child("child_bridge", CHILD, &on("down", wire), &unserved_addr());
     let dropped_in: u64 = stdout
         .split("CHILD-DROP ")
         .nth(1)
@@ -377,6 +392,7 @@ fn a_bridge_whose_collector_is_down_exits_within_its_deadline_and_reports() {
         stderr.contains("TEE WARN bridge: undeliverable 4"),
         "{stderr}"
     );
+}
 }
 
 #[test]

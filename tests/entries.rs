@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logsender::{
-    wire, BackpressureEvent, Batching, EventHandler, Level, LogEntry, LogError, LogPayload,
-    LogSender, OverflowPolicy,
+    otlp, wire, BackpressureEvent, Batching, EventHandler, Level, LogEntry, LogError, LogPayload,
+    LogSender, OverflowPolicy, Wire,
 };
 use support::collect::wait_stats;
 use support::helpers::{free_port, unserved_addr, wait_until, watch_panics, within};
 use support::sink::{Ending, Sink};
-use support::{fast_config, payload, queue, sender_with_pool};
+use support::{fast_config, fast_config_on, payload, queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,11 +44,11 @@ fn messages(payloads: &[LogPayload]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn batches_are_cut_by_count_and_the_rest_by_flush() {
+both_wires! {
+fn batches_are_cut_by_count_and_the_rest_by_flush(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let sender = LogSender::new(fast_config_on(&sink.addr(), wire).build().unwrap()).unwrap();
     let log = sender.entry_sender(by_count(5)).unwrap();
     for i in 0..23 {
         log.log(entry(i)).unwrap();
@@ -77,14 +77,16 @@ fn batches_are_cut_by_count_and_the_rest_by_flush() {
     }
     assert!(sender.close().report.all_delivered());
 }
+}
 
+both_wires! {
 /// `flush` covers every entry whose `log` returned before it began, while producers
 /// keep logging around it.
-#[test]
-fn flush_covers_every_entry_logged_before_it_under_concurrent_producers() {
+fn flush_covers_every_entry_logged_before_it_under_concurrent_producers(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let sender = Arc::new(LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap());
+    let config = fast_config_on(&sink.addr(), wire).build().unwrap();
+    let sender = Arc::new(LogSender::new(config).unwrap());
     let log = sender.entry_sender(by_count(7)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // Per producer: how many of its entries' `log` calls have returned.
@@ -145,16 +147,42 @@ fn flush_covers_every_entry_logged_before_it_under_concurrent_producers() {
     }
     assert!(sender.shutdown(WAIT).undelivered.is_empty());
 }
+}
 
-#[test]
-fn batches_are_cut_by_bytes() {
+/// A template too large for any payload of `limit` bytes.
+fn big_template(limit: usize) -> LogPayload {
+    let mut t = template();
+    t.hostname = "h".repeat(limit);
+    t
+}
+
+/// `payload`'s size on `wire` (one `ResourceLogs` on OTLP).
+fn encoded_len(wire: Wire, payload: &LogPayload) -> usize {
+    match wire {
+        Wire::OtlpLogs => otlp::encode_payload(payload, usize::MAX).unwrap().len(),
+        _ => wire::encoded_len(payload),
+    }
+}
+
+/// What `entry` adds to a payload on `wire`.
+fn entry_len(wire: Wire, entry: &LogEntry) -> usize {
+    match wire {
+        Wire::OtlpLogs => otlp::entry_record(entry).len(),
+        _ => wire::entry_len(entry),
+    }
+}
+
+both_wires! {
+fn batches_are_cut_by_bytes(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let sender = LogSender::new(fast_config_on(&sink.addr(), wire).build().unwrap()).unwrap();
     let big = |i: usize| LogEntry::new(Level::Warning, format!("{i:04}:{}", "x".repeat(1000)));
     let mut stamped = template();
     stamped.timestamp = Some(std::time::SystemTime::now());
-    let limit = wire::encoded_len(&stamped) + 3 * wire::entry_len(&big(0)) + 10;
+    // The frame's bound is above its exact size by a few bytes (its lengths at their
+    // longest): the slack covers them, and is far less than an entry.
+    let limit = encoded_len(wire, &stamped) + 3 * entry_len(wire, &big(0)) + 16;
     let log = sender
         .entry_sender(
             Batching::new(template())
@@ -170,13 +198,66 @@ fn batches_are_cut_by_bytes() {
     let sizes: Vec<usize> = got.iter().map(|p| p.logs.len()).collect();
     assert_eq!(sizes, [3, 3, 3, 1], "three entries fit under {limit} bytes");
     for p in &got {
-        assert!(
-            wire::encoded_len(p) <= limit,
-            "{} > {limit}",
-            wire::encoded_len(p)
-        );
+        let len = encoded_len(wire, p);
+        assert!(len <= limit, "{len} > {limit}");
     }
     assert_eq!(messages(&got).len(), 10);
+    sender.close();
+}
+}
+
+/// On OTLP a batch is one request: cut under `otlp_max_request_bytes` too (not split
+/// later), so that each payload the sender acknowledges is one `ResourceLogs`.
+#[test]
+fn otlp_batches_are_cut_under_the_request_cap() {
+    watch_panics();
+    let sink = Sink::start();
+    let cap = 64 << 10;
+    let config = fast_config_on(&sink.addr(), Wire::OtlpLogs)
+        .otlp_max_request_bytes(cap)
+        .build()
+        .unwrap();
+    let sender = LogSender::new(config).unwrap();
+    let log = sender
+        .entry_sender(
+            Batching::new(template())
+                .max_entries(10_000)
+                .max_bytes(1 << 20)
+                .linger(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let line = |i: usize| LogEntry::new(Level::Info, format!("{i:04}:{}", "y".repeat(1000)));
+    for i in 0..200 {
+        log.log(line(i)).unwrap();
+    }
+    let report = sender.flush(WAIT);
+    assert!(report.all_delivered(), "{report:?}");
+    let got = sink.received();
+    assert!(got.len() >= 4, "200 KB in {} payloads", got.len());
+    assert_eq!(
+        report.acknowledged,
+        got.len() as u64,
+        "each payload is one ResourceLogs"
+    );
+    let want: Vec<String> = (0..200).map(|i| line(i).message).collect();
+    assert_eq!(messages(&got), want);
+    let sizes = sink.export_sizes();
+    assert!(sizes.iter().all(|n| *n <= cap), "{sizes:?}");
+    // Full batches: the next entry would not have fitted.
+    let record = otlp::entry_record(&line(0)).len();
+    for p in &got[..got.len() - 1] {
+        let len = encoded_len(Wire::OtlpLogs, p);
+        assert!(len + record > cap - 16, "{len}");
+    }
+    // An entry no request can carry is refused, with the cap as the limit (GoSight
+    // would take it: its limit is max_message_size).
+    let huge = LogEntry::new(Level::Error, "z".repeat(cap));
+    match log.log(huge) {
+        Err(LogError::TooLarge { size, limit, .. }) => {
+            assert!(size > limit && limit == cap, "{size} {limit}");
+        }
+        other => panic!("{other:?}"),
+    }
     sender.close();
 }
 
@@ -210,11 +291,11 @@ fn an_entry_logged_into_an_idle_batcher_wakes_it() {
     sender.close();
 }
 
-#[test]
-fn a_batch_is_cut_after_linger_without_flush() {
+both_wires! {
+fn a_batch_is_cut_after_linger_without_flush(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let sender = LogSender::new(fast_config_on(&sink.addr(), wire).build().unwrap()).unwrap();
     let linger = Duration::from_millis(150);
     let log = sender
         .entry_sender(Batching::new(template()).max_entries(1000).linger(linger))
@@ -231,12 +312,16 @@ fn a_batch_is_cut_after_linger_without_flush() {
     assert_eq!(got[0].logs.len(), 3);
     sender.close();
 }
+}
 
-#[test]
-fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
+both_wires! {
+fn entries_too_large_for_any_payload_are_refused_and_handed_back(wire: Wire) {
+    // OTLP's request cap is at least 64 KiB, and at most max_message_size.
+    let limit = 64 << 10;
     let sender = LogSender::new(
-        fast_config(&unserved_addr())
-            .max_message_size(4096)
+        fast_config_on(&unserved_addr(), wire)
+            .max_message_size(limit)
+            .otlp_max_request_bytes(limit)
             .build()
             .unwrap(),
     )
@@ -244,14 +329,45 @@ fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
     let log = sender
         .entry_sender(Batching::new(template()).max_bytes(4096))
         .unwrap();
-    let huge = LogEntry::new(Level::Error, "y".repeat(5000));
+    let huge = LogEntry::new(Level::Error, "y".repeat(limit));
     match log.log(huge.clone()) {
-        Err(LogError::TooLarge { entry, size, limit }) => {
+        Err(LogError::TooLarge { entry, size, limit: l }) => {
             assert_eq!(*entry, huge);
-            assert!(size > limit && limit == 4096, "{size} {limit}");
+            assert!(size > l && l == limit, "{size} {l}");
         }
         other => panic!("{other:?}"),
     }
+    // The largest entry a payload can carry is taken (and travels alone, over
+    // max_bytes), one byte more is not: the size check counts the wire's bytes.
+    let mut stamped = template();
+    stamped.timestamp = Some(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40));
+    let room = limit - encoded_len(wire, &stamped);
+    let sized = |n: usize| LogEntry::new(Level::Error, "y".repeat(n));
+    let fits = (0..limit)
+        .rev()
+        .find(|n| entry_len(wire, &sized(*n)) <= room - 24)
+        .unwrap();
+    let fit = sized(fits);
+    log.log(fit.clone()).unwrap();
+    let over = (fits..limit)
+        .find(|n| entry_len(wire, &sized(*n)) > room)
+        .unwrap();
+    assert!(matches!(
+        log.log(sized(over)),
+        Err(LogError::TooLarge { .. })
+    ));
+    // Handed back at shutdown, whole.
+    let back = sender.shutdown(Duration::from_millis(200)).undelivered;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].logs, [fit]);
+    let sender = LogSender::new(
+        fast_config_on(&unserved_addr(), wire)
+            .max_message_size(limit)
+            .otlp_max_request_bytes(limit)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
     // Bad settings are typed errors.
     for (batching, field) in [
         (Batching::new(template()).max_entries(0), "max_entries"),
@@ -260,6 +376,7 @@ fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
         (Batching::new(template()).capacity(usize::MAX), "capacity"),
         (Batching::new(template()).workers(100_000), "workers"),
         (Batching::new(payload(0, 0)).max_bytes(4096), "template"),
+        (Batching::new(big_template(limit)).max_bytes(4096), "template"),
     ] {
         match sender.entry_sender(batching) {
             Err(logsender::Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
@@ -268,11 +385,16 @@ fn entries_too_large_for_any_payload_are_refused_and_handed_back() {
     }
     sender.close_timeout(Duration::from_millis(100));
 }
+}
 
 /// A sender whose buffer holds one payload, with the collector down: the entry handle
 /// backs up after a handful of entries.
-fn backed_up(addr: &str, handler: Arc<dyn EventHandler>) -> (LogSender, logsender::EntrySender) {
-    let config = fast_config(addr)
+fn backed_up(
+    addr: &str,
+    wire: Wire,
+    handler: Arc<dyn EventHandler>,
+) -> (LogSender, logsender::EntrySender) {
+    let config = fast_config_on(addr, wire)
         .max_buffered_payloads(1)
         .overflow(OverflowPolicy::Block { timeout: None })
         .event_handler(handler)
@@ -302,10 +424,10 @@ impl EventHandler for Events {
     }
 }
 
-#[test]
-fn try_log_hands_the_entry_back_when_full() {
+both_wires! {
+fn try_log_hands_the_entry_back_when_full(wire: Wire) {
     watch_panics();
-    let (sender, log) = backed_up(&unserved_addr(), Arc::new(Events::default()));
+    let (sender, log) = backed_up(&unserved_addr(), wire, Arc::new(Events::default()));
     let mut accepted = 0;
     let full = loop {
         match log.try_log(entry(accepted)) {
@@ -328,13 +450,15 @@ fn try_log_hands_the_entry_back_when_full() {
     assert_eq!(shutdown.report.handed_back, accepted as u64);
     assert!(matches!(log.try_log(entry(0)), Err(LogError::Closed(_))));
 }
+}
 
 #[test]
 fn producers_blocked_on_a_full_buffer_raise_backpressure_events() {
     watch_panics();
     let port = free_port();
     let events = Arc::new(Events::default());
-    let (sender, log) = backed_up(&format!("127.0.0.1:{port}"), events.clone());
+    let addr = format!("127.0.0.1:{port}");
+    let (sender, log) = backed_up(&addr, Wire::GoSightStream, events.clone());
     let producer = {
         let log = log.clone();
         std::thread::spawn(move || {
@@ -381,14 +505,14 @@ fn producers_blocked_on_a_full_buffer_raise_backpressure_events() {
     sender.close();
 }
 
+both_wires! {
 /// The hang: the collector is down, producers wait for room, and the program
 /// shuts down. `shutdown` through an `Arc`, first, returns within its deadline and
 /// releases the producers; nothing they logged is lost.
-#[test]
-fn shutdown_first_releases_blocked_producers_and_loses_nothing() {
+fn shutdown_first_releases_blocked_producers_and_loses_nothing(wire: Wire) {
     watch_panics();
     let events = Arc::new(Events::default());
-    let (sender, log) = backed_up(&unserved_addr(), events.clone());
+    let (sender, log) = backed_up(&unserved_addr(), wire, events.clone());
     let sender = Arc::new(sender);
     let stop = Arc::new(AtomicBool::new(false));
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -463,6 +587,7 @@ fn shutdown_first_releases_blocked_producers_and_loses_nothing() {
     let again = sender.shutdown(Duration::from_secs(5));
     assert!(again.undelivered.is_empty());
     assert_eq!(again.stats, shutdown.stats);
+}
 }
 
 /// The same order at the payload level: producers are told to stop, and those blocked

@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use logsender::{
-    Batching, Config, EventHandler, LogPayload, LogSender, RecordsDroppedEvent, TracingLayer,
+    Batching, Config, EventHandler, LogPayload, LogSender, RecordsDroppedEvent, TracingLayer, Wire,
 };
-use support::fast_config;
 use support::helpers::{
     child_args, cpu_time, run_child, unserved_addr, watch_panics, within, ChildLine,
 };
 use support::sink::Sink;
+use support::{fast_config, fast_config_on};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -34,10 +34,10 @@ fn template() -> LogPayload {
     LogPayload::from_host("agent-tracing")
 }
 
-/// A sink, a sender to it, and a layer with default batching on the sender.
-fn collected() -> (Sink, LogSender, logsender::EntryLayer) {
+/// A sink, a sender to it on `wire`, and a layer with default batching on the sender.
+fn collected(wire: Wire) -> (Sink, LogSender, logsender::EntryLayer) {
     let sink = Sink::start();
-    let sender = LogSender::new(fast_config(&sink.addr()).build().unwrap()).unwrap();
+    let sender = LogSender::new(fast_config_on(&sink.addr(), wire).build().unwrap()).unwrap();
     let layer = TracingLayer::new(Batching::new(template()))
         .layer(&sender)
         .unwrap();
@@ -59,10 +59,10 @@ impl std::io::Write for Captured {
     }
 }
 
-#[test]
-fn events_arrive_with_their_fields_and_their_spans_fields() {
+both_wires! {
+fn events_arrive_with_their_fields_and_their_spans_fields(wire: Wire) {
     watch_panics();
-    let (sink, sender, layer) = collected();
+    let (sink, sender, layer) = collected(wire);
     let printed = Captured::default();
     let writer = printed.clone();
     let fmt = tracing_subscriber::fmt::layer()
@@ -131,6 +131,7 @@ fn events_arrive_with_their_fields_and_their_spans_fields() {
     assert!(printed.contains("not shipped: ours"), "{printed}");
     assert!(sender.close().report.all_delivered());
 }
+}
 
 /// `log` records become `tracing` events in this process (once; the tests' own
 /// subscribers are per thread, so no other test sees them).
@@ -178,11 +179,11 @@ impl<S: tracing::Subscriber> Layer<S> for Counted {
     }
 }
 
-#[test]
-fn log_records_ship_as_themselves_and_logsenders_own_never() {
+both_wires! {
+fn log_records_ship_as_themselves_and_logsenders_own_never(wire: Wire) {
     watch_panics();
     log_tracer();
-    let (sink, sender, layer) = collected();
+    let (sink, sender, layer) = collected(wire);
     let from_log = Counted::from_log();
     let subscriber = tracing_subscriber::registry()
         .with(from_log.clone())
@@ -224,11 +225,12 @@ fn log_records_ship_as_themselves_and_logsenders_own_never() {
     assert_eq!(entries[1].fields["line"], (line + 4).to_string());
     assert!(sender.close().report.all_delivered());
 }
+}
 
-#[test]
-fn a_per_layer_filter_picks_the_events_and_the_spans() {
+both_wires! {
+fn a_per_layer_filter_picks_the_events_and_the_spans(wire: Wire) {
     watch_panics();
-    let (sink, sender, layer) = collected();
+    let (sink, sender, layer) = collected(wire);
     let targets = Targets::new().with_target("app", tracing::Level::INFO);
     let subscriber = tracing_subscriber::registry().with(layer.with_filter(targets));
     tracing::subscriber::with_default(subscriber, || {
@@ -248,6 +250,7 @@ fn a_per_layer_filter_picks_the_events_and_the_spans() {
     assert_eq!(entries[0].fields["id"], "2");
     assert!(!entries[0].fields.contains_key("secret"), "{entries:?}");
     assert!(sender.close().report.all_delivered());
+}
 }
 
 #[derive(Default)]
@@ -322,7 +325,7 @@ fn an_event_emitted_while_the_log_bridge_ships_is_not_shipped() {
     // on the thread that is shipping the record: the layer must leave it alone.
     let (jammed, batching) = jammed_sender(Arc::new(Drops::default()));
     let bridge = logsender::LogBridge::new(batching).logger(&jammed).unwrap();
-    let (sink, sender, layer) = collected();
+    let (sink, sender, layer) = collected(Wire::GoSightStream);
     let from_handler = Counted::from_handler();
     let subscriber = tracing_subscriber::registry()
         .with(from_handler.clone())
@@ -390,11 +393,16 @@ fn child_install() {
     let Some((mode, addr)) = child_args(CHILD) else {
         return;
     };
-    match mode.as_str() {
+    // `mode:otlp` on the OTLP wire.
+    let (mode, wire) = match mode.split_once(':') {
+        Some((mode, "otlp")) => (mode, Wire::OtlpLogs),
+        _ => (mode.as_str(), Wire::GoSightStream),
+    };
+    match mode {
         // Filtered, beside `fmt` on stdout; 50 events kept, then the guard is dropped:
         // they must all arrive.
         "flush" => {
-            let sender = LogSender::new(fast_config(&addr).build().unwrap()).unwrap();
+            let sender = LogSender::new(fast_config_on(&addr, wire).build().unwrap()).unwrap();
             let fmt = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(std::io::stdout);
@@ -416,7 +424,7 @@ fn child_install() {
         // The collector is down: the drop must end within the close timeout and say
         // what was not delivered, through `tracing` (`fmt` on stderr prints it).
         "down" => {
-            let config = fast_config(&addr)
+            let config = fast_config_on(&addr, wire)
                 .close_timeout(Duration::from_millis(500))
                 .build()
                 .unwrap();
@@ -502,11 +510,19 @@ fn child_install() {
     }
 }
 
-#[test]
-fn the_installed_layers_guard_delivers_every_event_on_drop() {
+/// The child's mode on `wire`.
+fn on(mode: &str, wire: Wire) -> String {
+    match wire {
+        Wire::OtlpLogs => format!("{mode}:otlp"),
+        _ => mode.to_owned(),
+    }
+}
+
+both_wires! {
+fn the_installed_layers_guard_delivers_every_event_on_drop(wire: Wire) {
     watch_panics();
     let sink = Sink::start();
-    let (stdout, _, _) = run_child("child_install", CHILD, "flush", &sink.addr());
+    let (stdout, _, _) = run_child("child_install", CHILD, &on("flush", wire), &sink.addr());
     assert!(stdout.contains("CHILD-DONE"), "{stdout}");
     let entries: Vec<_> = sink.received().into_iter().flat_map(|p| p.logs).collect();
     assert_eq!(entries.len(), 50, "{entries:?}");
@@ -517,10 +533,12 @@ fn the_installed_layers_guard_delivers_every_event_on_drop() {
     assert!(stdout.contains("kept"), "{stdout}");
     assert!(stdout.contains("filtered out"), "{stdout}");
 }
+}
 
-#[test]
-fn an_installed_layer_whose_collector_is_down_says_what_it_lost() {
-    let (stdout, stderr, took) = run_child("child_install", CHILD, "down", &unserved_addr());
+both_wires! {
+fn an_installed_layer_whose_collector_is_down_says_what_it_lost(wire: Wire) {
+    let (stdout, stderr, took) =
+        run_child("child_install", CHILD, &on("down", wire), &unserved_addr());
     let dropped_in: u64 = stdout
         .split("CHILD-DROP ")
         .nth(1)
@@ -537,6 +555,7 @@ fn an_installed_layer_whose_collector_is_down_says_what_it_lost() {
         "the other layers were not told what was lost:\n{stderr}"
     );
     assert!(stderr.contains("undeliverable 4"), "{stderr}");
+}
 }
 
 #[test]

@@ -60,7 +60,7 @@ const RECORD_SEVERITY_TEXT: u8 = 3 << 3 | 2;
 /// `LogRecord.body` (5).
 const RECORD_BODY: u8 = 5 << 3 | 2;
 /// `LogRecord.attributes` (6).
-const RECORD_ATTRIBUTES: u8 = 6 << 3 | 2;
+pub(super) const RECORD_ATTRIBUTES: u8 = 6 << 3 | 2;
 /// `KeyValue.key` (1).
 const KEY: u8 = 1 << 3 | 2;
 /// `KeyValue.value` (2).
@@ -367,22 +367,7 @@ pub(super) fn put_record<'a>(
     out.push(SCOPE_LOGS_RECORDS);
     let at = out.len();
     out.extend_from_slice(&[0; RECORD_ROOM]);
-    put_fixed64(out, RECORD_TIME, unix_nanos(e.timestamp));
-    match observed {
-        Observed::Known(nanos) => put_fixed64(out, RECORD_OBSERVED, nanos),
-        Observed::Later => out.extend_from_slice(&[RECORD_OBSERVED, 0, 0, 0, 0, 0, 0, 0, 0]),
-    }
-    let severity = severity_number(&e.level) as i32;
-    if severity != 0 {
-        out.push(RECORD_SEVERITY_NUMBER);
-        // An enum is an int32: sign-extended to 64 bits on the wire.
-        put_varint(out, i64::from(severity) as u64);
-    }
-    if !e.level.is_empty() {
-        put_str(out, RECORD_SEVERITY_TEXT, &e.level);
-    }
-    put_len(out, RECORD_BODY, field_len(e.message.len()));
-    put_str(out, STRING_VALUE, &e.message);
+    put_record_head(out, unix_nanos(e.timestamp), observed, &e.level, &e.message);
     record_attributes(
         e,
         &mut Write {
@@ -401,6 +386,54 @@ pub(super) fn put_record<'a>(
     }
 }
 
+/// Appends a `LogRecord`'s fields before its attributes: its times, its severity (from
+/// `level`) and its body (`message`).
+pub(super) fn put_record_head(
+    out: &mut Vec<u8>,
+    time: u64,
+    observed: Observed,
+    level: &str,
+    message: &str,
+) {
+    put_fixed64(out, RECORD_TIME, time);
+    match observed {
+        Observed::Known(nanos) => put_fixed64(out, RECORD_OBSERVED, nanos),
+        Observed::Later => out.extend_from_slice(&[RECORD_OBSERVED, 0, 0, 0, 0, 0, 0, 0, 0]),
+    }
+    let severity = severity_number(level) as i32;
+    if severity != 0 {
+        out.push(RECORD_SEVERITY_NUMBER);
+        // An enum is an int32: sign-extended to 64 bits on the wire.
+        put_varint(out, i64::from(severity) as u64);
+    }
+    if !level.is_empty() {
+        put_str(out, RECORD_SEVERITY_TEXT, level);
+    }
+    put_len(out, RECORD_BODY, field_len(message.len()));
+    put_str(out, STRING_VALUE, message);
+}
+
+/// Appends one attribute (a `KeyValue` field of `tag`) whose key is `prefix` followed
+/// by `name`.
+pub(super) fn put_attr(out: &mut Vec<u8>, tag: u8, prefix: &str, name: &str, value: Value<'_>) {
+    let key = prefix.len() + name.len();
+    put_len(out, tag, key_value_len(key, value));
+    if key != 0 {
+        put_len(out, KEY, key);
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    put_len(out, VALUE, any_value_len(value));
+    match value {
+        Value::Str(s) => put_str(out, STRING_VALUE, s),
+        Value::Int(n) => {
+            out.push(INT_VALUE);
+            put_varint(out, n as u64);
+        }
+        Value::Bool(b) => out.extend_from_slice(&[BOOL_VALUE, u8::from(b)]),
+    }
+}
+
 /// Writes the attributes it is handed as repeated `KeyValue` fields of `tag`.
 struct Write<'a, 'o> {
     out: &'o mut Vec<u8>,
@@ -410,22 +443,7 @@ struct Write<'a, 'o> {
 
 impl<'a> Attributes<'a> for Write<'a, '_> {
     fn attr(&mut self, prefix: &'static str, name: &'a str, value: Value<'a>) {
-        let key = prefix.len() + name.len();
-        put_len(self.out, self.tag, key_value_len(key, value));
-        if key != 0 {
-            put_len(self.out, KEY, key);
-            self.out.extend_from_slice(prefix.as_bytes());
-            self.out.extend_from_slice(name.as_bytes());
-        }
-        put_len(self.out, VALUE, any_value_len(value));
-        match value {
-            Value::Str(s) => put_str(self.out, STRING_VALUE, s),
-            Value::Int(n) => {
-                self.out.push(INT_VALUE);
-                put_varint(self.out, n as u64);
-            }
-            Value::Bool(b) => self.out.extend_from_slice(&[BOOL_VALUE, u8::from(b)]),
-        }
+        put_attr(self.out, self.tag, prefix, name, value);
     }
 
     fn scratch(&mut self) -> &mut Vec<(&'a String, &'a String)> {

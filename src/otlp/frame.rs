@@ -9,10 +9,11 @@
 use std::time::SystemTime;
 
 use super::encode::{
-    field_end, field_len, put_len, put_record, put_resource_logs, Observed, RECORD_OBSERVED,
-    RECORD_TIME, REQUEST_RESOURCE_LOGS, RESOURCE_LOGS_SCOPE_LOGS, SCOPE_LOGS_RECORDS,
+    field_end, field_len, put_attr, put_len, put_record, put_record_head, put_resource_logs,
+    Observed, RECORD_ATTRIBUTES, RECORD_OBSERVED, RECORD_TIME, REQUEST_RESOURCE_LOGS,
+    RESOURCE_LOGS_SCOPE_LOGS, SCOPE_LOGS_RECORDS,
 };
-use super::unix_nanos;
+use super::{field_taken, unix_nanos, Value, FIELD_ESCAPE, PID, SOURCE};
 use crate::model::{LogEntry, LogPayload};
 
 /// `entry` encoded as one record of a `ScopeLogs`'s `log_records` (field 2: tag, length,
@@ -21,6 +22,92 @@ pub fn entry_record(entry: &LogEntry) -> Vec<u8> {
     let mut out = Vec::with_capacity(entry.message.len().saturating_add(256));
     put_record(&mut out, entry, Observed::Later, &mut Vec::new());
     out
+}
+
+/// [`entry_record`], unless the record would be longer than `room` bytes: then its
+/// length (the record is written to be measured: OTLP's encoder is one pass).
+pub(crate) fn entry_record_within(entry: &LogEntry, room: usize) -> Result<Vec<u8>, usize> {
+    let record = entry_record(entry);
+    if record.len() > room {
+        return Err(record.len());
+    }
+    Ok(record)
+}
+
+/// Writes one entry's record straight from borrowed parts, in field order, for the
+/// bridges (no [`LogEntry`] in between): what `wire::RecordWriter` is on the GoSight
+/// wire. The record is the one [`entry_record`] writes for the entry with these parts,
+/// but for the order of its fields, which stay in the order given (a field written
+/// twice is sent twice; [`super::from_request`] keeps the last, as the GoSight decoder
+/// does): the attributes are the ones [`super::to_request`] maps those parts to
+/// (`log.source`, `process.pid`, a field under its own key or escaped as
+/// `field.<name>`). The body is written to a scratch buffer the caller keeps;
+/// [`RecordWriter::finish`] copies it behind its prefix.
+pub(crate) struct RecordWriter<'a> {
+    body: &'a mut Vec<u8>,
+    text: &'a mut String,
+}
+
+impl<'a> RecordWriter<'a> {
+    /// Starts a record with its times (`observed_time_unix_nano` left for
+    /// [`Frame::assemble`]), severity, body, source and pid (`category` stays empty).
+    pub(crate) fn start(
+        body: &'a mut Vec<u8>,
+        text: &'a mut String,
+        timestamp: SystemTime,
+        level: &str,
+        message: &str,
+        source: &str,
+        pid: i32,
+    ) -> RecordWriter<'a> {
+        body.clear();
+        put_record_head(
+            body,
+            unix_nanos(Some(timestamp)),
+            Observed::Later,
+            level,
+            message,
+        );
+        if !source.is_empty() {
+            put_attr(body, RECORD_ATTRIBUTES, "", SOURCE, Value::Str(source));
+        }
+        if pid != 0 {
+            put_attr(body, RECORD_ATTRIBUTES, "", PID, Value::Int(i64::from(pid)));
+        }
+        RecordWriter { body, text }
+    }
+
+    /// Adds a field (an attribute under its own key, or `field.<key>` where that is
+    /// taken).
+    pub(crate) fn field(&mut self, key: &str, value: &str) {
+        let prefix = if field_taken(key) { FIELD_ESCAPE } else { "" };
+        put_attr(self.body, RECORD_ATTRIBUTES, prefix, key, Value::Str(value));
+    }
+
+    /// Adds a field whose value is `value` formatted.
+    pub(crate) fn field_fmt(&mut self, key: &str, value: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
+        self.text.clear();
+        // Writing to a String fails only if the value's formatting does: keep what it
+        // wrote.
+        let _ = self.text.write_fmt(value);
+        let prefix = if field_taken(key) { FIELD_ESCAPE } else { "" };
+        put_attr(
+            self.body,
+            RECORD_ATTRIBUTES,
+            prefix,
+            key,
+            Value::Str(self.text),
+        );
+    }
+
+    /// The record: tag, length and body, in a buffer of exactly its size.
+    pub(crate) fn finish(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(field_len(self.body.len()));
+        put_len(&mut out, SCOPE_LOGS_RECORDS, self.body.len());
+        out.extend_from_slice(self.body);
+        out
+    }
 }
 
 /// A template's bytes around its entries' records: its resource and the scope, and its
