@@ -997,16 +997,17 @@ fn row10_transient_internal_and_unknown_are_retried() {
     assert_no_background_panic();
 }
 
-/// A payload struck alone is held back 1 s, then 2 s, even while other payloads keep
-/// epochs rotating every 50 ms (each of which could otherwise take it at once): with the
-/// test's 20 ms backoff, the three rejections would come within a fraction of a second.
-#[test]
-fn row10_strikes_are_spaced_while_other_traffic_rotates_epochs() {
+/// A payload struck alone (rejected with `code`, a status that may be the payload's
+/// and is retried) is held back 1 s, then 2 s, between its tries alone, even while
+/// other payloads keep epochs committing every few milliseconds (each of which could
+/// otherwise take it at once: with the test's 20 ms backoff, the three rejections would
+/// come within a fraction of a second); it is dead-lettered with `code` after three.
+fn strikes_are_spaced(wire: Wire, code: RpcStatusCode) {
     watch_panics();
     let sink = Sink::start();
-    sink.reject_payload("9-0", RpcStatusCode::INTERNAL);
+    sink.reject_payload("9-0", code);
     let collector = Collector::new();
-    let config = fast_config(&sink.addr())
+    let config = fast_config_on(&sink.addr(), wire)
         .event_handler(collector.clone())
         .build()
         .expect("config");
@@ -1043,15 +1044,32 @@ fn row10_strikes_are_spaced_while_other_traffic_rotates_epochs() {
         took >= Duration::from_secs(3),
         "struck out after {took:?}: the 1 s and 2 s hold-backs were skipped"
     );
-    let dead: Vec<String> = collector
-        .dead_letters()
-        .iter()
-        .map(|d| d.id.clone())
-        .collect();
-    assert_eq!(dead, ["9-0"]);
+    let dead = collector.dead_letters();
+    assert_eq!(
+        dead.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["9-0"]
+    );
+    assert_eq!(dead[0].code, Some(code), "{dead:?}");
+    if wire == Wire::OtlpLogs {
+        let alone: Vec<_> = sink
+            .exports()
+            .into_iter()
+            .filter(|e| e.ids == ["9-0"])
+            .collect();
+        assert!(
+            alone.len() >= 3 && alone.iter().all(|e| e.answer == Some(code)),
+            "three tries alone are promised: {alone:?}"
+        );
+    }
+    assert!(!unique(&sink.ok_ids()).contains("9-0"));
     drop(tx);
     assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
+}
+
+#[test]
+fn row10_strikes_are_spaced_while_other_traffic_rotates_epochs() {
+    strikes_are_spaced(Wire::GoSightStream, RpcStatusCode::INTERNAL);
 }
 
 #[test]
@@ -1131,69 +1149,7 @@ fn row10_otlp_transient_aborted_and_data_loss_are_retried() {
 /// every few milliseconds; it is dead-lettered after three calls of its own.
 #[test]
 fn row10_otlp_strikes_are_spaced_while_other_traffic_commits_calls() {
-    watch_panics();
-    let sink = Sink::start();
-    sink.reject_payload("9-0", RpcStatusCode::DATA_LOSS);
-    let collector = Collector::new();
-    let config = fast_config_on(&sink.addr(), Wire::OtlpLogs)
-        .event_handler(collector.clone())
-        .build()
-        .expect("config");
-    let (sender, tx) = sender_with_pool(config, 64, 1);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = {
-        let (tx, stop) = (tx.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                queue(&tx, 1, i..i + 1);
-                i += 1;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    assert!(wait_until(WAIT, || sender.acknowledged() > 0), "no traffic");
-    let committed_before = sender.stats().epochs_committed;
-    let started = Instant::now();
-    queue(&tx, 9, 0..1);
-    assert!(
-        wait_until(WAIT, || !collector.dead_letters().is_empty()),
-        "never dead-lettered"
-    );
-    let took = started.elapsed();
-    let rotations = sender.stats().epochs_committed - committed_before;
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().expect("traffic");
-    assert!(
-        rotations >= 20,
-        "only {rotations} calls committed meanwhile: the test did not race other calls"
-    );
-    assert!(
-        took >= Duration::from_secs(3),
-        "struck out after {took:?}: the 1 s and 2 s hold-backs were skipped"
-    );
-    let dead = collector.dead_letters();
-    assert_eq!(
-        dead.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
-        ["9-0"]
-    );
-    assert_eq!(dead[0].code, Some(RpcStatusCode::DATA_LOSS), "{dead:?}");
-    let alone: Vec<_> = sink
-        .exports()
-        .into_iter()
-        .filter(|e| e.ids == ["9-0"])
-        .collect();
-    assert!(
-        alone.len() >= 3
-            && alone
-                .iter()
-                .all(|e| e.answer == Some(RpcStatusCode::DATA_LOSS)),
-        "three tries alone are promised: {alone:?}"
-    );
-    assert!(!unique(&sink.ok_ids()).contains("9-0"));
-    drop(tx);
-    assert!(sender.close().undelivered.is_empty());
-    assert_no_background_panic();
+    strikes_are_spaced(Wire::OtlpLogs, RpcStatusCode::DATA_LOSS);
 }
 
 /// OTLP: a payload that always causes INTERNAL is dead-lettered the first time it

@@ -21,41 +21,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use grpcio::{
-    CallOption, ChannelBuilder, Client, EnvBuilder, GrpcSlice, MessageReader, Method, MethodType,
-    WriteFlags,
-};
+use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Method, MethodType, WriteFlags};
 use logsender::{ConnectionState, DeliveryMode, Error, LogPayload, LogSender};
 use support::helpers::{
     assert_at_least_once, assert_close_returns_nothing, assert_connects, assert_exactly_once,
     assert_no_background_panic, thread_prefix, wait_until, watch_panics,
 };
-use support::sink::{Ending, Sink};
+use support::sink::{raw_method, Ending, Sink};
 use support::{fast_config, payload};
 
 const BOUND: Duration = Duration::from_secs(20);
 
-fn ser(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
-    *buf = GrpcSlice::from(msg.as_slice());
-    Ok(())
-}
-
-fn de(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut v = Vec::new();
-    reader
-        .read_to_end(&mut v)
-        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
-    Ok(v)
-}
-
 /// What a naive client would use: `SubmitStream` as a plain client-streaming call.
-const NAIVE: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: MethodType::ClientStreaming,
-    name: logsender::SUBMIT_STREAM_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const NAIVE: Method<Vec<u8>, Vec<u8>> =
+    raw_method(MethodType::ClientStreaming, logsender::SUBMIT_STREAM_PATH);
 
 /// Guards the premise of (a): the sink's `OkNoMessage` ending really is the one that
 /// breaks grpcio's client-streaming receiver (it panics, or at least does not yield a
@@ -287,28 +266,16 @@ enum Answer {
 
 /// The collector's side: `LogsService/Export` as a unary method, as every OTLP server
 /// declares it.
-const SERVER_EXPORT: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: MethodType::Unary,
-    name: logsender::otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const SERVER_EXPORT: Method<Vec<u8>, Vec<u8>> =
+    raw_method(MethodType::Unary, logsender::otlp::EXPORT_PATH);
 
 /// The client's side as the OTLP wire drives it: one request, then a response stream.
-const STREAMING_EXPORT: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: MethodType::ServerStreaming,
-    name: logsender::otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const STREAMING_EXPORT: Method<Vec<u8>, Vec<u8>> =
+    raw_method(MethodType::ServerStreaming, logsender::otlp::EXPORT_PATH);
 
 /// The client's side as a naive OTLP client would drive it.
-const UNARY_EXPORT: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: MethodType::Unary,
-    name: logsender::otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const UNARY_EXPORT: Method<Vec<u8>, Vec<u8>> =
+    raw_method(MethodType::Unary, logsender::otlp::EXPORT_PATH);
 
 /// A grpcio server on 127.0.0.1 (port 0) serving only Export, answering `answer`; it
 /// hands every request it reads to the test. Its and its clients' cq threads carry the

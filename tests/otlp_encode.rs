@@ -15,30 +15,7 @@ use logsender::{Error, Level, LogEntry, LogPayload};
 #[path = "support/random.rs"]
 mod random;
 
-use random::{random_payload, Rng};
-
-/// What a timestamp comes back as: OTLP holds nanoseconds after the epoch, 0 meaning
-/// unknown (as `otlp_mapping.rs` has it).
-fn representable(t: Option<SystemTime>) -> Option<SystemTime> {
-    t.filter(|t| {
-        t.duration_since(UNIX_EPOCH)
-            .is_ok_and(|d| !d.is_zero() && d.as_nanos() <= u128::from(u64::MAX))
-    })
-}
-
-/// `p` as it comes back from OTLP (the exceptions OTLP.md states).
-fn expected_back(p: &LogPayload) -> LogPayload {
-    let mut p = p.clone();
-    p.timestamp = if p.logs.is_empty() {
-        None
-    } else {
-        representable(p.timestamp)
-    };
-    for e in &mut p.logs {
-        e.timestamp = representable(e.timestamp);
-    }
-    p
-}
+use random::{expected_back, random_payload, representable, Rng};
 
 fn random_model(rng: &mut Rng) -> LogPayload {
     LogPayload::try_from(random_payload(rng, false)).expect("a valid message converts")

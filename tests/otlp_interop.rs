@@ -21,7 +21,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, GrpcSlice, MessageReader, Method};
+use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Method};
 use logsender::otlp::pb::common::{any_value::Value, AnyValue, KeyValue};
 use logsender::otlp::pb::logs::ResourceLogs;
 use logsender::otlp::pb::logs_service::ExportLogsServiceResponse;
@@ -30,7 +30,7 @@ use protobuf::Message;
 use random::{random_payload, Rng};
 use support::collect::{wait_stats, Collector};
 use support::helpers::{assert_no_background_panic, watch_panics, within};
-use support::sink::{retry_delay_of, retry_info_status};
+use support::sink::{raw_method, retry_delay_of, retry_info_status};
 use support::{fast_config_on, queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -456,27 +456,9 @@ fn assert_decoded(requests: &[Json], sent: &[LogPayload]) -> HashMap<String, usi
 // ---------------------------------------------------------------------------------------
 // A raw grpcio client: proves the server (and this file's checks) work without the wire.
 
-fn ser(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
-    *buf = GrpcSlice::from(msg.as_slice());
-    Ok(())
-}
-
-fn de(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut v = Vec::new();
-    reader
-        .read_to_end(&mut v)
-        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
-    Ok(v)
-}
-
 /// `Export` driven as server streaming, as logsender drives it.
-const EXPORT: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: grpcio::MethodType::ServerStreaming,
-    name: otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const EXPORT: Method<Vec<u8>, Vec<u8>> =
+    raw_method(grpcio::MethodType::ServerStreaming, otlp::EXPORT_PATH);
 
 /// One `Export` of `request`: the responses, or the failure status.
 fn raw_export(client: &Client, request: &[u8]) -> Result<Vec<Vec<u8>>, grpcio::RpcStatus> {

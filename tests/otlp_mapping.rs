@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use logsender::otlp::pb::common::{any_value::Value, AnyValue, KeyValue};
 use logsender::otlp::pb::logs::{LogRecord, SeverityNumber};
@@ -20,30 +20,7 @@ use protobuf::MessageFull;
 #[path = "support/random.rs"]
 mod random;
 
-use random::{random_payload, Rng};
-
-/// What a timestamp comes back as: OTLP holds nanoseconds after the epoch, 0 meaning
-/// unknown.
-fn representable(t: Option<SystemTime>) -> Option<SystemTime> {
-    t.filter(|t| {
-        t.duration_since(UNIX_EPOCH)
-            .is_ok_and(|d| !d.is_zero() && d.as_nanos() <= u128::from(u64::MAX))
-    })
-}
-
-/// `p` as it comes back from OTLP (the exceptions OTLP.md states).
-fn expected_back(p: &LogPayload) -> LogPayload {
-    let mut p = p.clone();
-    p.timestamp = if p.logs.is_empty() {
-        None
-    } else {
-        representable(p.timestamp)
-    };
-    for e in &mut p.logs {
-        e.timestamp = representable(e.timestamp);
-    }
-    p
-}
+use random::{expected_back, random_payload, Rng};
 
 fn keys_unique(attrs: &[KeyValue], what: &str) {
     let mut seen = HashSet::new();

@@ -18,20 +18,20 @@ mod random;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, GrpcSlice, MessageReader, Method};
+use grpcio::{CallOption, ChannelBuilder, Client, EnvBuilder, Method};
 use logsender::{
     otlp, Batching, Compression, ConfigBuilder, Level, LogEntry, LogPayload, LogSender,
     RpcStatusCode, Wire,
 };
-use random::{random_payload, Rng};
+use random::{expected_back, random_payload, Rng};
 use support::collect::{expected_ids, wait_stats, Collector, DeadLetter};
 use support::helpers::{
     assert_at_least_once, assert_connects, assert_exactly_once, assert_no_background_panic,
     watch_panics, within,
 };
-use support::sink::{merge_parts, Ending, Export, Sink};
+use support::sink::{merge_parts, raw_method, Ending, Export, Sink};
 use support::{fast_config_on, payload, queue, sender_with_pool};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -39,29 +39,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A test-friendly config on the OTLP wire.
 fn otlp_config(addr: &str) -> ConfigBuilder {
     fast_config_on(addr, Wire::OtlpLogs)
-}
-
-/// What a timestamp comes back as over OTLP: nanoseconds after the epoch, 0 meaning
-/// unknown (as tests/otlp_mapping.rs).
-fn representable(t: Option<SystemTime>) -> Option<SystemTime> {
-    t.filter(|t| {
-        t.duration_since(UNIX_EPOCH)
-            .is_ok_and(|d| !d.is_zero() && d.as_nanos() <= u128::from(u64::MAX))
-    })
-}
-
-/// `p` as the sink reads it back from OTLP (the exceptions OTLP.md states).
-fn expected_back(p: &LogPayload) -> LogPayload {
-    let mut p = p.clone();
-    p.timestamp = if p.logs.is_empty() {
-        None
-    } else {
-        representable(p.timestamp)
-    };
-    for e in &mut p.logs {
-        e.timestamp = representable(e.timestamp);
-    }
-    p
 }
 
 /// Asserts that every call the sink saw was an `Export` (no GoSight stream was opened):
@@ -731,27 +708,9 @@ both_wires! {
 // The grpcio trap: OK without a response message.
 // ---------------------------------------------------------------------------------
 
-fn ser(msg: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
-    *buf = GrpcSlice::from(msg.as_slice());
-    Ok(())
-}
-
-fn de(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut v = Vec::new();
-    reader
-        .read_to_end(&mut v)
-        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
-    Ok(v)
-}
-
 /// `Export` as a naive client calls it: a unary method.
-const NAIVE_EXPORT: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: grpcio::MethodType::Unary,
-    name: otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const NAIVE_EXPORT: Method<Vec<u8>, Vec<u8>> =
+    raw_method(grpcio::MethodType::Unary, otlp::EXPORT_PATH);
 
 /// Guards the premise of the trap test below: the sink's `OkNoResponse` really breaks
 /// grpcio's unary receiver (it panics, or at least yields no response), while the
@@ -845,12 +804,8 @@ fn otlp_ok_without_a_response_message_is_delivered_not_a_panic() {
 
 /// `Export` as logsender drives it: server streaming, so an OK without a message ends
 /// the stream instead of panicking.
-const RAW_EXPORT: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: grpcio::MethodType::ServerStreaming,
-    name: otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller { ser, de },
-    resp_mar: grpcio::Marshaller { ser, de },
-};
+const RAW_EXPORT: Method<Vec<u8>, Vec<u8>> =
+    raw_method(grpcio::MethodType::ServerStreaming, otlp::EXPORT_PATH);
 
 /// One `Export` of `request` through a raw server-streaming call: the responses, or the
 /// failure status.

@@ -8,6 +8,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use logsender::LogPayload;
 
 use logsender::wire::pb;
 use protobuf::reflect::{MessageDescriptor, ReflectValueBox, RuntimeFieldType, RuntimeType};
@@ -162,4 +165,28 @@ pub fn reached(msg: &pb::log::LogPayload, seen: &mut HashMap<&'static str, usize
         bump("entry.meta", e.meta.is_some());
         bump("entry.fields", !e.fields.is_empty());
     }
+}
+
+/// What a timestamp comes back as over OTLP: nanoseconds after the epoch, 0 meaning
+/// unknown.
+pub fn representable(t: Option<SystemTime>) -> Option<SystemTime> {
+    t.filter(|t| {
+        t.duration_since(UNIX_EPOCH)
+            .is_ok_and(|d| !d.is_zero() && d.as_nanos() <= u128::from(u64::MAX))
+    })
+}
+
+/// `p` as it comes back from OTLP (the exceptions OTLP.md states: timestamps OTLP
+/// cannot hold, and the timestamp of a payload with no entries).
+pub fn expected_back(p: &LogPayload) -> LogPayload {
+    let mut p = p.clone();
+    p.timestamp = if p.logs.is_empty() {
+        None
+    } else {
+        representable(p.timestamp)
+    };
+    for e in &mut p.logs {
+        e.timestamp = representable(e.timestamp);
+    }
+    p
 }

@@ -77,32 +77,31 @@ pub enum Ending {
     SlowReads(Duration),
 }
 
-const SERVER_METHOD: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: MethodType::ClientStreaming,
-    name: "/proto.LogService/SubmitStream",
-    req_mar: grpcio::Marshaller {
-        ser: ser_bytes,
-        de: de_bytes,
-    },
-    resp_mar: grpcio::Marshaller {
-        ser: ser_bytes,
-        de: de_bytes,
-    },
-};
+const SERVER_METHOD: Method<Vec<u8>, Vec<u8>> = raw_method(
+    MethodType::ClientStreaming,
+    "/proto.LogService/SubmitStream",
+);
 
 /// OTLP's `LogsService/Export` as a server sees it: a unary method of raw bytes.
-const EXPORT_METHOD: Method<Vec<u8>, Vec<u8>> = Method {
-    ty: MethodType::Unary,
-    name: logsender::otlp::EXPORT_PATH,
-    req_mar: grpcio::Marshaller {
-        ser: ser_bytes,
-        de: de_bytes,
-    },
-    resp_mar: grpcio::Marshaller {
-        ser: ser_bytes,
-        de: de_bytes,
-    },
-};
+const EXPORT_METHOD: Method<Vec<u8>, Vec<u8>> =
+    raw_method(MethodType::Unary, logsender::otlp::EXPORT_PATH);
+
+/// A method `name` of type `ty` whose requests and responses are raw bytes, for a
+/// server or a hand-driven client.
+pub const fn raw_method(ty: MethodType, name: &'static str) -> Method<Vec<u8>, Vec<u8>> {
+    Method {
+        ty,
+        name,
+        req_mar: grpcio::Marshaller {
+            ser: ser_bytes,
+            de: de_bytes,
+        },
+        resp_mar: grpcio::Marshaller {
+            ser: ser_bytes,
+            de: de_bytes,
+        },
+    }
+}
 
 fn ser_bytes(msg: &Vec<u8>, buf: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
     *buf = grpcio::GrpcSlice::from(msg.as_slice());
