@@ -127,12 +127,14 @@ fn tls_against_a_plaintext_collector_is_named_a_tls_failure() {
     sender.close();
 }
 
-#[test]
-fn a_refused_port_is_named_refused_and_recovery_is_marked() {
+both_wires! {
+/// The dial is the link's, whichever wire runs on it: its events and `last_error` are
+/// the same on both.
+fn a_refused_port_is_named_refused_and_recovery_is_marked(wire: Wire) {
     watch_panics();
     let port = free_port();
     let sender = assert_dials_fail_with(
-        builder(&format!("127.0.0.1:{port}")).plaintext(),
+        builder(&format!("127.0.0.1:{port}")).plaintext().wire(wire),
         DialCause::Refused,
         &format!("nothing listens on 127.0.0.1:{port}: is the collector running?"),
     );
@@ -149,6 +151,7 @@ fn a_refused_port_is_named_refused_and_recovery_is_marked() {
     sender.wait_connected(Duration::ZERO).expect("up");
     drop(sink);
     sender.close();
+}
 }
 
 #[test]
@@ -177,10 +180,11 @@ fn a_peer_that_never_answers_is_named_a_timeout() {
     sender.close();
 }
 
-#[test]
-fn wait_connected_returns_once_a_stream_is_up() {
+both_wires! {
+fn wait_connected_returns_once_a_stream_is_up(wire: Wire) {
     let sink = Sink::start();
-    let sender = LogSender::new(builder(&sink.addr()).plaintext().build().unwrap()).unwrap();
+    let config = builder(&sink.addr()).plaintext().wire(wire).build().unwrap();
+    let sender = LogSender::new(config).unwrap();
     sender.wait_connected(WAIT).expect("connects");
     assert!(sender.stats().last_error.is_none());
     let closer = Arc::new(sender);
@@ -189,6 +193,7 @@ fn wait_connected_returns_once_a_stream_is_up() {
         closer.wait_connected(Duration::from_secs(1)),
         Err(Error::Closed)
     ));
+}
 }
 
 /// What the child run prints on stdout when it saw every failure it provokes.
