@@ -617,6 +617,29 @@ fn random_payloads_from_a_sender_decode_in_the_official_classes() {
     assert_no_background_panic();
 }
 
+/// Ships payloads `0..n` of producer 0 with one worker on `config` (the OTLP wire to
+/// `server`), flushes (nothing may stay outstanding) and closes. Returns how the sender
+/// ended, the requests the server decoded, and the payloads sent.
+fn ship(
+    server: &mut PyServer,
+    config: logsender::Config,
+    n: usize,
+    what: &str,
+) -> (logsender::Shutdown, Vec<Json>, Vec<LogPayload>) {
+    let (sender, tx) = sender_with_pool(config, 64, 1);
+    let sent = queue(&tx, 0, 0..n);
+    assert_eq!(
+        sender.flush(WAIT).outstanding,
+        0,
+        "{what}: {:#?}",
+        sender.stats()
+    );
+    drop(tx);
+    let done = within(WAIT, "close", move || sender.close());
+    let lines = server.requests(Duration::from_millis(500)).to_vec();
+    (done, lines, sent)
+}
+
 /// Python answers every request with `partial_success { rejected_log_records: 1 }`: the
 /// sender counts one rejected (dead-lettered) entry per call that carried records,
 /// reports each call's, and re-sends nothing.
@@ -632,12 +655,7 @@ fn a_partial_success_from_python_is_counted_and_nothing_resent() {
         .event_handler(collector.clone())
         .build()
         .expect("config");
-    let (sender, tx) = sender_with_pool(config, 64, 1);
-    let sent = queue(&tx, 0, 0..30);
-    assert_eq!(sender.flush(WAIT).outstanding, 0, "{:#?}", sender.stats());
-    drop(tx);
-    let done = within(WAIT, "close", move || sender.close());
-    let lines = server.requests(Duration::from_millis(500)).to_vec();
+    let (done, lines, sent) = ship(&mut server, config, 30, "partial");
     let calls = lines
         .iter()
         .filter(|l| !l.get("resource_logs").arr().is_empty())
@@ -675,13 +693,8 @@ fn retry_info_from_python_is_the_wait() {
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
         .build()
         .expect("config");
-    let (sender, tx) = sender_with_pool(config, 64, 1);
-    let sent = queue(&tx, 0, 0..10);
-    assert_eq!(sender.flush(WAIT).outstanding, 0, "{:#?}", sender.stats());
-    drop(tx);
-    let done = within(WAIT, "close", move || sender.close());
+    let (done, lines, sent) = ship(&mut server, config, 10, "throttled");
     assert!(done.report.all_delivered(), "{:?}", done.report);
-    let lines = server.requests(Duration::from_millis(500)).to_vec();
     assert_decoded(&lines, &sent);
     let throttled = lines
         .iter()
@@ -732,19 +745,9 @@ fn status_classes_from_python() {
             .event_handler(collector.clone())
             .build()
             .expect("config");
-        let (sender, tx) = sender_with_pool(config, 64, 1);
-        let sent = queue(&tx, 0, 0..10);
-        assert_eq!(
-            sender.flush(WAIT).outstanding,
-            0,
-            "{code}: {:#?}",
-            sender.stats()
-        );
-        drop(tx);
-        let done = within(WAIT, "close", move || sender.close());
+        let (done, lines, sent) = ship(&mut server, config, 10, code);
         assert!(done.report.all_delivered(), "{code}: {:?}", done.report);
         assert!(collector.dead_letters().is_empty(), "{code}");
-        let lines = server.requests(Duration::from_millis(500)).to_vec();
         assert_eq!(
             lines
                 .iter()
