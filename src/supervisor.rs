@@ -183,7 +183,7 @@ impl Supervisor {
     /// The wire cannot carry on (`why`): stop it, drop the channel, and rebuild both
     /// after the backoff.
     fn wire_lost(&mut self, why: &dyn std::fmt::Display) {
-        warn!("the wire stopped: {why}");
+        // (`schedule_retry` logs why, with the next attempt.)
         if self.protocol.is_up() {
             self.protocol.stop();
         }
