@@ -39,6 +39,18 @@ impl Wire {
         }
     }
 
+    /// [`Wire::decode`] for bytes logsender wrote itself (`what` they are, for the
+    /// log): `None`, logged as an error, if they do not decode after all.
+    pub(crate) fn decode_or_log(self, bytes: &[u8], what: &str) -> Option<LogPayload> {
+        match self.decode(bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::error!("cannot decode {what}: {e}");
+                None
+            }
+        }
+    }
+
     /// The entry level's frame of `template` on this wire.
     pub(crate) fn entry_frame(self, template: &LogPayload) -> EntryFrame {
         match self {
@@ -119,12 +131,7 @@ impl Encoded {
     /// The payload back as a tree (to hand it back or report it); `None` (logged) only
     /// if the bytes do not parse, which would be a bug.
     pub(crate) fn decode(&self) -> Option<LogPayload> {
-        match self.wire.decode(&self.bytes) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log::error!("cannot decode an assembled payload (this is a bug): {e}");
-                None
-            }
-        }
+        self.wire
+            .decode_or_log(&self.bytes, "an assembled payload (this is a bug)")
     }
 }

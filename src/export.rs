@@ -61,6 +61,15 @@ impl Answer {
         }
     }
 
+    /// Reads the watched call to its end: every response, or its failure.
+    pub(crate) async fn responses(&self) -> grpcio::Result<Vec<Vec<u8>>> {
+        let mut responses = Vec::new();
+        while let Some(response) = std::future::poll_fn(|cx| self.poll_next(cx)).await {
+            responses.push(response?);
+        }
+        Ok(responses)
+    }
+
     /// Cancels the call, and any part not started yet.
     pub(crate) fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);

@@ -144,13 +144,9 @@ impl Shared {
 
     /// Decodes a held payload back (to hand it to the user).
     pub(crate) fn decode_item(&self, item: &Item) -> Option<LogPayload> {
-        match self.config.wire.decode(item.bytes.as_slice()) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                error!("cannot decode a held payload (this is a bug): {e}");
-                None
-            }
-        }
+        self.config
+            .wire
+            .decode_or_log(item.bytes.as_slice(), "a held payload (this is a bug)")
     }
 
     /// Numbers a payload in global intake order.

@@ -538,13 +538,7 @@ fn adopt(shared: &Shared, header: &Header, body: Vec<u8>) -> Vec<u8> {
 
 /// A spool record's payload (`None`, logged, if its checked bytes do not decode).
 fn decode_record(wire: Wire, body: &[u8]) -> Option<LogPayload> {
-    match wire.decode(body) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            error!("spool: a record that passed its checksum does not decode: {e}");
-            None
-        }
-    }
+    wire.decode_or_log(body, "a spool record that passed its checksum")
 }
 
 /// Counts payloads the spool lost (called under the ledger lock that stops them being

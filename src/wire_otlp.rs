@@ -12,7 +12,6 @@
 //! status that may be about the payloads puts it on trial (probe: an empty `Export`).
 
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,9 +178,7 @@ async fn export(
         let left = deadline.saturating_duration_since(Instant::now());
         let option = CallOption::default().timeout(left.max(Duration::from_millis(1)));
         answer.watch(client.server_streaming(&EXPORT, &request, option)?);
-        while let Some(response) = poll_fn(|cx| answer.poll_next(cx)).await {
-            responses.push(response?);
-        }
+        responses.extend(answer.responses().await?);
     }
     Ok(responses)
 }
@@ -363,13 +360,7 @@ impl Protocol for Unary {
         self.probes.insert(id, answer.clone());
         let reports = self.shared.reports.clone();
         client.spawn(async move {
-            let mut result = Ok(Vec::new());
-            while let Some(response) = poll_fn(|cx| answer.poll_next(cx)).await {
-                if let Err(e) = response {
-                    result = Err(e);
-                    break;
-                }
-            }
+            let result = answer.responses().await;
             let _ = reports.send(Report::CallEnded {
                 id,
                 result,
