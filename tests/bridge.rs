@@ -126,11 +126,7 @@ fn records_arrive_with_level_target_file_line_and_key_values(wire: Wire) {
     assert_eq!(entries[2].level, "error");
     assert!(sender.close().report.all_delivered());
     // Each line went on the wire asked for.
-    let calls = sink.calls();
-    match wire {
-        Wire::OtlpLogs => assert_eq!(calls.opened, calls.exports, "{calls:?}"),
-        _ => assert_eq!(calls.exports, 0, "{calls:?}"),
-    }
+    sink.assert_spoke(wire);
 }
 }
 

@@ -51,22 +51,6 @@ fn assert_acknowledged_by_sink(sink: &Sink, wanted: &[String]) {
     );
 }
 
-/// Asserts that the sender spoke `wire` to `sink`: on OTLP every call was an `Export`,
-/// on GoSight none was.
-fn assert_spoke(sink: &Sink, wire: Wire) {
-    let calls = sink.calls();
-    match wire {
-        Wire::GoSightStream => assert_eq!(calls.exports, 0, "an Export call: {calls:?}"),
-        _ => {
-            assert!(calls.exports > 0, "no Export call: {calls:?}");
-            assert_eq!(
-                calls.exports, calls.opened,
-                "a stream was opened: {calls:?}"
-            );
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // Row 1: a poison payload is isolated and dead-lettered; delivery never stops.
 // ---------------------------------------------------------------------------------
@@ -129,7 +113,7 @@ both_wires! {
         queue(&tx, 1, 0..10);
         assert_eq!(sender.flush(WAIT).outstanding, 0);
         assert_acknowledged_by_sink(&sink, &expected_ids(1, 0..10));
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         drop(tx);
         assert!(sender.close().undelivered.is_empty());
         assert_no_background_panic();
@@ -169,7 +153,7 @@ fn one_payload_rejected(
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].id, bad);
     assert_eq!(dead[0].code, Some(code));
-    assert_spoke(&sink, wire);
+    sink.assert_spoke(wire);
     (sink, dead, st)
 }
 
@@ -233,7 +217,7 @@ both_wires! {
         if wire == Wire::OtlpLogs {
             assert_eq!(sink.calls().empty, 0, "a probe: {:?}", sink.calls());
         }
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         drop(tx);
         assert!(sender.close().undelivered.is_empty());
         assert_no_background_panic();
@@ -277,7 +261,7 @@ fn row01_otlp_a_plain_resource_exhausted_on_every_call_dead_letters_after_the_pr
     let calls = sink.calls();
     assert!(calls.empty >= 1, "dead-lettered without a probe: {calls:?}");
     assert_eq!(calls.ok, 0, "{calls:?}");
-    assert_spoke(&sink, Wire::OtlpLogs);
+    sink.assert_spoke(Wire::OtlpLogs);
     drop(tx);
     let done = within(WAIT, "close", move || sender.close());
     assert!(done.undelivered.is_empty());
@@ -316,7 +300,7 @@ fn storage_outage(wire: Wire, code: RpcStatusCode) {
     assert_eq!(sender.stats().acknowledged, 30);
     assert_eq!(sender.stats().dead_lettered, 0);
     assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..30));
-    assert_spoke(&sink, wire);
+    sink.assert_spoke(wire);
     drop(tx);
     assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
@@ -426,7 +410,7 @@ both_wires! {
             "a call that was making progress was cancelled: {st:#?}"
         );
         assert_acknowledged_by_sink(&sink, &ids(&sent));
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         drop(tx);
         assert!(sender.close().undelivered.is_empty());
         assert_no_background_panic();
@@ -484,7 +468,7 @@ both_wires! {
             failures > 100,
             "the send_logs calls did not fail: {failures}"
         );
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         drop(tx);
         let sender = Arc::try_unwrap(sender).expect("sole owner");
         assert!(sender.close().undelivered.is_empty());
@@ -527,7 +511,7 @@ both_wires! {
             );
         }
         feeder.join().expect("feeder");
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         drop(tx_b);
         let _ = sender.close().undelivered;
         assert_no_background_panic();
@@ -671,7 +655,7 @@ both_wires! {
         got.sort();
         want.sort();
         assert_eq!(got, want, "close hands back what was not delivered");
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         assert_no_background_panic();
     }
 }
@@ -815,7 +799,7 @@ fn duration_max_everywhere(wire: Wire) {
     assert!(sender.stats().acknowledged >= 20);
     drop(tx);
     assert!(sender.close_timeout(Duration::MAX).undelivered.is_empty());
-    assert_spoke(&sink, wire);
+    sink.assert_spoke(wire);
     assert_no_background_panic();
 
     // The same against a collector that is not there: backoff of "forever", and a close
@@ -1138,7 +1122,7 @@ fn row10_otlp_transient_aborted_and_data_loss_are_retried() {
     assert_eq!(st.acknowledged, 60);
     assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..30));
     assert_acknowledged_by_sink(&sink, &expected_ids(1, 0..30));
-    assert_spoke(&sink, Wire::OtlpLogs);
+    sink.assert_spoke(Wire::OtlpLogs);
     drop(tx);
     assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
@@ -1299,7 +1283,7 @@ fn row12_send_logs_only_resends_without_another_call(wire: Wire) {
         "the sink did not fail the epoch: {st:#?}"
     );
     assert_acknowledged_by_sink(&sink, &ids(&sent));
-    assert_spoke(&sink, wire);
+    sink.assert_spoke(wire);
     assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
 }
@@ -1405,7 +1389,7 @@ both_wires! {
             compressed == 0 && plain >= 50,
             "{compressed} compressed, {plain} not"
         );
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         assert_no_background_panic();
     }
 }
@@ -1455,7 +1439,7 @@ both_wires! {
             compressed >= 50 && plain == 0,
             "{compressed} compressed, {plain} not"
         );
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         assert_no_background_panic();
     }
 }
@@ -1489,7 +1473,7 @@ both_wires! {
             collector.dead_letters()
         );
         assert_acknowledged_by_sink(&sink, &ids(&sent));
-        assert_spoke(&sink, wire);
+        sink.assert_spoke(wire);
         drop(tx);
         assert!(sender.close().undelivered.is_empty());
         assert_no_background_panic();

@@ -212,11 +212,7 @@ fn in_process_sink_stopped_and_restarted_mid_stream(wire: Wire) {
     let mut sink = Sink::start();
     let (sent, _) = down_and_back_mid_stream(&mut sink, 2, wire);
     assert_at_least_once(&sent, &sink.received());
-    let calls = sink.calls();
-    match wire {
-        Wire::GoSightStream => assert_eq!(calls.exports, 0, "{calls:?}"),
-        _ => assert_eq!(calls.exports, calls.opened, "a stream was opened: {calls:?}"),
-    }
+    sink.assert_spoke(wire);
     assert_no_background_panic();
 }
 }

@@ -41,17 +41,6 @@ fn otlp_config(addr: &str) -> ConfigBuilder {
     fast_config_on(addr, Wire::OtlpLogs)
 }
 
-/// Asserts that every call the sink saw was an `Export` (no GoSight stream was opened):
-/// the sender really spoke OTLP.
-fn assert_all_exports(sink: &Sink) {
-    let calls = sink.calls();
-    assert!(calls.exports > 0, "no Export call at all: {calls:?}");
-    assert_eq!(
-        calls.exports, calls.opened,
-        "a GoSight stream was opened: {calls:?}"
-    );
-}
-
 /// Asserts that every id of `wanted` travelled in a call the sink answered `OK`.
 fn assert_acknowledged_by_sink(sink: &Sink, wanted: &[String]) {
     let ok: std::collections::HashSet<String> = sink.ok_ids().into_iter().collect();
@@ -144,7 +133,7 @@ fn payloads_entries_and_send_logs_arrive_over_otlp() {
         "{st:#?}"
     );
 
-    assert_all_exports(&sink);
+    sink.assert_spoke(Wire::OtlpLogs);
     assert_eq!(sink.bad_payloads(), 0);
     let got = sink.received();
     let of = |prefix: &str| -> Vec<LogPayload> {
@@ -232,7 +221,7 @@ fn calls_in_flight_are_bounded() {
         "the sink held {} calls at once",
         sink.max_exports_pending()
     );
-    assert_all_exports(&sink);
+    sink.assert_spoke(Wire::OtlpLogs);
     drop(tx);
     assert!(sender.close().undelivered.is_empty());
     assert_no_background_panic();
@@ -312,7 +301,7 @@ fn a_partial_success_dead_letters_the_rejected_records_and_resends_nothing() {
     carried.sort();
     assert_eq!(heard, carried, "the event's payloads are the call's");
     assert!(collector.dead_letters().is_empty());
-    assert_all_exports(&sink);
+    sink.assert_spoke(Wire::OtlpLogs);
     assert_no_background_panic();
 }
 
@@ -440,7 +429,7 @@ fn one_payload_rejected(bad: &str, code: RpcStatusCode, n: usize) -> (Sink, logs
         "{code:?}: no probe before the verdict: {:?}",
         sink.calls()
     );
-    assert_all_exports(&sink);
+    sink.assert_spoke(Wire::OtlpLogs);
     (sink, st)
 }
 
@@ -558,7 +547,7 @@ fn a_collector_that_refuses_every_call_dead_letters_everything() {
         let done = within(WAIT, "close", move || sender.close());
         assert!(done.undelivered.is_empty(), "{code:?}");
         assert_eq!(done.report.dead_lettered, 10, "{code:?}: {:?}", done.report);
-        assert_all_exports(&sink);
+        sink.assert_spoke(Wire::OtlpLogs);
     }
     assert_no_background_panic();
 }
@@ -693,11 +682,7 @@ both_wires! {
         let expected: Vec<LogPayload> = sent.iter().map(expected_back).collect();
         assert_at_least_once(&expected, &sink.received());
         assert_acknowledged_by_sink(&sink, &expected_ids(0, 0..30));
-        let calls = sink.calls();
-        match wire {
-            Wire::OtlpLogs => assert_all_exports(&sink),
-            _ => assert_eq!(calls.exports, 0, "{calls:?}"),
-        }
+        sink.assert_spoke(wire);
         drop(tx);
         assert!(sender.close().undelivered.is_empty());
         assert_no_background_panic();
@@ -788,7 +773,7 @@ fn otlp_ok_without_a_response_message_is_delivered_not_a_panic() {
     assert_eq!(st.retried, 0, "{st:#?}");
     let calls = sink.calls();
     assert!(calls.ok >= 1 && calls.failed == 0, "{calls:?}");
-    assert_all_exports(&sink);
+    sink.assert_spoke(Wire::OtlpLogs);
     drop(tx);
     let done = within(WAIT, "close", move || sender.close());
     assert!(done.undelivered.is_empty());

@@ -122,7 +122,7 @@ fn epochs_without_a_final_status_time_out_and_are_resent(wire: Wire) {
         "everything acknowledged after the stall",
     );
     assert!(st.epochs_committed > 0);
-    assert_spoke(&sink, wire);
+    sink.assert_spoke(wire);
     drop(tx);
     assert!(close(sender).is_empty());
 }
@@ -182,20 +182,8 @@ fn a_write_blocked_by_a_collector_that_never_reads_is_released(wire: Wire) {
         Duration::from_secs(30),
         "everything acknowledged",
     );
-    assert_spoke(&sink, wire);
+    sink.assert_spoke(wire);
     drop(tx);
     assert!(close(sender).is_empty());
 }
-}
-
-/// Asserts that the sender spoke `wire` to `sink`.
-fn assert_spoke(sink: &Sink, wire: Wire) {
-    let calls = sink.calls();
-    match wire {
-        Wire::GoSightStream => assert_eq!(calls.exports, 0, "an Export call: {calls:?}"),
-        _ => assert_eq!(
-            calls.exports, calls.opened,
-            "a stream was opened: {calls:?}"
-        ),
-    }
 }

@@ -98,17 +98,7 @@ fn ship_and_check(sink: &Sink, config: Config) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 50);
-    let calls = sink.calls();
-    match wire {
-        Wire::GoSightStream => assert_eq!(calls.exports, 0, "an Export call: {calls:?}"),
-        _ => {
-            assert!(calls.exports > 0, "no Export call: {calls:?}");
-            assert_eq!(
-                calls.exports, calls.opened,
-                "a stream was opened: {calls:?}"
-            );
-        }
-    }
+    sink.assert_spoke(wire);
 }
 
 both_wires! {

@@ -569,6 +569,24 @@ impl Sink {
         self.inner.exports_pending.lock().1
     }
 
+    /// Asserts that the sender spoke `wire` to this sink: on GoSight no `Export` call,
+    /// on OTLP at least one and nothing else (no stream was opened).
+    pub fn assert_spoke(&self, wire: logsender::Wire) {
+        let calls = self.calls();
+        match wire {
+            logsender::Wire::GoSightStream => {
+                assert_eq!(calls.exports, 0, "an Export call: {calls:?}")
+            }
+            _ => {
+                assert!(calls.exports > 0, "no Export call: {calls:?}");
+                assert_eq!(
+                    calls.exports, calls.opened,
+                    "a stream was opened: {calls:?}"
+                );
+            }
+        }
+    }
+
     /// Counts of streams seen.
     pub fn calls(&self) -> Calls {
         let i = &self.inner;
